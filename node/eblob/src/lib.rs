@@ -1,0 +1,1 @@
+//! Eblob: an append-mostly blob storage engine.

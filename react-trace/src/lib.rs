@@ -1,0 +1,1 @@
+//! react-trace: per-request call trees in the React JSON format, as a `tracing` Layer.

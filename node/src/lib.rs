@@ -3,3 +3,5 @@
 //! Hosts eblob backends, joins the DHT ring, serves the wire protocol and the monitoring HTTP.
 //! The storage engine lives in the `eblob` crate (`node/eblob`); this crate is the network edge
 //! around it and is the only place where async meets the synchronous engine.
+
+pub mod cache;

@@ -5,3 +5,4 @@
 //! around it and is the only place where async meets the synchronous engine.
 
 pub mod cache;
+pub mod procfs;

@@ -5,4 +5,5 @@
 //! around it and is the only place where async meets the synchronous engine.
 
 pub mod cache;
+pub mod config;
 pub mod procfs;

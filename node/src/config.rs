@@ -1,0 +1,480 @@
+//! `ell-node` configuration: a TOML file, validated as a whole before anything starts.
+//!
+//! Every option has a default (see `node/ell-node.sample.toml`, which a test keeps equal to
+//! these defaults), unknown keys are errors (a typo must not silently fall back to a default),
+//! and every limit is bounded. What it is not: live configuration. Run-time changes (data-sort
+//! schedules, backend state) go through the admin API and are persisted by the node itself.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::cache::CacheConfig;
+
+/// Environment variable that overrides `admin_token`, so the secret need not sit in a file.
+pub const ADMIN_TOKEN_ENV: &str = "ELLIPSIS_ADMIN_TOKEN";
+
+/// The whole node configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Wire-protocol listen addresses. Loopback by default: exposing a node is a decision.
+    pub listen: Vec<SocketAddr>,
+    /// Nodes to join at start (`host:port`); the rest of the ring is learned from them.
+    pub remotes: Vec<String>,
+    /// HTTP port for stats, metrics, traces, admin and the object API; `None` disables it.
+    pub http_listen: Option<SocketAddr>,
+    /// Bearer token for admin operations and HTTP writes. Overridden by `ELLIPSIS_ADMIN_TOKEN`.
+    /// Without a token admin operations are refused, never open.
+    pub admin_token: Option<String>,
+    /// Log filter in `tracing_subscriber::EnvFilter` syntax (`info`, `ellipsis_node=debug`).
+    pub log_level: String,
+    /// How often to reconnect to dead peers and refresh routes.
+    pub check_timeout_s: u64,
+    /// Default per-request timeout, for forwarded requests and the node's own client calls.
+    pub wait_timeout_ms: u64,
+    /// Largest accepted wire frame (header + payload); bigger frames close the connection.
+    pub max_frame_bytes: u64,
+    /// Connections accepted at once; further ones wait in the kernel backlog.
+    pub max_connections: u32,
+    /// Threads running engine calls.
+    pub blocking_threads: u32,
+    /// Requests waiting for an engine thread before new ones are refused with EAGAIN.
+    pub blocking_queue_limit: u32,
+    /// Fraction of requests traced without the client asking (0.0 to 1.0).
+    pub trace_sampling_rate: f64,
+    /// Recent call trees kept for `/traces`.
+    pub trace_ring_size: u32,
+    /// The node's storage backends.
+    #[serde(rename = "backend")]
+    pub backends: Vec<BackendConfig>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 1025))],
+            remotes: Vec::new(),
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            admin_token: None,
+            log_level: "info".to_owned(),
+            check_timeout_s: 60,
+            wait_timeout_ms: 5_000,
+            max_frame_bytes: 64 << 20,
+            max_connections: 1_024,
+            blocking_threads: 16,
+            blocking_queue_limit: 1_024,
+            trace_sampling_rate: 0.001,
+            trace_ring_size: 256,
+            backends: Vec::new(),
+        }
+    }
+}
+
+/// One eblob backend: a directory, a replica group and the engine's options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Unique within the node; names the backend in stats and admin commands.
+    pub id: u32,
+    /// Replica group this backend belongs to.
+    pub group: u32,
+    /// The eblob directory (created if missing).
+    pub dir: PathBuf,
+    /// Ring ids generated on first start (more for bigger disks); persisted in `dir` after.
+    pub ring_ids: u32,
+    /// `always` (fsync before acknowledging), `never`, or a period such as `5s`.
+    pub sync: SyncSetting,
+    /// Open base is closed and a new one started at this size.
+    pub blob_size_bytes: u64,
+    /// ... or at this many records.
+    pub records_in_blob: u64,
+    /// Records per index block in sorted bases.
+    pub index_block_size: u32,
+    /// A base wants data-sort when removed bytes reach this share of it.
+    pub defrag_percentage: u8,
+    /// Writes beyond this total size fail with "no space"; `None` means no limit.
+    pub total_size_limit_bytes: Option<u64>,
+    /// Writes fail with "no space" when the filesystem has less free space than this.
+    pub min_free_space_bytes: u64,
+    /// Start read-only (writes refused with EROFS).
+    pub read_only: bool,
+    /// The backend's SLRU cache; `size_bytes = 0` disables it.
+    pub cache: CacheConfig,
+    /// Data-sort scheduling.
+    pub defrag: DefragConfig,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            id: 0,
+            group: 0,
+            dir: PathBuf::new(),
+            ring_ids: 4,
+            sync: SyncSetting::EverySeconds(1),
+            blob_size_bytes: 10 << 30,
+            records_in_blob: 50_000_000,
+            index_block_size: 40,
+            defrag_percentage: 25,
+            total_size_limit_bytes: None,
+            min_free_space_bytes: 1 << 30,
+            read_only: false,
+            cache: CacheConfig::default(),
+            defrag: DefragConfig::default(),
+        }
+    }
+}
+
+/// When data-sort runs by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefragMode {
+    /// When a base is closed.
+    Auto,
+    /// Every `timeout_s`.
+    Timed,
+    /// Daily, in the window `time_hour` ± `splay_hours`, at a random start per node.
+    Scheduled,
+    /// Only on command.
+    None,
+}
+
+/// Data-sort schedule of one backend (the initial one: the admin API can change it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DefragConfig {
+    /// Scheduling mode.
+    pub mode: DefragMode,
+    /// Period for `timed`.
+    pub timeout_s: u64,
+    /// Centre of the daily window for `scheduled`, hour of day (0-23, local time of the node).
+    pub time_hour: u8,
+    /// Half-width of the daily window in hours (0-12).
+    pub splay_hours: u8,
+    /// Sort only bases that want it (removed share above `defrag_percentage`).
+    pub compact: bool,
+}
+
+impl Default for DefragConfig {
+    fn default() -> Self {
+        DefragConfig {
+            mode: DefragMode::Auto,
+            timeout_s: 86_400,
+            time_hour: 3,
+            splay_hours: 1,
+            compact: false,
+        }
+    }
+}
+
+/// Engine sync policy as written in the config: `always`, `never`, or `<N>s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncSetting {
+    /// fsync before acknowledging every write.
+    Always,
+    /// fsync in the background every N seconds.
+    EverySeconds(u32),
+    /// Leave it to the kernel.
+    Never,
+}
+
+impl FromStr for SyncSetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(SyncSetting::Always),
+            "never" => Ok(SyncSetting::Never),
+            other => other
+                .strip_suffix('s')
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|&n| n > 0)
+                .map(SyncSetting::EverySeconds)
+                .ok_or_else(|| {
+                    format!(
+                        "sync must be \"always\", \"never\" or a period like \"5s\", got {other:?}"
+                    )
+                }),
+        }
+    }
+}
+
+impl std::fmt::Display for SyncSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncSetting::Always => f.write_str("always"),
+            SyncSetting::Never => f.write_str("never"),
+            SyncSetting::EverySeconds(n) => write!(f, "{n}s"),
+        }
+    }
+}
+
+impl Serialize for SyncSetting {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SyncSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type (the message has the line).
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// Parsed, but a value is out of range or inconsistent with another.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Limits on values, so a typo cannot ask for a terabyte frame or a million threads.
+const MAX_FRAME_BYTES: u64 = 1 << 30;
+const MAX_THREADS: u32 = 1_024;
+const MAX_CONNECTIONS: u32 = 100_000;
+const MAX_QUEUE: u32 = 1_000_000;
+const MAX_RING_IDS: u32 = 1_024;
+const MAX_TRACE_RING: u32 = 100_000;
+
+impl NodeConfig {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The admin token: the environment variable wins over the file.
+    pub fn effective_admin_token(&self) -> Option<String> {
+        std::env::var(ADMIN_TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| self.admin_token.clone())
+    }
+
+    /// Checks ranges and cross-field consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.listen.is_empty() {
+            return bad("listen must name at least one address".into());
+        }
+        if !(1..=MAX_FRAME_BYTES).contains(&self.max_frame_bytes) {
+            return bad(format!("max_frame_bytes must be 1..={MAX_FRAME_BYTES}"));
+        }
+        if !(1..=MAX_THREADS).contains(&self.blocking_threads) {
+            return bad(format!("blocking_threads must be 1..={MAX_THREADS}"));
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
+            return bad(format!("max_connections must be 1..={MAX_CONNECTIONS}"));
+        }
+        if !(1..=MAX_QUEUE).contains(&self.blocking_queue_limit) {
+            return bad(format!("blocking_queue_limit must be 1..={MAX_QUEUE}"));
+        }
+        if !(0.0..=1.0).contains(&self.trace_sampling_rate) {
+            return bad("trace_sampling_rate must be between 0.0 and 1.0".into());
+        }
+        if !(1..=MAX_TRACE_RING).contains(&self.trace_ring_size) {
+            return bad(format!("trace_ring_size must be 1..={MAX_TRACE_RING}"));
+        }
+        if self.wait_timeout_ms == 0 || self.check_timeout_s == 0 {
+            return bad("wait_timeout_ms and check_timeout_s must be positive".into());
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return bad("admin_token must be at least 16 characters".into());
+        }
+        let mut ids = HashSet::new();
+        let mut dirs = HashSet::new();
+        for b in &self.backends {
+            let name = format!("backend {}", b.id);
+            if !ids.insert(b.id) {
+                return bad(format!("{name}: backend ids must be unique"));
+            }
+            if b.dir.as_os_str().is_empty() {
+                return bad(format!("{name}: dir is required"));
+            }
+            if !dirs.insert(b.dir.clone()) {
+                return bad(format!(
+                    "{name}: dir {} is used by another backend",
+                    b.dir.display()
+                ));
+            }
+            if !(1..=MAX_RING_IDS).contains(&b.ring_ids) {
+                return bad(format!("{name}: ring_ids must be 1..={MAX_RING_IDS}"));
+            }
+            if b.blob_size_bytes < 1 << 20 || b.records_in_blob == 0 {
+                return bad(format!(
+                    "{name}: blob_size_bytes must be >= 1 MiB and records_in_blob > 0"
+                ));
+            }
+            if b.index_block_size == 0 || b.index_block_size > 65_536 {
+                return bad(format!("{name}: index_block_size must be 1..=65536"));
+            }
+            if b.defrag_percentage == 0 || b.defrag_percentage > 100 {
+                return bad(format!("{name}: defrag_percentage must be 1..=100"));
+            }
+            if b.defrag.time_hour > 23 || b.defrag.splay_hours > 12 {
+                return bad(format!(
+                    "{name}: defrag time_hour must be 0..=23 and splay_hours 0..=12"
+                ));
+            }
+            if b.defrag.mode == DefragMode::Timed && b.defrag.timeout_s == 0 {
+                return bad(format!(
+                    "{name}: defrag timeout_s must be positive in timed mode"
+                ));
+            }
+            if let Err(e) = crate::cache::Cache::<u8, ()>::new(b.cache.clone()) {
+                return bad(format!("{name}: cache: {e}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = include_str!("../ell-node.sample.toml");
+
+    #[test]
+    fn sample_file_documents_exactly_the_defaults() {
+        let sample = NodeConfig::parse(SAMPLE).expect("the sample parses");
+        let mut expected = NodeConfig::default();
+        // The sample shows one backend so its section is documented; its values are defaults
+        // apart from the three that have none.
+        expected.backends.push(BackendConfig {
+            id: 1,
+            group: 1,
+            dir: PathBuf::from("/var/lib/ellipsis/backend-1"),
+            ..BackendConfig::default()
+        });
+        assert_eq!(sample, expected);
+    }
+
+    #[test]
+    fn default_listen_addresses_are_loopback() {
+        let c = NodeConfig::default();
+        assert!(c.listen.iter().all(|a| a.ip().is_loopback()));
+        assert!(c.http_listen.is_some_and(|a| a.ip().is_loopback()));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_line() {
+        let err =
+            NodeConfig::parse("listen = [\"127.0.0.1:1\"]\nmax_frame_byts = 5\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("max_frame_byts") && msg.contains("line 2"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn sync_setting_parses_and_rejects() {
+        assert_eq!("always".parse::<SyncSetting>(), Ok(SyncSetting::Always));
+        assert_eq!("never".parse::<SyncSetting>(), Ok(SyncSetting::Never));
+        assert_eq!(
+            "5s".parse::<SyncSetting>(),
+            Ok(SyncSetting::EverySeconds(5))
+        );
+        for bad in ["0s", "5", "s", "sometimes", "-1s"] {
+            assert!(bad.parse::<SyncSetting>().is_err(), "{bad}");
+        }
+        let err =
+            NodeConfig::parse("[[backend]]\nid = 1\ngroup = 1\ndir = \"/x\"\nsync = \"often\"\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("sync must be"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_backends_are_refused() {
+        let two = |a: &str, b: &str| {
+            format!("[[backend]]\nid = 1\ngroup = 1\ndir = \"{a}\"\n[[backend]]\nid = {b}\ngroup = 2\ndir = \"/d2\"\n")
+        };
+        let dup_id = NodeConfig::parse(&two("/d1", "1")).unwrap_err();
+        assert!(dup_id.to_string().contains("unique"), "{dup_id}");
+        let dup_dir = NodeConfig::parse(&two("/d2", "2")).unwrap_err();
+        assert!(
+            dup_dir.to_string().contains("used by another backend"),
+            "{dup_dir}"
+        );
+        let no_dir = NodeConfig::parse("[[backend]]\nid = 1\ngroup = 1\n").unwrap_err();
+        assert!(no_dir.to_string().contains("dir is required"), "{no_dir}");
+    }
+
+    #[test]
+    fn out_of_range_limits_are_refused() {
+        for (text, needle) in [
+            ("max_frame_bytes = 0", "max_frame_bytes"),
+            ("max_frame_bytes = 99999999999", "max_frame_bytes"),
+            ("blocking_threads = 0", "blocking_threads"),
+            ("trace_sampling_rate = 1.5", "trace_sampling_rate"),
+            ("admin_token = \"short\"", "admin_token"),
+            ("listen = []", "listen"),
+        ] {
+            let err = NodeConfig::parse(text).unwrap_err();
+            assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
+        let bad_window =
+            "[[backend]]\nid = 1\ngroup = 1\ndir = \"/d\"\n[backend.defrag]\ntime_hour = 24\n";
+        assert!(NodeConfig::parse(bad_window)
+            .unwrap_err()
+            .to_string()
+            .contains("time_hour"));
+        let bad_cache =
+            "[[backend]]\nid = 1\ngroup = 1\ndir = \"/d\"\n[backend.cache]\nshards = 0\n";
+        assert!(NodeConfig::parse(bad_cache)
+            .unwrap_err()
+            .to_string()
+            .contains("shards"));
+    }
+
+    #[test]
+    fn missing_file_error_names_the_path() {
+        let err = NodeConfig::load(Path::new("/nonexistent/ell-node.toml")).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/ell-node.toml"),
+            "{err}"
+        );
+    }
+}

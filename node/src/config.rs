@@ -151,7 +151,7 @@ pub struct DefragConfig {
     pub mode: DefragMode,
     /// Period for `timed`.
     pub timeout_s: u64,
-    /// Centre of the daily window for `scheduled`, hour of day (0-23, local time of the node).
+    /// Centre of the daily window for `scheduled`, hour of day (0-23, UTC).
     pub time_hour: u8,
     /// Half-width of the daily window in hours (0-12).
     pub splay_hours: u8,

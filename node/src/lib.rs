@@ -7,3 +7,4 @@
 pub mod cache;
 pub mod config;
 pub mod procfs;
+pub mod schedule;

@@ -8,3 +8,4 @@ pub mod cache;
 pub mod config;
 pub mod procfs;
 pub mod schedule;
+pub mod worker;

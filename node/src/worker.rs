@@ -1,0 +1,642 @@
+//! Background jobs: one registry and one status shape for data-sort, recovery, server-send and
+//! cache sync.
+//!
+//! A job's code holds a [`JobHandle`]: it reports progress, checks for cancellation between
+//! units of work, and finishes with a result. Anyone can read [`Workers::list`] at any time
+//! while jobs run (progress is atomics; only state changes take a short lock).
+//!
+//! What it is not: a scheduler or thread pool. Jobs run on whatever thread the caller gives
+//! them; this module tracks them and throttles them.
+//!
+//! Invariants:
+//! - A job's state only moves forward: queued -> running <-> paused -> done | failed | cancelled.
+//! - The registry keeps at most `history_limit` finished jobs (oldest dropped first), so it is
+//!   bounded however many jobs run.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+
+/// What a job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Eblob data-sort / defragmentation of one backend.
+    DataSort,
+    /// Recovery within a group after a ring change.
+    RecoveryMerge,
+    /// Recovery across groups.
+    RecoveryDc,
+    /// Server-send of records to other groups.
+    ServerSend,
+    /// Write-back of dirty cache objects.
+    CacheSync,
+}
+
+/// Life-cycle state of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Registered, not started.
+    Queued,
+    /// Working.
+    Running,
+    /// Paused by request; resumes on `resume`.
+    Paused,
+    /// Finished successfully.
+    Done,
+    /// Finished with an error.
+    Failed,
+    /// Stopped by request.
+    Cancelled,
+}
+
+impl JobState {
+    /// Done, failed or cancelled.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// A point-in-time view of one job, as served in `/stats/workers`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// Unique within the node's lifetime.
+    pub id: u64,
+    /// What the job does.
+    pub kind: JobKind,
+    /// Free-form target, e.g. `backend 3` or `groups 1,2`.
+    pub target: String,
+    /// Current state.
+    pub state: JobState,
+    /// Keys processed so far.
+    pub done_keys: u64,
+    /// Keys to process, when known.
+    pub total_keys: Option<u64>,
+    /// Bytes processed so far.
+    pub done_bytes: u64,
+    /// Bytes to process, when known.
+    pub total_bytes: Option<u64>,
+    /// Keys per second since the start (running time only).
+    pub rate_keys_per_s: f64,
+    /// Bytes per second since the start.
+    pub rate_bytes_per_s: f64,
+    /// Errors counted so far (the job goes on unless it fails).
+    pub errors: u64,
+    /// The last error message, if any.
+    pub last_error: Option<String>,
+    /// Start, seconds since the Unix epoch.
+    pub started_at_s: Option<u64>,
+    /// Finish, seconds since the Unix epoch.
+    pub finished_at_s: Option<u64>,
+    /// Final result message.
+    pub result: Option<String>,
+}
+
+struct Lifecycle {
+    state: JobState,
+    started: Option<(Instant, u64)>,
+    finished_at_s: Option<u64>,
+    /// Running time accumulated before the current run segment (pauses excluded).
+    active_before: Duration,
+    resumed_at: Option<Instant>,
+    last_error: Option<String>,
+    result: Option<String>,
+}
+
+struct Job {
+    id: u64,
+    kind: JobKind,
+    target: String,
+    done_keys: AtomicU64,
+    total_keys: AtomicU64,
+    done_bytes: AtomicU64,
+    total_bytes: AtomicU64,
+    errors: AtomicU64,
+    cancel: AtomicBool,
+    life: Mutex<Lifecycle>,
+    resumed: Condvar,
+}
+
+/// Marker for "total not known" in the atomics.
+const UNKNOWN: u64 = u64::MAX;
+
+fn epoch_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Job {
+    fn status(&self) -> JobStatus {
+        let life = self.life.lock();
+        let active = life.active_before + life.resumed_at.map_or(Duration::ZERO, |r| r.elapsed());
+        let secs = active.as_secs_f64();
+        let done_keys = self.done_keys.load(Ordering::Relaxed);
+        let done_bytes = self.done_bytes.load(Ordering::Relaxed);
+        let known = |v: u64| (v != UNKNOWN).then_some(v);
+        JobStatus {
+            id: self.id,
+            kind: self.kind,
+            target: self.target.clone(),
+            state: life.state,
+            done_keys,
+            total_keys: known(self.total_keys.load(Ordering::Relaxed)),
+            done_bytes,
+            total_bytes: known(self.total_bytes.load(Ordering::Relaxed)),
+            rate_keys_per_s: if secs > 0.0 {
+                done_keys as f64 / secs
+            } else {
+                0.0
+            },
+            rate_bytes_per_s: if secs > 0.0 {
+                done_bytes as f64 / secs
+            } else {
+                0.0
+            },
+            errors: self.errors.load(Ordering::Relaxed),
+            last_error: life.last_error.clone(),
+            started_at_s: life.started.map(|(_, s)| s),
+            finished_at_s: life.finished_at_s,
+            result: life.result.clone(),
+        }
+    }
+}
+
+/// The node's job registry.
+pub struct Workers {
+    jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
+    next_id: AtomicU64,
+    history_limit: usize,
+}
+
+/// Returned by [`JobHandle::checkpoint`] when the job was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("job cancelled")]
+pub struct Cancelled;
+
+/// Why a control request on a job was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// No job with that id (never existed, or dropped from history).
+    #[error("no job {0}")]
+    NotFound(u64),
+    /// The job has already finished.
+    #[error("job {id} already {state:?}")]
+    Finished {
+        /// The job.
+        id: u64,
+        /// Its final state.
+        state: JobState,
+    },
+}
+
+impl Workers {
+    /// A registry keeping up to `history_limit` finished jobs.
+    pub fn new(history_limit: usize) -> Workers {
+        Workers {
+            jobs: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            history_limit,
+        }
+    }
+
+    /// Registers a queued job and returns the handle its code reports through.
+    pub fn register(&self, kind: JobKind, target: impl Into<String>) -> JobHandle {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let job = Arc::new(Job {
+            id,
+            kind,
+            target: target.into(),
+            done_keys: AtomicU64::new(0),
+            total_keys: AtomicU64::new(UNKNOWN),
+            done_bytes: AtomicU64::new(0),
+            total_bytes: AtomicU64::new(UNKNOWN),
+            errors: AtomicU64::new(0),
+            cancel: AtomicBool::new(false),
+            life: Mutex::new(Lifecycle {
+                state: JobState::Queued,
+                started: None,
+                finished_at_s: None,
+                active_before: Duration::ZERO,
+                resumed_at: None,
+                last_error: None,
+                result: None,
+            }),
+            resumed: Condvar::new(),
+        });
+        let mut jobs = self.jobs.lock();
+        jobs.insert(id, job.clone());
+        self.trim(&mut jobs);
+        JobHandle { job }
+    }
+
+    /// Drops the oldest finished jobs beyond the history limit.
+    fn trim(&self, jobs: &mut BTreeMap<u64, Arc<Job>>) {
+        let finished: Vec<u64> = jobs
+            .iter()
+            .filter(|(_, j)| j.life.lock().state.is_finished())
+            .map(|(&id, _)| id)
+            .collect();
+        let excess = finished.len().saturating_sub(self.history_limit);
+        for id in finished.into_iter().take(excess) {
+            jobs.remove(&id);
+        }
+    }
+
+    /// All known jobs, oldest first.
+    pub fn list(&self) -> Vec<JobStatus> {
+        let jobs: Vec<Arc<Job>> = {
+            let mut jobs = self.jobs.lock();
+            self.trim(&mut jobs);
+            jobs.values().cloned().collect()
+        };
+        jobs.iter().map(|j| j.status()).collect()
+    }
+
+    /// One job's status.
+    pub fn get(&self, id: u64) -> Option<JobStatus> {
+        let job = self.jobs.lock().get(&id).cloned();
+        job.map(|j| j.status())
+    }
+
+    fn job(&self, id: u64) -> Result<Arc<Job>, ControlError> {
+        self.jobs
+            .lock()
+            .get(&id)
+            .cloned()
+            .ok_or(ControlError::NotFound(id))
+    }
+
+    /// Asks a job to stop at its next checkpoint.
+    pub fn cancel(&self, id: u64) -> Result<(), ControlError> {
+        let job = self.job(id)?;
+        let state = job.life.lock().state;
+        if state.is_finished() {
+            return Err(ControlError::Finished { id, state });
+        }
+        job.cancel.store(true, Ordering::Relaxed);
+        job.resumed.notify_all();
+        Ok(())
+    }
+
+    /// Pauses a running job at its next checkpoint.
+    pub fn pause(&self, id: u64) -> Result<(), ControlError> {
+        let job = self.job(id)?;
+        let mut life = job.life.lock();
+        if life.state.is_finished() {
+            return Err(ControlError::Finished {
+                id,
+                state: life.state,
+            });
+        }
+        if life.state == JobState::Running {
+            if let Some(r) = life.resumed_at.take() {
+                life.active_before += r.elapsed();
+            }
+            life.state = JobState::Paused;
+        }
+        Ok(())
+    }
+
+    /// Resumes a paused job.
+    pub fn resume(&self, id: u64) -> Result<(), ControlError> {
+        let job = self.job(id)?;
+        let mut life = job.life.lock();
+        if life.state.is_finished() {
+            return Err(ControlError::Finished {
+                id,
+                state: life.state,
+            });
+        }
+        if life.state == JobState::Paused {
+            life.state = JobState::Running;
+            life.resumed_at = Some(Instant::now());
+            job.resumed.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Jobs not finished yet.
+    pub fn running(&self) -> usize {
+        self.list()
+            .iter()
+            .filter(|j| !j.state.is_finished())
+            .count()
+    }
+}
+
+/// What a job's code holds. Dropping it without finishing marks the job failed, so a panic or an
+/// early return can never leave a job "running" forever.
+pub struct JobHandle {
+    job: Arc<Job>,
+}
+
+impl JobHandle {
+    /// The job's id.
+    pub fn id(&self) -> u64 {
+        self.job.id
+    }
+
+    /// Marks the job running.
+    pub fn start(&self) {
+        let mut life = self.job.life.lock();
+        if life.state == JobState::Queued {
+            life.state = JobState::Running;
+            life.started = Some((Instant::now(), epoch_s()));
+            life.resumed_at = Some(Instant::now());
+        }
+    }
+
+    /// Sets the totals when they become known.
+    pub fn set_totals(&self, keys: Option<u64>, bytes: Option<u64>) {
+        self.job
+            .total_keys
+            .store(keys.unwrap_or(UNKNOWN), Ordering::Relaxed);
+        self.job
+            .total_bytes
+            .store(bytes.unwrap_or(UNKNOWN), Ordering::Relaxed);
+    }
+
+    /// Adds processed keys and bytes.
+    pub fn progress(&self, keys: u64, bytes: u64) {
+        self.job.done_keys.fetch_add(keys, Ordering::Relaxed);
+        self.job.done_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts an error the job survives.
+    pub fn error(&self, message: impl Into<String>) {
+        self.job.errors.fetch_add(1, Ordering::Relaxed);
+        self.job.life.lock().last_error = Some(message.into());
+    }
+
+    /// True once cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.job.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Called between units of work: blocks while paused, and returns `Err(Cancelled)` once
+    /// cancellation was requested.
+    pub fn checkpoint(&self) -> Result<(), Cancelled> {
+        let mut life = self.job.life.lock();
+        while life.state == JobState::Paused && !self.is_cancelled() {
+            self.job.resumed.wait(&mut life);
+        }
+        if self.is_cancelled() {
+            Err(Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Finishes the job: `Ok(message)` -> done, `Err(message)` -> failed; a cancelled job ends
+    /// as cancelled whatever the outcome.
+    pub fn finish(self, outcome: Result<String, String>) {
+        let state = match (&outcome, self.is_cancelled()) {
+            (_, true) => JobState::Cancelled,
+            (Ok(_), false) => JobState::Done,
+            (Err(_), false) => JobState::Failed,
+        };
+        self.close(state, outcome.unwrap_or_else(|e| e));
+    }
+
+    fn close(&self, state: JobState, message: String) {
+        let mut life = self.job.life.lock();
+        if life.state.is_finished() {
+            return;
+        }
+        if let Some(r) = life.resumed_at.take() {
+            life.active_before += r.elapsed();
+        }
+        life.state = state;
+        life.finished_at_s = Some(epoch_s());
+        life.result = Some(message);
+    }
+}
+
+impl Drop for JobHandle {
+    fn drop(&mut self) {
+        self.close(
+            JobState::Failed,
+            "job ended without reporting a result".to_owned(),
+        );
+    }
+}
+
+/// Keeps background work to a share of wall time, so foreground latency holds: after each unit
+/// of work that took `t`, the job sleeps `t * (1 - share) / share`. A share of 1.0 never sleeps.
+/// Sleeping here is the throttle itself, not synchronisation.
+#[derive(Clone, Debug)]
+pub struct Throttle {
+    share: f64,
+    max_pause: Duration,
+}
+
+impl Throttle {
+    /// A throttle letting the job use `share` (0.01 to 1.0) of wall time.
+    pub fn new(share: f64) -> Throttle {
+        Throttle {
+            share: share.clamp(0.01, 1.0),
+            max_pause: Duration::from_secs(1),
+        }
+    }
+
+    /// The pause owed after a unit of work that took `worked`.
+    pub fn pause_after(&self, worked: Duration) -> Duration {
+        if self.share >= 1.0 {
+            return Duration::ZERO;
+        }
+        worked
+            .mul_f64((1.0 - self.share) / self.share)
+            .min(self.max_pause)
+    }
+}
+
+/// Limits a job's throughput to `bytes_per_s` (0 = unlimited): `pause_for` says how long to wait
+/// so the bytes moved since the start do not run ahead of the limit.
+#[derive(Debug)]
+pub struct RateLimit {
+    bytes_per_s: u64,
+    started: Instant,
+    moved_bytes: u64,
+}
+
+impl RateLimit {
+    /// A limiter starting now.
+    pub fn new(bytes_per_s: u64) -> RateLimit {
+        RateLimit {
+            bytes_per_s,
+            started: Instant::now(),
+            moved_bytes: 0,
+        }
+    }
+
+    /// Accounts `bytes` moved at `now` and returns how long to wait before moving more.
+    pub fn pause_for(&mut self, bytes: u64, now: Instant) -> Duration {
+        self.moved_bytes += bytes;
+        if self.bytes_per_s == 0 {
+            return Duration::ZERO;
+        }
+        let allowed_at = self.started
+            + Duration::from_secs_f64(self.moved_bytes as f64 / self.bytes_per_s as f64);
+        allowed_at.saturating_duration_since(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn job_reports_progress_and_result() {
+        let workers = Workers::new(10);
+        let job = workers.register(JobKind::RecoveryDc, "groups 1,2");
+        let id = job.id();
+        assert_eq!(workers.get(id).expect("listed").state, JobState::Queued);
+        job.start();
+        job.set_totals(Some(10), None);
+        job.progress(4, 4096);
+        job.error("key abc: timeout");
+        let s = workers.get(id).expect("listed");
+        assert_eq!(
+            (s.state, s.done_keys, s.total_keys, s.done_bytes),
+            (JobState::Running, 4, Some(10), 4096)
+        );
+        assert_eq!((s.errors, s.total_bytes), (1, None));
+        assert_eq!(s.last_error.as_deref(), Some("key abc: timeout"));
+        assert!(s.started_at_s.is_some());
+        job.finish(Ok("copied 4".into()));
+        let s = workers.get(id).expect("listed");
+        assert_eq!(s.state, JobState::Done);
+        assert_eq!(s.result.as_deref(), Some("copied 4"));
+        assert!(s.finished_at_s.is_some());
+    }
+
+    #[test]
+    fn cancel_is_seen_at_the_next_checkpoint_and_ends_cancelled() {
+        let workers = Workers::new(10);
+        let job = workers.register(JobKind::DataSort, "backend 1");
+        let id = job.id();
+        job.start();
+        assert_eq!(job.checkpoint(), Ok(()));
+        workers.cancel(id).expect("cancel");
+        assert_eq!(job.checkpoint(), Err(Cancelled));
+        job.finish(Ok("stopped".into()));
+        assert_eq!(workers.get(id).expect("listed").state, JobState::Cancelled);
+        assert!(matches!(
+            workers.cancel(id),
+            Err(ControlError::Finished { .. })
+        ));
+        assert_eq!(workers.cancel(999), Err(ControlError::NotFound(999)));
+    }
+
+    #[test]
+    fn paused_job_blocks_at_checkpoint_until_resumed() {
+        let workers = Arc::new(Workers::new(10));
+        let job = workers.register(JobKind::ServerSend, "backend 2");
+        let id = job.id();
+        job.start();
+        workers.pause(id).expect("pause");
+        assert_eq!(workers.get(id).expect("listed").state, JobState::Paused);
+        let (at_checkpoint, reached) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            at_checkpoint.send(()).expect("send");
+            let r = job.checkpoint();
+            done_tx.send(r).expect("send");
+            job.finish(Ok("ok".into()));
+        });
+        reached.recv().expect("worker reached the checkpoint");
+        // Still paused: the worker cannot have passed the checkpoint.
+        assert!(done_rx.try_recv().is_err());
+        workers.resume(id).expect("resume");
+        assert_eq!(done_rx.recv().expect("worker resumed"), Ok(()));
+        worker.join().expect("join");
+        assert_eq!(workers.get(id).expect("listed").state, JobState::Done);
+    }
+
+    #[test]
+    fn cancel_wakes_a_paused_job() {
+        let workers = Workers::new(10);
+        let job = workers.register(JobKind::RecoveryMerge, "group 1");
+        job.start();
+        workers.pause(job.id()).expect("pause");
+        workers.cancel(job.id()).expect("cancel");
+        assert_eq!(job.checkpoint(), Err(Cancelled));
+    }
+
+    #[test]
+    fn dropped_handle_marks_the_job_failed() {
+        let workers = Workers::new(10);
+        let id = {
+            let job = workers.register(JobKind::CacheSync, "backend 1");
+            job.start();
+            job.id()
+        };
+        let s = workers.get(id).expect("listed");
+        assert_eq!(s.state, JobState::Failed);
+        assert!(s.result.expect("message").contains("without reporting"));
+    }
+
+    #[test]
+    fn history_of_finished_jobs_is_bounded() {
+        let workers = Workers::new(3);
+        let running = workers.register(JobKind::RecoveryDc, "long");
+        running.start();
+        for _ in 0..10 {
+            workers
+                .register(JobKind::DataSort, "b")
+                .finish(Ok("done".into()));
+        }
+        let list = workers.list();
+        assert_eq!(list.len(), 4, "3 finished + 1 running");
+        assert!(
+            list.iter().any(|j| j.id == running.id()),
+            "running jobs are never dropped"
+        );
+        assert_eq!(workers.running(), 1);
+    }
+
+    #[test]
+    fn throttle_pause_keeps_the_configured_share() {
+        let t = Throttle::new(0.25);
+        assert_eq!(
+            t.pause_after(Duration::from_millis(10)),
+            Duration::from_millis(30)
+        );
+        assert_eq!(
+            Throttle::new(1.0).pause_after(Duration::from_secs(5)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            t.pause_after(Duration::from_secs(10)),
+            Duration::from_secs(1),
+            "capped"
+        );
+    }
+
+    #[test]
+    fn rate_limit_pauses_when_ahead_of_the_limit() {
+        let mut r = RateLimit::new(1_000);
+        let start = r.started;
+        assert_eq!(r.pause_for(500, start), Duration::from_millis(500));
+        assert_eq!(
+            r.pause_for(500, start + Duration::from_secs(2)),
+            Duration::ZERO
+        );
+        let mut unlimited = RateLimit::new(0);
+        assert_eq!(
+            unlimited.pause_for(u64::MAX / 2, Instant::now()),
+            Duration::ZERO
+        );
+    }
+}

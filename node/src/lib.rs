@@ -4,6 +4,7 @@
 //! The storage engine lives in the `eblob` crate (`node/eblob`); this crate is the network edge
 //! around it and is the only place where async meets the synchronous engine.
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod procfs;

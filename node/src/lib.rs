@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod metrics;
 pub mod procfs;
 pub mod schedule;
 pub mod worker;

@@ -7,7 +7,9 @@
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod keylock;
 pub mod metrics;
+pub mod pool;
 pub mod procfs;
 pub mod schedule;
 pub mod worker;

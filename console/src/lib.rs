@@ -1,3 +1,15 @@
 //! `ellipsis-console`: the terminal UI (`ell top`) and the command-line tool (`ell`).
 //!
-//! Talks to nodes only over the network (wire protocol and HTTP JSON), through `ellipsis-core`.
+//! Talks to nodes only over the network (wire protocol and HTTP JSON), through `ellipsis-core`;
+//! only the `demo` command links `ellipsis-node`, to start an embedded cluster in-process.
+//!
+//! Structure (the usual ratatui split): [`model`] is what the views draw, built from the nodes'
+//! stats; [`app`] is the console state with a pure `on_key`/`on_model` update; [`ui`] renders a
+//! frame from the state and nothing else; [`plan`] computes the data-sort plan. The event loop
+//! that joins terminal input, ticks and poll results lives in the binary.
+
+pub mod app;
+pub mod fixture;
+pub mod model;
+pub mod plan;
+pub mod ui;

@@ -1,0 +1,127 @@
+//! Positional file IO with the fault-injection seam and path-carrying errors.
+//!
+//! Not buffering and not policy: callers decide when to sync. Every read, write and sync goes
+//! through here so that a [`FaultInjector`] sees all of them.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{Fault, FaultInjector, IoOp};
+use crate::error::Error;
+
+/// An open file plus its path and the fault seam.
+#[derive(Debug)]
+pub(crate) struct BlobFile {
+    file: File,
+    path: PathBuf,
+    faults: Option<Arc<dyn FaultInjector>>,
+}
+
+impl BlobFile {
+    /// Open (creating if asked) for reading and writing.
+    pub(crate) fn open(
+        path: &Path,
+        create: bool,
+        faults: Option<Arc<dyn FaultInjector>>,
+    ) -> Result<BlobFile, Error> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io("open", path, e))?;
+        Ok(BlobFile {
+            file,
+            path: path.to_owned(),
+            faults,
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn fault(&self, op: IoOp, offset: u64, len: u64) -> Fault {
+        match &self.faults {
+            Some(f) => f.on_io(op, &self.path, offset, len),
+            None => Fault::None,
+        }
+    }
+
+    /// Read exactly `buf.len()` bytes at `offset`.
+    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Error> {
+        if let Fault::Fail(kind) = self.fault(IoOp::Read, offset, buf.len() as u64) {
+            return Err(Error::io("read", &self.path, io::Error::from(kind)));
+        }
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| Error::io("read", &self.path, e))
+    }
+
+    /// Read `len` bytes at `offset` into a new buffer.
+    pub(crate) fn read_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        let len = usize::try_from(len)
+            .map_err(|_| Error::InvalidArgument(format!("read of {len} bytes is too large")))?;
+        let mut buf = vec![0u8; len];
+        self.read_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    /// Write all of `buf` at `offset`.
+    pub(crate) fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), Error> {
+        match self.fault(IoOp::Write, offset, buf.len() as u64) {
+            Fault::None => {}
+            Fault::Fail(kind) => return Err(Error::io("write", &self.path, io::Error::from(kind))),
+            Fault::ShortWrite(n) => {
+                let n = (n as usize).min(buf.len());
+                self.file
+                    .write_all_at(&buf[..n], offset)
+                    .map_err(|e| Error::io("write", &self.path, e))?;
+                return Err(Error::io(
+                    "write",
+                    &self.path,
+                    io::Error::new(io::ErrorKind::WriteZero, "short write"),
+                ));
+            }
+        }
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| Error::io("write", &self.path, e))
+    }
+
+    /// fdatasync.
+    pub(crate) fn sync(&self) -> Result<(), Error> {
+        if let Fault::Fail(kind) = self.fault(IoOp::Sync, 0, 0) {
+            return Err(Error::io("fsync", &self.path, io::Error::from(kind)));
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("fsync", &self.path, e))
+    }
+
+    /// Current file length.
+    pub(crate) fn len(&self) -> Result<u64, Error> {
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| Error::io("stat", &self.path, e))
+    }
+
+    /// Cut the file to `len` bytes.
+    pub(crate) fn truncate(&self, len: u64) -> Result<(), Error> {
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io("truncate", &self.path, e))
+    }
+}
+
+/// fsync a directory so that renames and creations in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync dir", dir, e))
+}

@@ -1,0 +1,1168 @@
+//! The engine through its public API: every behaviour of the Eblob issue, one test each.
+
+mod common;
+
+use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use common::{config, key, open, value, Faults};
+use eblob::{
+    DataSortOptions, Eblob, Error, Fault, IoOp, IterateOptions, Key, SyncPolicy, Timestamp,
+    WriteOptions,
+};
+
+fn w() -> WriteOptions {
+    WriteOptions::default()
+}
+
+#[test]
+fn written_objects_read_back_whole_and_by_range_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    for i in 0..100 {
+        db.write(&key(i), &value(i, 0, 100 + i as usize * 37), &w())
+            .unwrap();
+    }
+    for i in 0..100 {
+        let v = value(i, 0, 100 + i as usize * 37);
+        assert_eq!(db.read(&key(i)).unwrap(), v);
+        assert_eq!(db.read_range(&key(i), 10, 20).unwrap(), &v[10..30]);
+        assert_eq!(db.read_range(&key(i), 50, 0).unwrap(), &v[50..]);
+    }
+    db.close().unwrap();
+    let db = open(dir.path());
+    for i in 0..100 {
+        assert_eq!(
+            db.read(&key(i)).unwrap(),
+            value(i, 0, 100 + i as usize * 37)
+        );
+    }
+    assert_eq!(db.open_report().live_records, 100);
+    assert!(db.open_report().torn.is_empty());
+}
+
+#[test]
+fn missing_removed_and_out_of_range_are_distinct_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    assert!(matches!(db.read(&key(1)), Err(Error::NotFound)));
+    assert!(matches!(db.remove(&key(1)), Err(Error::NotFound)));
+    db.write(&key(1), b"0123456789", &w()).unwrap();
+    assert!(matches!(
+        db.read_range(&key(1), 5, 6),
+        Err(Error::OutOfRange {
+            offset: 5,
+            size: 6,
+            limit: 10
+        })
+    ));
+    assert!(matches!(
+        db.read_range(&key(1), 11, 0),
+        Err(Error::OutOfRange { .. })
+    ));
+    db.remove(&key(1)).unwrap();
+    assert!(matches!(db.read(&key(1)), Err(Error::NotFound)));
+    assert!(matches!(db.lookup(&key(1)), Err(Error::NotFound)));
+    db.close().unwrap();
+    let db = open(dir.path());
+    assert!(matches!(db.read(&key(1)), Err(Error::NotFound)));
+    let s = db.stats();
+    assert_eq!(s.total.removed_records, 1);
+    assert_eq!(s.total.live_records, 0);
+}
+
+#[test]
+fn lookup_reports_location_size_timestamp_flags_and_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let ts = Timestamp {
+        sec: 1_700_000_000,
+        nsec: 5,
+    };
+    let opts = WriteOptions {
+        timestamp: Some(ts),
+        user_flags: 42,
+        ..w()
+    };
+    let written = db.write(&key(3), b"abcdef", &opts).unwrap();
+    let l = db.lookup(&key(3)).unwrap();
+    assert_eq!(l, written);
+    assert_eq!(l.data_size_bytes, 6);
+    assert_eq!(l.timestamp, ts);
+    assert_eq!(l.user_flags, 42);
+    assert!(!l.uncommitted && !l.nocsum);
+    assert_ne!(l.checksum, 0);
+    // The location is real: the bytes are there in the data file.
+    let file = std::fs::read(&l.data_path).unwrap();
+    let at = l.data_offset_bytes as usize;
+    assert_eq!(&file[at..at + 6], b"abcdef");
+    // Same content, same checksum; other content, other checksum.
+    db.write(&key(4), b"abcdef", &w()).unwrap();
+    assert_eq!(db.lookup(&key(4)).unwrap().checksum, l.checksum);
+    db.write(&key(4), b"abcdeg", &w()).unwrap();
+    assert_ne!(db.lookup(&key(4)).unwrap().checksum, l.checksum);
+}
+
+#[test]
+fn same_or_smaller_rewrite_is_in_place_and_larger_moves_to_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let first = db.write(&key(1), &[1; 1000], &w()).unwrap();
+    db.write(&key(2), &[2; 10], &w()).unwrap();
+    let same = db.write(&key(1), &[3; 1000], &w()).unwrap();
+    assert_eq!(same.data_offset_bytes, first.data_offset_bytes);
+    let smaller = db.write(&key(1), &[4; 500], &w()).unwrap();
+    assert_eq!(smaller.data_offset_bytes, first.data_offset_bytes);
+    assert_eq!(db.read(&key(1)).unwrap(), vec![4; 500]);
+    let larger = db.write(&key(1), &[5; 2000], &w()).unwrap();
+    assert!(larger.data_offset_bytes > first.data_offset_bytes);
+    assert_eq!(db.read(&key(1)).unwrap(), vec![5; 2000]);
+    let s = db.stats();
+    assert_eq!(s.total.live_records, 2);
+    assert_eq!(
+        s.total.removed_records, 1,
+        "the moved copy's old record is removed"
+    );
+}
+
+#[test]
+fn overwrite_in_place_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.overwrite_in_place = false;
+    let db = Eblob::open(c).unwrap();
+    let first = db.write(&key(1), &[1; 100], &w()).unwrap();
+    let second = db.write(&key(1), &[2; 100], &w()).unwrap();
+    assert_ne!(first.data_offset_bytes, second.data_offset_bytes);
+    assert_eq!(db.read(&key(1)).unwrap(), vec![2; 100]);
+}
+
+#[test]
+fn partial_writes_patch_grow_and_zero_fill() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    db.write(&key(1), b"hello world", &w()).unwrap();
+    db.write(&key(1), b"HELLO", &WriteOptions { offset: 0, ..w() })
+        .unwrap();
+    // offset 0 without flags replaces the object
+    assert_eq!(db.read(&key(1)).unwrap(), b"HELLO");
+    db.write(&key(1), b"__", &WriteOptions { offset: 1, ..w() })
+        .unwrap();
+    assert_eq!(db.read(&key(1)).unwrap(), b"H__LO");
+    db.write(&key(1), b"!", &WriteOptions { offset: 8, ..w() })
+        .unwrap();
+    assert_eq!(db.read(&key(1)).unwrap(), b"H__LO\0\0\0!");
+    // Partial write to a missing key creates a zero-prefixed object.
+    db.write(&key(2), b"x", &WriteOptions { offset: 3, ..w() })
+        .unwrap();
+    assert_eq!(db.read(&key(2)).unwrap(), b"\0\0\0x");
+    // A partial write across a chunk boundary of a multi-MiB object keeps checksums right.
+    let big = value(9, 0, 3 << 20);
+    db.write(&key(3), &big, &w()).unwrap();
+    let patch = vec![0xaa; 4096];
+    let at = (1 << 20) - 2048;
+    db.write(&key(3), &patch, &WriteOptions { offset: at, ..w() })
+        .unwrap();
+    let mut expect = big.clone();
+    expect[at as usize..at as usize + 4096].copy_from_slice(&patch);
+    assert_eq!(db.read(&key(3)).unwrap(), expect);
+    db.close().unwrap();
+    let mut c = config(dir.path());
+    c.verify_data_on_open = true;
+    let db = Eblob::open(c).unwrap();
+    assert!(db.open_report().corrupted.is_empty());
+    assert_eq!(db.read(&key(3)).unwrap(), expect);
+}
+
+#[test]
+fn appends_use_reserved_space_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let append = WriteOptions {
+        append: true,
+        ..w()
+    };
+    let first = db.write(&key(1), b"abc", &append).unwrap();
+    assert!(first.disk_size_bytes > 128 + 3 + 16, "append reserves room");
+    let second = db.write(&key(1), b"def", &append).unwrap();
+    assert_eq!(
+        second.data_offset_bytes, first.data_offset_bytes,
+        "fits the reserve"
+    );
+    let mut expect = b"abcdef".to_vec();
+    for i in 0..20u8 {
+        db.write(&key(1), &[i; 7], &append).unwrap();
+        expect.extend_from_slice(&[i; 7]);
+    }
+    assert_eq!(db.read(&key(1)).unwrap(), expect);
+    assert!(
+        db.stats().total.removed_records < 10,
+        "reserves grow geometrically"
+    );
+    db.close().unwrap();
+    assert_eq!(open(dir.path()).read(&key(1)).unwrap(), expect);
+}
+
+#[test]
+fn prepare_plain_write_commit_hides_the_object_until_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let total = 3 * (1 << 20) + 100;
+    let object = value(5, 1, total);
+    let chunk = 1 << 20;
+    let prepare = WriteOptions {
+        prepare_size_bytes: Some(total as u64),
+        ..w()
+    };
+    db.write(&key(5), &object[..chunk], &prepare).unwrap();
+    assert!(matches!(db.read(&key(5)), Err(Error::Uncommitted)));
+    assert!(db.lookup(&key(5)).unwrap().uncommitted);
+    let mut off = chunk;
+    while off + chunk < total {
+        let plain = WriteOptions {
+            offset: off as u64,
+            plain_write: true,
+            ..w()
+        };
+        db.write(&key(5), &object[off..off + chunk], &plain)
+            .unwrap();
+        off += chunk;
+    }
+    // The upload survives a reopen while uncommitted.
+    db.close().unwrap();
+    let db = open(dir.path());
+    assert!(matches!(db.read(&key(5)), Err(Error::Uncommitted)));
+    let commit = WriteOptions {
+        offset: off as u64,
+        plain_write: true,
+        commit: true,
+        ..w()
+    };
+    let l = db.write(&key(5), &object[off..], &commit).unwrap();
+    assert!(!l.uncommitted);
+    assert_eq!(l.data_size_bytes, total as u64);
+    assert_eq!(db.read(&key(5)).unwrap(), object);
+    // commit with a smaller final size, and an out-of-reserve plain write is refused
+    let prepare = WriteOptions {
+        prepare_size_bytes: Some(100),
+        ..w()
+    };
+    db.write(&key(6), b"abc", &prepare).unwrap();
+    let too_far = WriteOptions {
+        offset: 99,
+        plain_write: true,
+        ..w()
+    };
+    assert!(matches!(
+        db.write(&key(6), b"xy", &too_far),
+        Err(Error::OutOfRange { .. })
+    ));
+    let commit = WriteOptions {
+        commit: true,
+        commit_size_bytes: Some(2),
+        ..w()
+    };
+    db.write(&key(6), b"", &commit).unwrap();
+    assert_eq!(db.read(&key(6)).unwrap(), b"ab");
+    // plain write into a committed record is refused, a repeated commit is harmless
+    let plain = WriteOptions {
+        plain_write: true,
+        ..w()
+    };
+    assert!(matches!(
+        db.write(&key(6), b"z", &plain),
+        Err(Error::InvalidArgument(_))
+    ));
+    db.write(
+        &key(6),
+        b"",
+        &WriteOptions {
+            commit: true,
+            ..w()
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn cas_on_timestamp_never_overwrites_a_newer_or_equal_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let at = |sec| WriteOptions {
+        timestamp: Some(Timestamp { sec, nsec: 0 }),
+        cas_timestamp: true,
+        ..w()
+    };
+    db.write(&key(1), b"v10", &at(10)).unwrap();
+    match db.write(&key(1), b"v5", &at(5)) {
+        Err(Error::NewerExists { stored }) => assert_eq!(stored.sec, 10),
+        other => panic!("expected NewerExists, got {other:?}"),
+    }
+    assert!(matches!(
+        db.write(&key(1), b"v10b", &at(10)),
+        Err(Error::NewerExists { .. })
+    ));
+    db.write(&key(1), b"v11", &at(11)).unwrap();
+    assert_eq!(db.read(&key(1)).unwrap(), b"v11");
+}
+
+#[test]
+fn scatter_gather_write_stores_the_parts_as_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let header = [9u8; 24];
+    let body = value(1, 1, (1 << 20) + 17);
+    db.write_vectored(&key(1), &[&header, &body, b"tail"], &w())
+        .unwrap();
+    let mut expect = header.to_vec();
+    expect.extend_from_slice(&body);
+    expect.extend_from_slice(b"tail");
+    assert_eq!(db.read(&key(1)).unwrap(), expect);
+    // Same checksum as a contiguous write of the same bytes.
+    db.write(&key(2), &expect, &w()).unwrap();
+    assert_eq!(
+        db.lookup(&key(1)).unwrap().checksum,
+        db.lookup(&key(2)).unwrap().checksum
+    );
+}
+
+#[test]
+fn bases_rotate_at_the_record_and_size_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.records_in_blob = 10;
+    let db = Eblob::open(c).unwrap();
+    for i in 0..35 {
+        db.write(&key(i), &[1; 10], &w()).unwrap();
+    }
+    assert_eq!(db.stats().bases.len(), 4);
+    assert!(db.stats().bases.iter().all(|b| b.records <= 10));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.blob_size_bytes = 8192;
+    let db = Eblob::open(c).unwrap();
+    for i in 0..20 {
+        db.write(&key(i), &[1; 1000], &w()).unwrap();
+    }
+    let s = db.stats();
+    assert!(s.bases.len() >= 3);
+    assert!(s.bases.iter().all(|b| b.size_bytes <= 8192));
+    for i in 0..20 {
+        assert_eq!(db.read(&key(i)).unwrap(), vec![1; 1000]);
+    }
+}
+
+#[test]
+fn total_size_limit_returns_no_space_and_keeps_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.total_size_limit_bytes = Some(10_000);
+    let db = Eblob::open(c).unwrap();
+    let mut written = 0;
+    let err = loop {
+        match db.write(&key(written), &[7; 1000], &w()) {
+            Ok(_) => written += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            Error::NoSpace {
+                reason: "total size limit",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no space"));
+    assert_eq!(written, 8);
+    for i in 0..written {
+        assert_eq!(db.read(&key(i)).unwrap(), vec![7; 1000]);
+    }
+    assert!(
+        db.read_only_reason().is_none(),
+        "a full backend is not broken"
+    );
+    // Removing and data-sorting frees space for new writes.
+    for i in 0..written {
+        db.remove(&key(i)).unwrap();
+    }
+    db.data_sort(&DataSortOptions::default()).unwrap();
+    db.write(&key(100), &[7; 1000], &w()).unwrap();
+}
+
+#[test]
+fn free_space_check_refuses_writes_below_the_minimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.min_free_space_bytes = u64::MAX / 2;
+    let db = Eblob::open(c).unwrap();
+    let err = db.write(&key(1), b"x", &w()).unwrap_err();
+    assert!(matches!(err, Error::NoSpace { .. }), "{err}");
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let err = Eblob::open(config(dir.path())).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }));
+    assert!(err.to_string().contains("database is locked"), "{err}");
+    drop(db);
+    open(dir.path());
+}
+
+#[test]
+fn torn_tail_is_truncated_on_open_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    for i in 0..10 {
+        db.write(&key(i), &value(i, 0, 5000), &w()).unwrap();
+    }
+    db.close().unwrap();
+    // A crash mid-write: half a record at the end of the data file, no index entry.
+    let data = common::data_file(dir.path(), 0);
+    let good_len = std::fs::metadata(&data).unwrap().len();
+    {
+        let db = open(dir.path());
+        db.write(&key(10), &value(10, 0, 5000), &w()).unwrap();
+        db.close().unwrap();
+    }
+    let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+    f.set_len(good_len + 3000).unwrap();
+    let index = dir.path().join("data-0.index");
+    let idx = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&index)
+        .unwrap();
+    idx.set_len(10 * 128).unwrap();
+    let db = open(dir.path());
+    let r = db.open_report();
+    assert_eq!(r.torn.len(), 1, "{r:?}");
+    assert_eq!(r.torn[0].offset_bytes, good_len);
+    assert_eq!(r.torn[0].truncated_bytes, 3000);
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), good_len);
+    for i in 0..10 {
+        assert_eq!(db.read(&key(i)).unwrap(), value(i, 0, 5000));
+    }
+    assert!(matches!(db.read(&key(10)), Err(Error::NotFound)));
+    // Writing continues at the truncated tail.
+    db.write(&key(11), b"after", &w()).unwrap();
+    db.close().unwrap();
+    assert_eq!(open(dir.path()).read(&key(11)).unwrap(), b"after");
+}
+
+#[test]
+fn records_written_after_the_last_index_entry_are_recovered_from_the_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    for i in 0..10 {
+        db.write(&key(i), &value(i, 0, 300), &w()).unwrap();
+    }
+    db.close().unwrap();
+    // The index lost its last 4 entries (they were never synced), the data has them.
+    let index = dir.path().join("data-0.index");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&index)
+        .unwrap()
+        .set_len(6 * 128 + 50)
+        .unwrap();
+    let db = open(dir.path());
+    assert!(db.open_report().torn.is_empty());
+    for i in 0..10 {
+        assert_eq!(db.read(&key(i)).unwrap(), value(i, 0, 300));
+    }
+    assert_eq!(
+        std::fs::metadata(&index).unwrap().len(),
+        10 * 128,
+        "index repaired"
+    );
+}
+
+fn flip_byte(path: &std::path::Path, at: u64) {
+    let mut bytes = std::fs::read(path).expect("read file to damage");
+    bytes[at as usize] ^= 0x40;
+    std::fs::write(path, bytes).expect("write damaged file");
+}
+
+#[test]
+fn corrupted_data_is_an_error_never_data_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    for i in 0..5 {
+        db.write(&key(i), &value(i, 0, 3 << 20), &w()).unwrap();
+    }
+    let victim = db.lookup(&key(2)).unwrap();
+    db.close().unwrap();
+    // Damage the second MiB chunk of key 2.
+    flip_byte(&victim.data_path, victim.data_offset_bytes + (1 << 20) + 5);
+    let db = open(dir.path());
+    // Ranges that avoid the damaged chunk are still served; ranges touching it are not.
+    assert_eq!(
+        db.read_range(&key(2), 0, 1000).unwrap(),
+        &value(2, 0, 3 << 20)[..1000]
+    );
+    match db.read(&key(2)) {
+        Err(Error::Corrupted { key: k, reason, .. }) => {
+            assert_eq!(k, key(2));
+            assert!(reason.contains("chunk 1"), "{reason}");
+        }
+        other => panic!("expected Corrupted, got {:?}", other.map(|v| v.len())),
+    }
+    for i in [0, 1, 3, 4] {
+        assert_eq!(db.read(&key(i)).unwrap(), value(i, 0, 3 << 20));
+    }
+    let s = db.stats();
+    assert_eq!(s.total.corrupted, 1);
+    assert_eq!(s.ops.corrupted_reads, 1);
+    db.close().unwrap();
+    // The full startup check finds and reports it.
+    let mut c = config(dir.path());
+    c.verify_data_on_open = true;
+    let db = Eblob::open(c).unwrap();
+    let r = db.open_report();
+    assert_eq!(r.corrupted.len(), 1, "{r:?}");
+    assert_eq!(r.corrupted[0].offset_bytes, victim.data_offset_bytes - 128);
+    assert!(matches!(
+        db.read(&key(2)),
+        Err(Error::NotFound | Error::Corrupted { .. })
+    ));
+    for i in [0, 1, 3, 4] {
+        assert_eq!(db.read(&key(i)).unwrap(), value(i, 0, 3 << 20));
+    }
+}
+
+#[test]
+fn a_damaged_index_is_rebuilt_from_the_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    for i in 0..50 {
+        db.write(&key(i), &value(i, 0, 200), &w()).unwrap();
+    }
+    db.remove(&key(7)).unwrap();
+    db.close().unwrap();
+    flip_byte(&dir.path().join("data-0.index"), 20 * 128 + 30);
+    let db = open(dir.path());
+    assert_eq!(db.open_report().indexes_rebuilt, vec![0]);
+    for i in 0..50 {
+        if i == 7 {
+            assert!(matches!(db.read(&key(i)), Err(Error::NotFound)));
+        } else {
+            assert_eq!(db.read(&key(i)).unwrap(), value(i, 0, 200));
+        }
+    }
+}
+
+#[test]
+fn a_damaged_record_header_in_the_middle_is_skipped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    for i in 0..20 {
+        db.write(&key(i), &value(i, 0, 1000), &w()).unwrap();
+    }
+    let victim = db.lookup(&key(9)).unwrap();
+    db.close().unwrap();
+    // Header damage in the data file plus an index that must be rebuilt.
+    flip_byte(&victim.data_path, victim.data_offset_bytes - 128 + 70);
+    std::fs::remove_file(dir.path().join("data-0.index")).unwrap();
+    let db = open(dir.path());
+    let r = db.open_report();
+    assert_eq!(r.corrupted.len(), 1, "{r:?}");
+    assert!(r.torn.is_empty());
+    assert!(matches!(db.read(&key(9)), Err(Error::NotFound)));
+    for i in (0..20).filter(|i| *i != 9) {
+        assert_eq!(db.read(&key(i)).unwrap(), value(i, 0, 1000));
+    }
+}
+
+fn sorted_config(dir: &std::path::Path) -> eblob::Config {
+    let mut c = config(dir);
+    c.records_in_blob = 100;
+    c
+}
+
+#[test]
+fn data_sort_sorts_drops_removed_releases_ram_and_merges_small_bases() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Eblob::open(sorted_config(dir.path())).unwrap();
+    // Written in descending key order so sorting really reorders.
+    for i in (0..350).rev() {
+        db.write(&key(i), &value(i, 0, 100), &w()).unwrap();
+    }
+    for i in (0..350).step_by(3) {
+        db.remove(&key(i)).unwrap();
+    }
+    let before = db.stats();
+    assert!(before.total.ram_index_bytes > 0);
+    assert_eq!(before.bases.len(), 4);
+    let report = db.data_sort(&DataSortOptions::default()).unwrap();
+    assert_eq!(report.removed_dropped, 117);
+    assert_eq!(report.records_written, 233);
+    let after = db.stats();
+    // 233 live records fit in 3 bases of 100: small neighbours were merged.
+    let sorted: Vec<_> = after.bases.iter().filter(|b| b.sorted).collect();
+    assert_eq!(sorted.len(), 3, "{after:#?}");
+    assert_eq!(after.total.removed_records, 0);
+    assert_eq!(after.total.live_records, 233);
+    assert_eq!(
+        after.total.ram_index_bytes, 0,
+        "the open base is empty, sorted bases hold no map"
+    );
+    assert!(after.total.ram_bloom_bytes > 0 && after.total.ram_index_blocks_bytes > 0);
+    assert!(after.total.size_bytes < before.total.size_bytes);
+    assert_eq!(after.data_sort.last_result.as_deref(), Some("ok"));
+    // Iteration is in on-disk order, which inside a sorted base is key order.
+    let mut runs: std::collections::BTreeMap<u32, Vec<Key>> = Default::default();
+    db.iterate(&IterateOptions::default(), &mut |r| {
+        runs.entry(r.lookup.base_index)
+            .or_default()
+            .push(r.lookup.key);
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(runs.values().map(Vec::len).sum::<usize>(), 233);
+    for keys in runs.values() {
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "a sorted base iterates in key order"
+        );
+    }
+    for i in 0..350 {
+        match db.read(&key(i)) {
+            Ok(v) => assert_eq!(v, value(i, 0, 100)),
+            Err(Error::NotFound) => assert_eq!(i % 3, 0),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    db.close().unwrap();
+    let db = Eblob::open(sorted_config(dir.path())).unwrap();
+    assert_eq!(db.open_report().sorted_bases, 3);
+    for i in 0..350 {
+        assert_eq!(db.read(&key(i)).is_ok(), i % 3 != 0);
+    }
+    // Sorted bases stay writable: remove and overwrite in place.
+    db.remove(&key(1)).unwrap();
+    db.write(&key(2), &value(2, 9, 100), &w()).unwrap();
+    assert!(matches!(db.read(&key(1)), Err(Error::NotFound)));
+    assert_eq!(db.read(&key(2)).unwrap(), value(2, 9, 100));
+    assert!(db
+        .stats()
+        .bases
+        .iter()
+        .any(|b| b.sorted && b.removed_records == 1));
+}
+
+#[test]
+fn missing_keys_in_sorted_bases_are_answered_from_ram() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    let mut c = sorted_config(dir.path());
+    c.fault_injector = Some(faults.clone());
+    let db = Eblob::open(c).unwrap();
+    for i in 0..1000 {
+        db.write(&key(i * 2), &[1; 50], &w()).unwrap();
+    }
+    db.data_sort(&DataSortOptions::default()).unwrap();
+    let before = faults.reads.load(Ordering::SeqCst);
+    let mut not_found = 0;
+    for i in 0..1000 {
+        if matches!(db.lookup(&key(i * 2 + 1)), Err(Error::NotFound)) {
+            not_found += 1;
+        }
+    }
+    assert_eq!(not_found, 1000);
+    let reads = faults.reads.load(Ordering::SeqCst) - before;
+    // 10 bloom bits per key: about 1 % false positives, each costing one block read.
+    assert!(reads < 50, "{reads} disk reads for 1000 missing keys");
+    // Present keys cost one block read + header/footer/data reads.
+    assert_eq!(db.read(&key(10)).unwrap(), vec![1; 50]);
+}
+
+#[test]
+fn compact_mode_sorts_only_bases_that_want_defrag() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Eblob::open(sorted_config(dir.path())).unwrap();
+    for i in 0..300 {
+        db.write(&key(i), &[1; 100], &w()).unwrap();
+    }
+    // Base 1 (keys 100..200) loses half its records.
+    for i in (100..200).step_by(2) {
+        db.remove(&key(i)).unwrap();
+    }
+    let s = db.stats();
+    let wants: Vec<u32> = s
+        .bases
+        .iter()
+        .filter(|b| b.want_defrag)
+        .map(|b| b.number)
+        .collect();
+    assert_eq!(wants, vec![1]);
+    let report = db
+        .data_sort(&DataSortOptions { compact_only: true })
+        .unwrap();
+    assert_eq!(report.bases_in, vec![1]);
+    assert_eq!(report.records_written, 50);
+    let s = db.stats();
+    let sorted: Vec<u32> = s
+        .bases
+        .iter()
+        .filter(|b| b.sorted)
+        .map(|b| b.number)
+        .collect();
+    assert_eq!(sorted, vec![1]);
+    assert_eq!(s.total.want_defrag_bases, 0);
+}
+
+/// Asks the engine to stop its data-sort the first time the sort reads base 0's index:
+/// deterministic "stop while the first base is being sorted".
+#[derive(Debug, Default)]
+struct StopOnFirstSortRead {
+    db: std::sync::OnceLock<std::sync::Weak<Eblob>>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl eblob::FaultInjector for StopOnFirstSortRead {
+    fn on_io(&self, op: IoOp, path: &std::path::Path, _: u64, _: u64) -> Fault {
+        if op == IoOp::Read
+            && path.ends_with("data-0.index")
+            && self.armed.swap(false, Ordering::SeqCst)
+        {
+            if let Some(db) = self.db.get().and_then(|w| w.upgrade()) {
+                db.stop_data_sort();
+            }
+        }
+        Fault::None
+    }
+}
+
+#[test]
+fn stop_data_sort_stops_after_the_current_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let stopper = Arc::new(StopOnFirstSortRead::default());
+    let mut c = sorted_config(dir.path());
+    c.blob_size_bytes = 30_000; // bases too large to merge
+    c.fault_injector = Some(stopper.clone());
+    let db = Arc::new(Eblob::open(c).unwrap());
+    stopper.db.set(Arc::downgrade(&db)).unwrap();
+    for i in 0..500 {
+        db.write(&key(i), &[1; 200], &w()).unwrap();
+    }
+    let planned = db.stats().bases.len();
+    assert!(planned >= 4);
+    stopper.armed.store(true, Ordering::SeqCst);
+    let report = db.data_sort(&DataSortOptions::default()).unwrap();
+    assert!(report.stopped, "{report:?}");
+    assert_eq!(
+        report.bases_out,
+        vec![0],
+        "only the base being sorted when asked was finished"
+    );
+    assert_eq!(db.stats().data_sort.last_result.as_deref(), Some("stopped"));
+    for i in 0..500 {
+        assert_eq!(db.read(&key(i)).unwrap(), vec![1; 200]);
+    }
+    // A second run finishes the job.
+    let report = db.data_sort(&DataSortOptions::default()).unwrap();
+    assert!(!report.stopped);
+    assert!(db
+        .stats()
+        .bases
+        .iter()
+        .filter(|b| !b.sorted)
+        .all(|b| b.records == 0));
+}
+
+#[test]
+fn reads_writes_and_removes_during_data_sort_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = sorted_config(dir.path());
+    c.records_in_blob = 500;
+    let db = Arc::new(Eblob::open(c).unwrap());
+    let n = 3000u64;
+    for i in 0..n {
+        db.write(&key(i), &value(i, 0, 300), &w()).unwrap();
+    }
+    let barrier = Arc::new(std::sync::Barrier::new(3));
+    let writer = {
+        let (db, barrier) = (db.clone(), barrier.clone());
+        std::thread::spawn(move || {
+            barrier.wait();
+            for i in 0..n {
+                match i % 4 {
+                    0 => db.remove(&key(i)).unwrap(),
+                    1 => {
+                        db.write(&key(i), &value(i, 1, 300), &w()).unwrap();
+                    }
+                    2 => {
+                        db.write(&key(i), &value(i, 1, 600), &w()).unwrap();
+                    }
+                    _ => {
+                        db.write(&key(n + i), &value(n + i, 0, 100), &w()).unwrap();
+                    }
+                }
+            }
+        })
+    };
+    let reader = {
+        let (db, barrier) = (db.clone(), barrier.clone());
+        std::thread::spawn(move || {
+            barrier.wait();
+            for round in 0..3 {
+                for i in (round..n).step_by(7) {
+                    match db.read(&key(i)) {
+                        Ok(v) => assert!(
+                            v == value(i, 0, 300) || v == value(i, 1, 300) || v == value(i, 1, 600),
+                            "key {i} returned foreign bytes"
+                        ),
+                        Err(Error::NotFound) => assert_eq!(i % 4, 0),
+                        Err(e) => panic!("read {i}: {e}"),
+                    }
+                }
+            }
+        })
+    };
+    barrier.wait();
+    db.data_sort(&DataSortOptions::default()).unwrap();
+    writer.join().unwrap();
+    reader.join().unwrap();
+    let check = |db: &Eblob| {
+        for i in 0..n {
+            let got = db.read(&key(i));
+            match i % 4 {
+                0 => assert!(
+                    matches!(got, Err(Error::NotFound)),
+                    "removed key {i} came back"
+                ),
+                1 => assert_eq!(got.unwrap(), value(i, 1, 300)),
+                2 => assert_eq!(got.unwrap(), value(i, 1, 600)),
+                _ => {
+                    assert_eq!(got.unwrap(), value(i, 0, 300));
+                    assert_eq!(db.read(&key(n + i)).unwrap(), value(n + i, 0, 100));
+                }
+            }
+        }
+    };
+    check(&db);
+    db.data_sort(&DataSortOptions::default()).unwrap();
+    check(&db);
+    drop(db);
+    check(&Eblob::open(sorted_config(dir.path())).unwrap());
+}
+
+#[test]
+fn a_sort_interrupted_before_commit_is_discarded_and_after_commit_is_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Eblob::open(sorted_config(dir.path())).unwrap();
+    for i in 0..250 {
+        db.write(&key(i), &value(i, 0, 100), &w()).unwrap();
+    }
+    db.close().unwrap();
+    // Leftovers of a sort that crashed while writing: ignored and deleted at open.
+    std::fs::write(dir.path().join("data-0.sorting"), b"partial").unwrap();
+    std::fs::write(dir.path().join("data-0.index.sorting"), b"partial").unwrap();
+    let db = Eblob::open(sorted_config(dir.path())).unwrap();
+    assert_eq!(db.open_report().sorts_discarded, 1);
+    assert!(!dir.path().join("data-0.sorting").exists());
+    for i in 0..250 {
+        assert_eq!(db.read(&key(i)).unwrap(), value(i, 0, 100));
+    }
+    db.close().unwrap();
+    // A sort that committed but crashed before its renames: sort a copy, put the copy's
+    // sorted files back under their temporary names beside the originals, add the commit
+    // records, and open.
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+    }
+    let sorted_db = Eblob::open(sorted_config(copy.path())).unwrap();
+    let report = sorted_db.data_sort(&DataSortOptions::default()).unwrap();
+    sorted_db.close().unwrap();
+    assert_eq!(
+        report.bases_in, report.bases_out,
+        "no merges at 100 records per base"
+    );
+    for &n in &report.bases_out {
+        let from = |s: &str| copy.path().join(format!("data-{n}{s}"));
+        let to = |s: &str| dir.path().join(format!("data-{n}{s}"));
+        std::fs::copy(from(""), to(".sorting")).unwrap();
+        std::fs::copy(from(".index.sorted"), to(".index.sorting")).unwrap();
+        // The commit record: magic, version, target, has_output, count, merged..., xxh3.
+        let mut commit = Vec::new();
+        for v in [0x5353_4c45u32, 1, n, 1, 1, n] {
+            commit.extend_from_slice(&v.to_le_bytes());
+        }
+        let sum = xxhash_rust::xxh3::xxh3_64(&commit);
+        commit.extend_from_slice(&sum.to_le_bytes());
+        std::fs::write(to(".sort-commit"), commit).unwrap();
+    }
+    let db = Eblob::open(sorted_config(dir.path())).unwrap();
+    let r = db.open_report();
+    assert_eq!(r.sorts_finished, report.bases_out);
+    assert_eq!(r.sorted_bases as usize, report.bases_out.len());
+    for i in 0..250 {
+        assert_eq!(db.read(&key(i)).unwrap(), value(i, 0, 100));
+    }
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(
+            !name.ends_with(".sorting")
+                && !name.ends_with(".sort-commit")
+                && !name.ends_with(".index")
+                || name == "data-3.index",
+            "{name} left over"
+        );
+    }
+}
+
+#[test]
+fn iteration_visits_live_records_with_key_and_time_filters_and_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    for i in 0..100 {
+        let ts = Timestamp {
+            sec: 1000 + i,
+            nsec: 0,
+        };
+        db.write(
+            &key(i),
+            &value(i, 0, 64),
+            &WriteOptions {
+                timestamp: Some(ts),
+                ..w()
+            },
+        )
+        .unwrap();
+    }
+    for i in 0..10 {
+        db.remove(&key(i)).unwrap();
+    }
+    db.write(
+        &key(200),
+        b"prepared",
+        &WriteOptions {
+            prepare_size_bytes: Some(100),
+            ..w()
+        },
+    )
+    .unwrap();
+    let collect = |opts: &IterateOptions| {
+        let mut seen = Vec::new();
+        let report = db
+            .iterate(opts, &mut |r| {
+                if let Some(d) = &r.data {
+                    assert_eq!(d.len() as u64, r.lookup.data_size_bytes);
+                }
+                seen.push(r.lookup.key);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        (seen, report)
+    };
+    let (all, report) = collect(&IterateOptions::default());
+    assert_eq!(all.len(), 90);
+    assert_eq!(report.records, 90);
+    assert_eq!(
+        all,
+        (10..100).map(key).collect::<Vec<Key>>(),
+        "write order on disk"
+    );
+    let (ranged, report) = collect(&IterateOptions {
+        key_range: Some((key(20), key(29))),
+        ..Default::default()
+    });
+    assert_eq!(ranged.len(), 10);
+    assert_eq!(report.filtered, 80);
+    let (timed, _) = collect(&IterateOptions {
+        time_range: Some((
+            Timestamp { sec: 1050, nsec: 0 },
+            Timestamp { sec: 1059, nsec: 0 },
+        )),
+        with_data: true,
+        ..Default::default()
+    });
+    assert_eq!(timed, (50..60).map(key).collect::<Vec<Key>>());
+    let (with_uncommitted, _) = collect(&IterateOptions {
+        include_uncommitted: true,
+        ..Default::default()
+    });
+    assert_eq!(with_uncommitted.len(), 91);
+    // The callback can stop the iteration.
+    let mut n = 0;
+    let report = db
+        .iterate(&IterateOptions::default(), &mut |_| {
+            n += 1;
+            if n == 5 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert!(report.stopped);
+    assert_eq!(report.records, 5);
+}
+
+#[test]
+fn an_fsync_error_turns_the_backend_read_only_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    let mut c = config(dir.path());
+    c.sync = SyncPolicy::Always;
+    c.fault_injector = Some(faults.clone());
+    let db = Eblob::open(c).unwrap();
+    db.write(&key(1), b"before", &w()).unwrap();
+    *faults.next.lock().unwrap() = Some((
+        IoOp::Sync,
+        "data-0".into(),
+        Fault::Fail(std::io::ErrorKind::Other),
+    ));
+    let err = db.write(&key(2), b"lost?", &w()).unwrap_err();
+    assert!(matches!(err, Error::Io { op: "fsync", .. }), "{err}");
+    let reason = db.read_only_reason().expect("read-only after fsync error");
+    assert!(reason.contains("fsync"), "{reason}");
+    assert!(matches!(
+        db.write(&key(3), b"x", &w()),
+        Err(Error::ReadOnly { .. })
+    ));
+    assert!(matches!(db.remove(&key(1)), Err(Error::ReadOnly { .. })));
+    assert_eq!(db.read(&key(1)).unwrap(), b"before", "reads keep working");
+    assert_eq!(db.stats().read_only_reason, Some(reason));
+}
+
+#[test]
+fn a_write_error_turns_the_backend_read_only_and_reopen_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    let mut c = config(dir.path());
+    c.fault_injector = Some(faults.clone());
+    let db = Eblob::open(c).unwrap();
+    db.write(&key(1), &[1; 5000], &w()).unwrap();
+    *faults.next.lock().unwrap() = Some((IoOp::Write, "data-0".into(), Fault::ShortWrite(100)));
+    assert!(matches!(
+        db.write(&key(2), &[2; 5000], &w()),
+        Err(Error::Io { .. })
+    ));
+    assert!(db.read_only_reason().is_some());
+    drop(db);
+    let db = open(dir.path());
+    assert_eq!(db.read(&key(1)).unwrap(), vec![1; 5000]);
+    assert!(matches!(db.read(&key(2)), Err(Error::NotFound)));
+    db.write(&key(3), b"ok", &w()).unwrap();
+}
+
+#[test]
+fn sync_always_syncs_every_write_and_never_syncs_none() {
+    for (policy, expect_syncs) in [(SyncPolicy::Always, true), (SyncPolicy::Never, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Faults::default());
+        let mut c = config(dir.path());
+        c.sync = policy;
+        c.fault_injector = Some(faults.clone());
+        let db = Eblob::open(c).unwrap();
+        let before = faults.syncs.load(Ordering::SeqCst);
+        for i in 0..10 {
+            db.write(&key(i), b"x", &w()).unwrap();
+        }
+        db.remove(&key(0)).unwrap();
+        let syncs = faults.syncs.load(Ordering::SeqCst) - before;
+        if expect_syncs {
+            assert_eq!(syncs, 22, "data + index per acknowledged write and remove");
+        } else {
+            assert_eq!(syncs, 0);
+        }
+    }
+}
+
+#[test]
+fn stats_serialise_to_json_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    for i in 0..10 {
+        db.write(&key(i), &[1; 100], &w()).unwrap();
+    }
+    db.read(&key(1)).unwrap();
+    let _ = db.read(&key(99));
+    db.remove(&key(2)).unwrap();
+    let s = db.stats();
+    assert_eq!(s.ops.writes, 10);
+    assert_eq!(s.ops.write_bytes, 1000);
+    assert_eq!(s.ops.reads, 1);
+    assert_eq!(s.ops.read_bytes, 100);
+    assert_eq!(s.ops.not_found, 1);
+    assert_eq!(s.ops.removes, 1);
+    assert_eq!(s.bases[0].records, 10);
+    assert_eq!(s.bases[0].removed_records, 1);
+    let json = serde_json::to_string(&s).unwrap();
+    let back: eblob::Stats = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, s);
+    // Older readers: missing fields take defaults.
+    let partial: eblob::Stats = serde_json::from_str(r#"{"total":{"records":3}}"#).unwrap();
+    assert_eq!(partial.total.records, 3);
+}
+
+#[test]
+fn bad_arguments_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let bad = [
+        WriteOptions {
+            append: true,
+            offset: 3,
+            ..w()
+        },
+        WriteOptions {
+            commit_size_bytes: Some(3),
+            ..w()
+        },
+        WriteOptions {
+            offset: u64::MAX,
+            ..w()
+        },
+        WriteOptions {
+            timestamp: Some(Timestamp {
+                sec: 1,
+                nsec: 2_000_000_000,
+            }),
+            ..w()
+        },
+    ];
+    for opts in bad {
+        assert!(
+            matches!(
+                db.write(&key(1), b"xy", &opts),
+                Err(Error::InvalidArgument(_))
+            ),
+            "{opts:?}"
+        );
+    }
+    assert!(Key::from_slice(&[0; 10]).is_err());
+    let mut c = config(dir.path());
+    c.index_block_size = 0;
+    assert!(matches!(Eblob::open(c), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn every_seconds_policy_syncs_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    let mut c = config(dir.path());
+    c.sync = SyncPolicy::EverySeconds(1);
+    c.fault_injector = Some(faults.clone());
+    let db = Eblob::open(c).unwrap();
+    db.write(&key(1), b"x", &w()).unwrap();
+    // Waiting on the background thread itself: poll its observable effect with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while faults.syncs.load(Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background sync within 20 s"
+        );
+        std::thread::park_timeout(std::time::Duration::from_millis(50));
+    }
+    db.close().unwrap();
+}

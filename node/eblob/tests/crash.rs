@@ -4,6 +4,8 @@
 //! checks every acknowledged operation. Repeated on the same directory.
 //!
 //! `EBLOB_CRASH_KILLS` sets the number of kills (default 6).
+// Test drivers outside #[test] fns: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -4,6 +4,8 @@
 //!
 //! `EBLOB_MODEL_OPS` sets the number of operations (default 100 000; try 5 000 000), and
 //! `EBLOB_MODEL_SEED` the seed (default: a fixed one, printed on failure).
+// Test drivers outside #[test] fns: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

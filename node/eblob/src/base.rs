@@ -554,27 +554,32 @@ impl Base {
         if record::hash_of_hashes(&hashes) != total {
             return Err("footer checksum mismatch".into());
         }
-        let mut out = Vec::with_capacity((to - from) as usize);
         if from >= to {
-            return Ok(out);
+            return Ok(Vec::new());
         }
+        // One read of the chunks that cover the range, straight into the buffer returned:
+        // a whole-object read costs one copy from the page cache plus the hashing.
         let first = from / record::CHUNK_SIZE;
         let last = (to - 1) / record::CHUNK_SIZE;
+        let span_start = first * record::CHUNK_SIZE;
+        let span_end = ((last + 1) * record::CHUNK_SIZE).min(h.data_size);
+        let mut buf = self
+            .data
+            .read_vec(h.data_offset() + span_start, span_end - span_start)
+            .map_err(|e| e.to_string())?;
         for c in first..=last {
-            let c_start = c * record::CHUNK_SIZE;
-            let c_end = (c_start + record::CHUNK_SIZE).min(h.data_size);
-            let chunk = self
-                .data
-                .read_vec(h.data_offset() + c_start, c_end - c_start)
-                .map_err(|e| e.to_string())?;
-            if record::chunk_hash(c, &chunk) != hashes[c as usize] {
+            let lo = (c - first) * record::CHUNK_SIZE;
+            let hi = (lo + record::CHUNK_SIZE).min(span_end - span_start);
+            let chunk = buf
+                .get(lo as usize..hi as usize)
+                .ok_or("chunk outside the read")?;
+            if record::chunk_hash(c, chunk) != hashes.get(c as usize).copied().unwrap_or(!0) {
                 return Err(format!("data checksum mismatch in chunk {c}"));
             }
-            let lo = from.max(c_start) - c_start;
-            let hi = to.min(c_end) - c_start;
-            out.extend_from_slice(&chunk[lo as usize..hi as usize]);
         }
-        Ok(out)
+        buf.truncate((to - span_start) as usize);
+        buf.drain(..(from - span_start) as usize);
+        Ok(buf)
     }
 }
 

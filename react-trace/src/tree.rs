@@ -1,0 +1,174 @@
+//! Call trees: the one being recorded (behind a mutex, appended to by the layer) and the
+//! finished one kept in the ring, plus its React JSON form.
+//!
+//! Not the layer and not sampling. Invariants: nodes are appended in start order (each start
+//! time is taken under the tree's lock), so a node's children, listed in index order, are in
+//! start order; a node's parent always has a smaller index; a finished tree is immutable and
+//! turned into JSON only when someone asks for it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Keys the React format uses itself; an annotation with one of these names is renamed
+/// `field.<name>` so it cannot overwrite the structure.
+const RESERVED: [&str; 7] = [
+    "id",
+    "complete",
+    "truncated",
+    "actions",
+    "name",
+    "start_time",
+    "stop_time",
+];
+
+/// A recorded action (one span).
+#[derive(Clone, Debug)]
+pub(crate) struct NodeRec {
+    pub name: &'static str,
+    pub parent: Option<u32>,
+    pub start_ns: u64,
+    pub stop_ns: Option<u64>,
+    pub annotations: Vec<(String, Value)>,
+}
+
+/// A tree being recorded.
+#[derive(Debug)]
+pub(crate) struct Building {
+    pub trace_id: u64,
+    pub root_name: String,
+    pub start_unix_us: u64,
+    pub nodes: Vec<NodeRec>,
+    pub truncated: bool,
+    pub finished: bool,
+}
+
+/// A finished tree as kept in the ring: raw nodes, not yet JSON.
+#[derive(Clone, Debug)]
+pub(crate) struct Finished {
+    pub trace_id: u64,
+    pub root_name: String,
+    pub start_unix_us: u64,
+    pub nodes: Vec<NodeRec>,
+    pub truncated: bool,
+    pub complete: bool,
+}
+
+/// A call tree in the React JSON format.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReactTree {
+    /// Trace id (16 hex digits), the request's trace id.
+    pub id: String,
+    /// Every action stopped before the root did.
+    pub complete: bool,
+    /// Some actions were not recorded (node limit or tree age).
+    #[serde(default)]
+    pub truncated: bool,
+    /// The root action (one element) with its subtree.
+    pub actions: Vec<ReactAction>,
+    /// The root span's fields, plus `start_unix_us`.
+    #[serde(flatten)]
+    pub annotations: BTreeMap<String, Value>,
+}
+
+/// One action of a [`ReactTree`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReactAction {
+    /// Span name (for the root: its `cmd` field when present).
+    pub name: String,
+    /// Microseconds from the root's start.
+    pub start_time: u64,
+    /// Microseconds from the root's start; equal to the root's stop for an action that had
+    /// not stopped when the root did (the tree is then not `complete`).
+    pub stop_time: u64,
+    /// Children in start order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ReactAction>,
+    /// The span's fields and the events recorded on it.
+    #[serde(flatten)]
+    pub annotations: BTreeMap<String, Value>,
+}
+
+impl ReactTree {
+    /// Duration of the root action in microseconds.
+    pub fn duration_us(&self) -> u64 {
+        self.actions
+            .first()
+            .map_or(0, |a| a.stop_time.saturating_sub(a.start_time))
+    }
+
+    /// Compact JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn annotation_map(list: &[(String, Value)]) -> BTreeMap<String, Value> {
+    let mut map = BTreeMap::new();
+    for (k, v) in list {
+        let key = if RESERVED.contains(&k.as_str()) {
+            format!("field.{k}")
+        } else {
+            k.clone()
+        };
+        // Events accumulate under "events"; a field recorded twice keeps its last value.
+        if key == "events" {
+            if let Value::Array(list) = map.entry(key).or_insert_with(|| Value::Array(Vec::new())) {
+                list.push(v.clone());
+            }
+        } else {
+            map.insert(key, v.clone());
+        }
+    }
+    map
+}
+
+impl Finished {
+    /// Build the React JSON tree (off the hot path: called by readers of the ring).
+    pub(crate) fn to_react(&self) -> ReactTree {
+        let root_start = self.nodes.first().map_or(0, |n| n.start_ns);
+        let root_stop = self
+            .nodes
+            .first()
+            .and_then(|n| n.stop_ns)
+            .unwrap_or(root_start);
+        let rel_us = |ns: u64| ns.saturating_sub(root_start) / 1_000;
+        let mut children: Vec<Vec<u32>> = vec![Vec::new(); self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(p) = n.parent {
+                if let Some(c) = children.get_mut(p as usize) {
+                    c.push(i as u32);
+                }
+            }
+        }
+        // Build bottom-up: a parent's index is smaller than its children's.
+        let mut built: Vec<Option<ReactAction>> = vec![None; self.nodes.len()];
+        for i in (0..self.nodes.len()).rev() {
+            let n = &self.nodes[i];
+            let actions = children[i]
+                .iter()
+                .filter_map(|&c| built.get_mut(c as usize).and_then(Option::take))
+                .collect();
+            built[i] = Some(ReactAction {
+                name: n.name.to_owned(),
+                start_time: rel_us(n.start_ns),
+                stop_time: rel_us(n.stop_ns.unwrap_or(root_stop)),
+                actions,
+                annotations: annotation_map(&n.annotations),
+            });
+        }
+        let mut root = built.first_mut().and_then(Option::take).unwrap_or_default();
+        root.name.clone_from(&self.root_name);
+        // The root's fields describe the request: they go on the tree, not the action.
+        let mut annotations = std::mem::take(&mut root.annotations);
+        annotations.insert("start_unix_us".into(), Value::from(self.start_unix_us));
+        ReactTree {
+            id: format!("{:016x}", self.trace_id),
+            complete: self.complete,
+            truncated: self.truncated,
+            actions: vec![root],
+            annotations,
+        }
+    }
+}

@@ -45,7 +45,8 @@ fn with_tracer(stats: bool, f: impl FnOnce() -> f64) -> (f64, react_trace::Trace
         stats,
         max_nodes: (PER_TREE + 1) as usize,
         ..Default::default()
-    });
+    })
+    .unwrap();
     let subscriber = tracing_subscriber::registry().with(tracer.layer());
     let ns = tracing::subscriber::with_default(subscriber, f);
     (ns, tracer)

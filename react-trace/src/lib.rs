@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use tracing_subscriber::layer::SubscriberExt;
-//! let tracer = react_trace::Tracer::new(react_trace::TracerConfig::default());
+//! let tracer = react_trace::Tracer::new(react_trace::TracerConfig::default())?;
 //! let subscriber = tracing_subscriber::registry().with(tracer.layer());
 //! tracing::subscriber::with_default(subscriber, || {
 //!     let root = react_trace::request!("READ", 0x1234u64, true);
@@ -26,6 +26,7 @@
 //! let tree = tracer.get(0x1234).expect("sampled");
 //! assert_eq!(tree.actions[0].name, "READ");
 //! assert_eq!(tree.actions[0].actions[0].name, "cache.lookup");
+//! # Ok::<(), react_trace::ConfigError>(())
 //! ```
 //!
 //! **Cost.** `action!` spans of an unsampled request are disabled by the layer's `enabled`
@@ -45,11 +46,15 @@
 //! Not an exporter or a log formatter; JSON is built only when [`Tracer::recent`] or
 //! [`Tracer::get`] is called.
 
+mod error;
 mod layer;
 mod stats;
 mod tree;
 
-pub use layer::{is_sampled, Clock, ReactLayer, SystemClock, Tracer, TracerConfig};
+pub use error::ConfigError;
+pub use layer::{
+    is_sampled, Clock, ReactLayer, SystemClock, Tracer, TracerConfig, UnsampledSpans, OTHER_ACTIONS,
+};
 pub use stats::{ActionStat, ActionStats};
 pub use tree::{ReactAction, ReactTree};
 

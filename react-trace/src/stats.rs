@@ -135,8 +135,14 @@ pub struct ActionStats {
     pub trees: u64,
     /// Trees pushed out of the ring before anyone read them.
     pub dropped: u64,
-    /// Trees that hit the node or age limit.
+    /// Trees that hit the node or depth limit.
     pub truncated: u64,
+    /// Trees published because they outlived the maximum tree age.
+    pub expired: u64,
+    /// Roots not sampled because `max_active_trees` trees were being recorded.
+    pub skipped: u64,
+    /// Trees being recorded now.
+    pub active: u64,
     /// Current sampling rate (0..=1).
     pub sampling_rate: f64,
 }

@@ -3,8 +3,10 @@
 //!
 //! Not the layer and not sampling. Invariants: nodes are appended in start order (each start
 //! time is taken under the tree's lock), so a node's children, listed in index order, are in
-//! start order; a node's parent always has a smaller index; a finished tree is immutable and
-//! turned into JSON only when someone asks for it.
+//! start order; a node's parent always has a smaller index; a node holds at most
+//! `max_annotations` annotations (fields and events; a field recorded again replaces its value)
+//! and a string value at most `MAX_VALUE_BYTES`; a finished tree is immutable and turned into
+//! JSON only when someone asks for it.
 
 use std::collections::BTreeMap;
 
@@ -13,35 +15,91 @@ use serde_json::Value;
 
 /// Keys the React format uses itself; an annotation with one of these names is renamed
 /// `field.<name>` so it cannot overwrite the structure.
-const RESERVED: [&str; 7] = [
+const RESERVED: [&str; 9] = [
     "id",
     "complete",
     "truncated",
+    "expired",
+    "dropped_annotations",
     "actions",
     "name",
     "start_time",
     "stop_time",
 ];
 
+/// Longest string annotation kept, in bytes; longer ones are cut at a char boundary and end
+/// with `…`. One runaway `Debug` field must not blow up a tree.
+pub(crate) const MAX_VALUE_BYTES: usize = 1024;
+
+/// Key under which a node's events are listed.
+pub(crate) const EVENTS_KEY: &str = "events";
+
 /// A recorded action (one span).
 #[derive(Clone, Debug)]
 pub(crate) struct NodeRec {
     pub name: &'static str,
     pub parent: Option<u32>,
+    /// 0 for the root; bounded by `max_depth` so the JSON nests less deeply than
+    /// `serde_json`'s default recursion limit (128) and readers can parse it back.
+    pub depth: u32,
     pub start_ns: u64,
     pub stop_ns: Option<u64>,
-    pub annotations: Vec<(String, Value)>,
+    /// Field names are `&'static str` in `tracing`, so keys cost no allocation.
+    pub annotations: Vec<(&'static str, Value)>,
+    /// Annotations refused because the node already held `max_annotations`.
+    pub dropped_annotations: u32,
+}
+
+impl NodeRec {
+    /// Add an annotation: a field recorded again replaces its value (so a loop calling
+    /// `span.record` cannot grow the node); events append. Past `cap` entries the annotation
+    /// is counted in `dropped_annotations` instead.
+    pub(crate) fn annotate(&mut self, key: &'static str, value: Value, cap: usize) {
+        if key != EVENTS_KEY {
+            if let Some(slot) = self.annotations.iter_mut().find(|(k, _)| *k == key) {
+                slot.1 = value;
+                return;
+            }
+        }
+        if self.annotations.len() < cap {
+            self.annotations.push((key, value));
+        } else {
+            self.dropped_annotations = self.dropped_annotations.saturating_add(1);
+        }
+    }
+}
+
+/// A string annotation, cut to [`MAX_VALUE_BYTES`].
+pub(crate) fn bounded_string(mut s: String) -> Value {
+    if s.len() > MAX_VALUE_BYTES {
+        let mut cut = MAX_VALUE_BYTES;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    Value::String(s)
 }
 
 /// A tree being recorded.
 #[derive(Debug)]
 pub(crate) struct Building {
+    /// Key of this tree in the tracer's table of trees being recorded.
+    pub seq: u64,
     pub trace_id: u64,
     pub root_name: String,
     pub start_unix_us: u64,
     pub nodes: Vec<NodeRec>,
     pub truncated: bool,
     pub finished: bool,
+}
+
+impl Building {
+    /// Monotonic start of the root, the origin of every time in the tree.
+    pub(crate) fn root_start_ns(&self) -> u64 {
+        self.nodes.first().map_or(0, |n| n.start_ns)
+    }
 }
 
 /// A finished tree as kept in the ring: raw nodes, not yet JSON.
@@ -53,6 +111,8 @@ pub(crate) struct Finished {
     pub nodes: Vec<NodeRec>,
     pub truncated: bool,
     pub complete: bool,
+    /// Published because it outlived `max_tree_age`, not because its root closed.
+    pub expired: bool,
 }
 
 /// A call tree in the React JSON format.
@@ -62,9 +122,13 @@ pub struct ReactTree {
     pub id: String,
     /// Every action stopped before the root did.
     pub complete: bool,
-    /// Some actions were not recorded (node limit or tree age).
+    /// Some actions were not recorded (node or depth limit).
     #[serde(default)]
     pub truncated: bool,
+    /// The tree outlived the tracer's maximum tree age and was published before its root
+    /// closed (then also not `complete`): a hung request still shows up.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub expired: bool,
     /// The root action (one element) with its subtree.
     pub actions: Vec<ReactAction>,
     /// The root span's fields, plus `start_unix_us`.
@@ -104,13 +168,17 @@ impl ReactTree {
     }
 }
 
-fn annotation_map(list: &[(String, Value)]) -> BTreeMap<String, Value> {
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn annotation_map(node: &NodeRec) -> BTreeMap<String, Value> {
     let mut map = BTreeMap::new();
-    for (k, v) in list {
-        let key = if RESERVED.contains(&k.as_str()) {
+    for (k, v) in &node.annotations {
+        let key = if RESERVED.contains(k) {
             format!("field.{k}")
         } else {
-            k.clone()
+            (*k).to_owned()
         };
         // Events accumulate under "events"; a field recorded twice keeps its last value.
         if key == "events" {
@@ -120,6 +188,12 @@ fn annotation_map(list: &[(String, Value)]) -> BTreeMap<String, Value> {
         } else {
             map.insert(key, v.clone());
         }
+    }
+    if node.dropped_annotations > 0 {
+        map.insert(
+            "dropped_annotations".into(),
+            Value::from(node.dropped_annotations),
+        );
     }
     map
 }
@@ -155,7 +229,7 @@ impl Finished {
                 start_time: rel_us(n.start_ns),
                 stop_time: rel_us(n.stop_ns.unwrap_or(root_stop)),
                 actions,
-                annotations: annotation_map(&n.annotations),
+                annotations: annotation_map(n),
             });
         }
         let mut root = built.first_mut().and_then(Option::take).unwrap_or_default();
@@ -167,6 +241,7 @@ impl Finished {
             id: format!("{:016x}", self.trace_id),
             complete: self.complete,
             truncated: self.truncated,
+            expired: self.expired,
             actions: vec![root],
             annotations,
         }

@@ -10,7 +10,7 @@ use tracing_subscriber::layer::SubscriberExt;
 fn tracer() -> &'static Tracer {
     static T: OnceLock<Tracer> = OnceLock::new();
     T.get_or_init(|| {
-        let t = Tracer::new(TracerConfig::default());
+        let t = Tracer::new(TracerConfig::default()).expect("default config is valid");
         tracing::subscriber::set_global_default(tracing_subscriber::registry().with(t.layer()))
             .expect("first global subscriber");
         t

@@ -26,6 +26,7 @@ fn tracer(cfg: TracerConfig) -> Tracer {
         clock: Arc::new(Ticks::default()),
         ..cfg
     })
+    .expect("valid config")
 }
 
 fn with<T>(t: &Tracer, f: impl FnOnce() -> T) -> T {
@@ -93,11 +94,11 @@ fn sampling_rate_one_samples_every_root_and_zero_none() {
         for id in 0..10u64 {
             request!("READ", id, false).in_scope(|| assert!(react_trace::is_sampled()));
         }
-        t.set_sampling_rate(0.0);
+        t.set_sampling_rate(0.0).unwrap();
         for id in 10..20u64 {
             request!("READ", id, false).in_scope(|| assert!(!react_trace::is_sampled()));
         }
-        t.set_sampling_rate(0.5);
+        t.set_sampling_rate(0.5).unwrap();
         for id in 20..2020u64 {
             request!("READ", id, false).in_scope(|| {});
         }
@@ -156,8 +157,9 @@ fn trees_past_the_node_limit_are_truncated() {
 }
 
 #[test]
-fn actions_after_the_maximum_age_are_not_recorded() {
-    // Each clock reading is 10 µs: the root starts at 0, so the third action starts past 25 µs.
+fn a_tree_older_than_the_maximum_age_is_published_as_expired() {
+    // Each clock reading is 10 µs: the root starts at 0, the first step runs 10..20, the
+    // second would start at 30, past the 25 µs age: the tree is cut there and published.
     let t = tracer(TracerConfig {
         max_tree_age: Duration::from_micros(25),
         ..Default::default()
@@ -169,9 +171,72 @@ fn actions_after_the_maximum_age_are_not_recorded() {
         }
     });
     let tree = t.get(4).expect("tree");
-    assert!(tree.truncated);
-    assert!(tree.actions[0].actions.len() < 4);
-    assert!(!tree.actions[0].actions.is_empty());
+    assert!(tree.expired && !tree.complete && !tree.truncated);
+    let root = &tree.actions[0];
+    assert_eq!((root.start_time, root.stop_time), (0, 30));
+    assert_eq!(names(root), ["step"]);
+    assert_eq!(
+        (root.actions[0].start_time, root.actions[0].stop_time),
+        (10, 20)
+    );
+    let s = t.stats();
+    assert_eq!((s.trees, s.expired, s.active), (1, 1, 0));
+    // The cut root has no meaningful duration; its finished child does.
+    assert!(!s.actions.contains_key("SLOW"));
+    assert_eq!(s.actions["step"].count, 1);
+    assert_eq!(
+        t.recent(10).len(),
+        1,
+        "the late root close publishes nothing more"
+    );
+}
+
+/// A clock the test sets by hand.
+#[derive(Debug, Default)]
+struct Manual(AtomicU64);
+
+impl Clock for Manual {
+    fn now_ns(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    fn unix_us(&self) -> u64 {
+        1_700_000_000_000_000
+    }
+}
+
+#[test]
+fn a_hung_request_is_published_by_the_reader_once_too_old() {
+    let clock = Arc::new(Manual::default());
+    let t = Tracer::new(TracerConfig {
+        max_tree_age: Duration::from_millis(5),
+        clock: clock.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(t.layer()));
+    // The request stays open (a hung engine call) while the reader looks.
+    let root = tracing::dispatcher::with_default(&dispatch, || {
+        let root = request!("READ", 21u64, true);
+        root.in_scope(|| {
+            clock.0.store(1_000_000, Ordering::SeqCst);
+            let _a = action!("eblob.read").entered();
+            clock.0.store(2_000_000, Ordering::SeqCst);
+            action!("wait").in_scope(|| clock.0.store(3_000_000, Ordering::SeqCst));
+        });
+        root
+    });
+    clock.0.store(5_000_000, Ordering::SeqCst);
+    assert!(t.get(21).is_none(), "exactly the age is not past it");
+    assert_eq!(t.stats().active, 1);
+    clock.0.store(7_000_000, Ordering::SeqCst);
+    let tree = t.get(21).expect("published by the reader");
+    assert!(tree.expired && !tree.complete);
+    let read = &tree.actions[0].actions[0];
+    assert_eq!((read.start_time, read.stop_time), (1_000, 3_000));
+    assert_eq!(tree.actions[0].stop_time, 7_000);
+    assert_eq!(t.stats().active, 0);
+    tracing::dispatcher::with_default(&dispatch, || drop(root));
+    assert_eq!(t.recent(10).len(), 1);
 }
 
 #[test]

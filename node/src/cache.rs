@@ -128,35 +128,7 @@ pub struct WriteBack<K, M> {
     pub version: u64,
 }
 
-/// Counters and sizes of one cache, summed over its shards.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct CacheStats {
-    /// Bytes held, including per-object overhead and unwritten evicted objects.
-    pub size_bytes: u64,
-    /// Configured capacity.
-    pub max_size_bytes: u64,
-    /// Objects in the segments.
-    pub objects: u64,
-    /// Bytes per segment, lowest (probation) first.
-    pub segment_sizes_bytes: Vec<u64>,
-    /// `get` calls that found the object.
-    pub hits: u64,
-    /// `get` calls that did not.
-    pub misses: u64,
-    /// Objects pushed out of segment 0 to make room.
-    pub evictions: u64,
-    /// Objects dropped because their lifetime ended.
-    pub expirations: u64,
-    /// Write-backs confirmed by the caller.
-    pub writebacks: u64,
-    /// Write-backs the caller reported as failed (the object stays dirty and is retried).
-    pub writeback_failures: u64,
-    /// Inserts refused (the caller wrote through).
-    pub refused: u64,
-    /// Dirty objects not yet confirmed written.
-    pub dirty_objects: u64,
-}
+pub use ellipsis_core::stats::CacheStats;
 
 #[derive(Debug)]
 struct Entry<M> {

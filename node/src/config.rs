@@ -129,19 +129,7 @@ impl Default for BackendConfig {
     }
 }
 
-/// When data-sort runs by itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DefragMode {
-    /// When a base is closed.
-    Auto,
-    /// Every `timeout_s`.
-    Timed,
-    /// Daily, in the window `time_hour` ± `splay_hours`, at a random start per node.
-    Scheduled,
-    /// Only on command.
-    None,
-}
+pub use ellipsis_core::stats::DefragMode;
 
 /// Data-sort schedule of one backend (the initial one: the admin API can change it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

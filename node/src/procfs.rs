@@ -8,30 +8,8 @@
 use std::fs;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-/// One sample of the node process and its host.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ProcSample {
-    /// CPU time spent in user mode since the process started.
-    pub cpu_user_s: Option<f64>,
-    /// CPU time spent in the kernel on behalf of the process.
-    pub cpu_system_s: Option<f64>,
-    /// Resident set size.
-    pub rss_bytes: Option<u64>,
-    /// Virtual memory size.
-    pub vm_bytes: Option<u64>,
-    /// Bytes the process caused to be read from storage.
-    pub io_read_bytes: Option<u64>,
-    /// Bytes the process caused to be written to storage.
-    pub io_write_bytes: Option<u64>,
-    /// Host load averages over 1, 5 and 15 minutes.
-    pub load_avg: Option<[f64; 3]>,
-    /// Open file descriptors.
-    pub open_fds: Option<u64>,
-    /// Threads of the process.
-    pub threads: Option<u64>,
-}
+/// One sample of the node process and its host (the stats schema type).
+pub use ellipsis_core::stats::ProcStats as ProcSample;
 
 /// Clock ticks per second for `/proc/*/stat` CPU fields. Linux has used 100 on every mainstream
 /// architecture for decades; asking sysconf would need unsafe FFI for no practical gain.

@@ -18,87 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use ellipsis_core::stats::{JobKind, JobState, JobStatus};
 use parking_lot::{Condvar, Mutex};
-use serde::{Deserialize, Serialize};
-
-/// What a job does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    /// Eblob data-sort / defragmentation of one backend.
-    DataSort,
-    /// Recovery within a group after a ring change.
-    RecoveryMerge,
-    /// Recovery across groups.
-    RecoveryDc,
-    /// Server-send of records to other groups.
-    ServerSend,
-    /// Write-back of dirty cache objects.
-    CacheSync,
-}
-
-/// Life-cycle state of a job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    /// Registered, not started.
-    Queued,
-    /// Working.
-    Running,
-    /// Paused by request; resumes on `resume`.
-    Paused,
-    /// Finished successfully.
-    Done,
-    /// Finished with an error.
-    Failed,
-    /// Stopped by request.
-    Cancelled,
-}
-
-impl JobState {
-    /// Done, failed or cancelled.
-    pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            JobState::Done | JobState::Failed | JobState::Cancelled
-        )
-    }
-}
-
-/// A point-in-time view of one job, as served in `/stats/workers`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobStatus {
-    /// Unique within the node's lifetime.
-    pub id: u64,
-    /// What the job does.
-    pub kind: JobKind,
-    /// Free-form target, e.g. `backend 3` or `groups 1,2`.
-    pub target: String,
-    /// Current state.
-    pub state: JobState,
-    /// Keys processed so far.
-    pub done_keys: u64,
-    /// Keys to process, when known.
-    pub total_keys: Option<u64>,
-    /// Bytes processed so far.
-    pub done_bytes: u64,
-    /// Bytes to process, when known.
-    pub total_bytes: Option<u64>,
-    /// Keys per second since the start (running time only).
-    pub rate_keys_per_s: f64,
-    /// Bytes per second since the start.
-    pub rate_bytes_per_s: f64,
-    /// Errors counted so far (the job goes on unless it fails).
-    pub errors: u64,
-    /// The last error message, if any.
-    pub last_error: Option<String>,
-    /// Start, seconds since the Unix epoch.
-    pub started_at_s: Option<u64>,
-    /// Finish, seconds since the Unix epoch.
-    pub finished_at_s: Option<u64>,
-    /// Final result message.
-    pub result: Option<String>,
-}
 
 struct Lifecycle {
     state: JobState,

@@ -1,0 +1,31 @@
+//! WRITE / READ / DEL requests and READ replies: IO attributes, then the data.
+
+use bytes::Bytes;
+
+use super::Payload;
+use crate::protocol::{IoAttr, ProtocolError};
+use crate::wire::{Reader, Writer};
+
+/// IO attributes and data (empty for READ and DEL requests).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IoPayload {
+    /// Attributes.
+    pub attr: IoAttr,
+    /// Object bytes.
+    pub data: Bytes,
+}
+
+impl Payload for IoPayload {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.attr.write(&mut w);
+        w.bytes(&self.data);
+        w.finish()
+    }
+    fn decode(b: &[u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(b, "io payload");
+        let attr = IoAttr::read(&mut r)?;
+        let data = Bytes::copy_from_slice(r.bytes(r.remaining())?);
+        Ok(IoPayload { attr, data })
+    }
+}

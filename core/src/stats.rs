@@ -1,0 +1,514 @@
+//! The JSON schema of a node's monitoring HTTP (`GET /stats`, `/stats/{category}`), shared by
+//! the node that fills it and the console that parses it.
+//!
+//! Plain serde data, no logic beyond small derived figures. Invariant: every struct
+//! deserialises with defaults for missing fields and ignores unknown ones, so a console and
+//! nodes of neighbouring versions keep understanding each other.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::route::RouteTable;
+
+/// Everything `GET /stats` returns.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeStats {
+    /// Who answers.
+    pub node: NodeInfo,
+    /// Per-command counters and latencies.
+    pub commands: CommandStats,
+    /// Queues and peer connections.
+    pub io: IoStats,
+    /// One entry per backend cache (plus the node-wide one, backend `None`).
+    pub cache: Vec<CacheEntryStats>,
+    /// Storage backends.
+    pub backends: Vec<BackendStats>,
+    /// The node process and host.
+    pub procfs: ProcStats,
+    /// Background jobs, running and recent.
+    pub workers: Vec<JobStatus>,
+    /// The node's route table, with peers' HTTP addresses.
+    pub routes: RoutesStats,
+}
+
+/// The answering node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeInfo {
+    /// Protocol address.
+    pub addr: String,
+    /// HTTP address.
+    pub http_addr: String,
+    /// Software version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Groups it serves.
+    pub groups: Vec<u32>,
+    /// Unix seconds when the stats were taken.
+    pub now_unix_s: u64,
+}
+
+/// Counters and latency percentiles of one command.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CommandStat {
+    /// Requests answered OK.
+    pub successes: u64,
+    /// Requests answered with an error.
+    pub failures: u64,
+    /// Payload bytes received and sent.
+    pub bytes: u64,
+    /// Answered from the cache.
+    pub cache_hits: u64,
+    /// Answered from disk.
+    pub disk: u64,
+    /// Forwarded to the owner.
+    pub forwarded: u64,
+    /// Latency percentiles (microseconds).
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Slowest.
+    pub max_us: u64,
+}
+
+/// Per-command statistics, keyed by command name (`READ`, `WRITE`, ...).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CommandStats {
+    /// By command.
+    pub commands: BTreeMap<String, CommandStat>,
+}
+
+/// A peer connection.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerStats {
+    /// Peer protocol address.
+    pub addr: String,
+    /// `connected`, `connecting`, `down`.
+    pub state: String,
+    /// Frames waiting to be sent.
+    pub send_queue: u64,
+    /// Its bound.
+    pub send_queue_limit: u64,
+    /// Requests waiting for the peer's reply.
+    pub in_flight: u64,
+}
+
+/// Queues and connections.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IoStats {
+    /// Engine calls waiting for a blocking thread.
+    pub blocking_queue: u64,
+    /// Its bound.
+    pub blocking_queue_limit: u64,
+    /// Requests being handled (network side).
+    pub nonblocking_queue: u64,
+    /// Its bound.
+    pub nonblocking_queue_limit: u64,
+    /// Client connections open.
+    pub client_connections: u64,
+    /// Outgoing peer connections.
+    pub peers: Vec<PeerStats>,
+}
+
+/// Cache counters (one cache).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheStats {
+    /// Bytes held, including per-object overhead and unwritten evicted objects.
+    pub size_bytes: u64,
+    /// Configured capacity.
+    pub max_size_bytes: u64,
+    /// Objects in the segments.
+    pub objects: u64,
+    /// Bytes per segment, lowest (probation) first.
+    pub segment_sizes_bytes: Vec<u64>,
+    /// `get` calls that found the object.
+    pub hits: u64,
+    /// `get` calls that did not.
+    pub misses: u64,
+    /// Objects pushed out of segment 0 to make room.
+    pub evictions: u64,
+    /// Objects dropped because their lifetime ended.
+    pub expirations: u64,
+    /// Write-backs confirmed by the caller.
+    pub writebacks: u64,
+    /// Write-backs the caller reported as failed (the object stays dirty and is retried).
+    pub writeback_failures: u64,
+    /// Inserts refused (the caller wrote through).
+    pub refused: u64,
+    /// Dirty objects not yet confirmed written.
+    pub dirty_objects: u64,
+}
+
+impl CacheStats {
+    /// Hits / (hits + misses), 0 when unused.
+    pub fn hit_rate(&self) -> f64 {
+        let all = self.hits + self.misses;
+        if all == 0 {
+            0.0
+        } else {
+            self.hits as f64 / all as f64
+        }
+    }
+}
+
+/// A cache and whose it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheEntryStats {
+    /// Backend id, `None` for the node-wide cache.
+    pub backend: Option<u32>,
+    /// Its counters.
+    pub stats: CacheStats,
+}
+
+/// One eblob base.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BaseSummary {
+    /// Base number.
+    pub index: u32,
+    /// Records (removed included).
+    pub records: u64,
+    /// Removed records.
+    pub removed: u64,
+    /// Removed bytes.
+    pub removed_bytes: u64,
+    /// Data file bytes.
+    pub size_bytes: u64,
+    /// Sorted by data-sort.
+    pub sorted: bool,
+    /// Wants defrag.
+    pub want_defrag: bool,
+}
+
+/// The engine's figures for one backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EblobSummary {
+    /// Records (removed included).
+    pub records: u64,
+    /// Live records.
+    pub live_records: u64,
+    /// Removed records.
+    pub removed_records: u64,
+    /// Removed bytes (what a data-sort frees).
+    pub removed_bytes: u64,
+    /// Damaged records found.
+    pub corrupted: u64,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// RAM of hash indexes.
+    pub ram_index_bytes: u64,
+    /// RAM of bloom filters.
+    pub ram_bloom_bytes: u64,
+    /// RAM of index blocks.
+    pub ram_index_blocks_bytes: u64,
+    /// Successful reads / writes since open.
+    pub reads: u64,
+    /// Writes since open.
+    pub writes: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Per base.
+    pub bases: Vec<BaseSummary>,
+}
+
+impl EblobSummary {
+    /// Index RAM per live record.
+    pub fn ram_bytes_per_key(&self) -> f64 {
+        let ram = self.ram_index_bytes + self.ram_bloom_bytes + self.ram_index_blocks_bytes;
+        ram as f64 / self.live_records.max(1) as f64
+    }
+}
+
+/// Data-sort mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefragMode {
+    /// When a base is closed.
+    #[default]
+    Auto,
+    /// Every `timeout_s`.
+    Timed,
+    /// Daily, in the window `time_hour` ± `splay_hours` (UTC), at a random start per node.
+    Scheduled,
+    /// Only on command.
+    None,
+}
+
+/// Data-sort schedule and state of one backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DefragStats {
+    /// Mode.
+    pub mode: DefragMode,
+    /// TIMED period.
+    pub timeout_s: u64,
+    /// SCHEDULED window centre, UTC hour.
+    pub time_hour: u8,
+    /// SCHEDULED window half-width, hours.
+    pub splay_hours: u8,
+    /// Compact mode.
+    pub compact: bool,
+    /// `idle`, `running`, `stopping`.
+    pub state: String,
+    /// Next planned start, Unix seconds.
+    pub next_start_unix_s: Option<u64>,
+    /// Last start.
+    pub last_start_unix_s: Option<u64>,
+    /// Last duration.
+    pub last_duration_ms: Option<u64>,
+    /// Last result.
+    pub last_result: Option<String>,
+    /// Bases done in the running sort / bases planned.
+    pub progress_bases: Option<(u64, u64)>,
+}
+
+/// Serving state of a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendState {
+    /// Serving reads and writes.
+    #[default]
+    Enabled,
+    /// Closed, not in the route table.
+    Disabled,
+    /// Serving reads only.
+    ReadOnly,
+}
+
+/// One backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackendStats {
+    /// Backend id on the node.
+    pub id: u32,
+    /// Replica group.
+    pub group: u32,
+    /// Directory.
+    pub dir: String,
+    /// Serving state.
+    pub state: BackendState,
+    /// Why it is read-only, if it is.
+    pub read_only_reason: Option<String>,
+    /// Ring ids held.
+    pub ring_ids: u64,
+    /// Share of its group's ring (0..=1).
+    pub ring_share: f64,
+    /// Artificial delay.
+    pub delay_ms: u32,
+    /// Engine figures.
+    pub eblob: EblobSummary,
+    /// Data-sort.
+    pub defrag: DefragStats,
+}
+
+/// The node process and host, from procfs (fields missing on other systems are `None`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProcStats {
+    /// CPU time spent in user mode since the process started.
+    pub cpu_user_s: Option<f64>,
+    /// CPU time spent in the kernel on behalf of the process.
+    pub cpu_system_s: Option<f64>,
+    /// Resident set size.
+    pub rss_bytes: Option<u64>,
+    /// Virtual memory size.
+    pub vm_bytes: Option<u64>,
+    /// Bytes the process caused to be read from storage.
+    pub io_read_bytes: Option<u64>,
+    /// Bytes the process caused to be written to storage.
+    pub io_write_bytes: Option<u64>,
+    /// Host load averages over 1, 5 and 15 minutes.
+    pub load_avg: Option<[f64; 3]>,
+    /// Open file descriptors.
+    pub open_fds: Option<u64>,
+    /// Threads of the process.
+    pub threads: Option<u64>,
+}
+
+/// What a background job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Eblob data-sort / defragmentation of one backend.
+    DataSort,
+    /// Recovery within a group after a ring change.
+    RecoveryMerge,
+    /// Recovery across groups.
+    RecoveryDc,
+    /// Server-send of records to other groups.
+    ServerSend,
+    /// Write-back of dirty cache objects.
+    CacheSync,
+}
+
+/// Life-cycle state of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Registered, not started.
+    Queued,
+    /// Working.
+    Running,
+    /// Paused by request; resumes on `resume`.
+    Paused,
+    /// Finished successfully.
+    Done,
+    /// Finished with an error.
+    Failed,
+    /// Stopped by request.
+    Cancelled,
+}
+
+impl JobState {
+    /// Done, failed or cancelled.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// A point-in-time view of one job, as served in `/stats/workers`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// Unique within the node's lifetime.
+    pub id: u64,
+    /// What the job does.
+    pub kind: JobKind,
+    /// Free-form target, e.g. `backend 3` or `groups 1,2`.
+    pub target: String,
+    /// Current state.
+    pub state: JobState,
+    /// Keys processed so far.
+    #[serde(default)]
+    pub done_keys: u64,
+    /// Keys to process, when known.
+    #[serde(default)]
+    pub total_keys: Option<u64>,
+    /// Bytes processed so far.
+    #[serde(default)]
+    pub done_bytes: u64,
+    /// Bytes to process, when known.
+    #[serde(default)]
+    pub total_bytes: Option<u64>,
+    /// Keys per second since the start (running time only).
+    #[serde(default)]
+    pub rate_keys_per_s: f64,
+    /// Bytes per second since the start.
+    #[serde(default)]
+    pub rate_bytes_per_s: f64,
+    /// Errors counted so far (the job goes on unless it fails).
+    #[serde(default)]
+    pub errors: u64,
+    /// The last error message, if any.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Start, seconds since the Unix epoch.
+    #[serde(default)]
+    pub started_at_s: Option<u64>,
+    /// Finish, seconds since the Unix epoch.
+    #[serde(default)]
+    pub finished_at_s: Option<u64>,
+    /// Final result message.
+    #[serde(default)]
+    pub result: Option<String>,
+}
+
+/// A peer as listed with the routes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerInfo {
+    /// Protocol address.
+    pub addr: String,
+    /// Monitoring HTTP address, if it serves one.
+    pub http_addr: Option<String>,
+}
+
+/// The route table and how to reach every node's HTTP.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoutesStats {
+    /// The table.
+    pub table: RouteTable,
+    /// Every known node (this one included).
+    pub nodes: Vec<PeerInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_stats_round_trip_through_json() {
+        let mut s = NodeStats::default();
+        s.node.addr = "127.0.0.1:1025".into();
+        s.commands.commands.insert(
+            "READ".into(),
+            CommandStat {
+                successes: 3,
+                p99_us: 120,
+                ..Default::default()
+            },
+        );
+        s.backends.push(BackendStats {
+            id: 1,
+            group: 2,
+            eblob: EblobSummary {
+                bases: vec![BaseSummary {
+                    index: 0,
+                    sorted: true,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            defrag: DefragStats {
+                mode: DefragMode::Scheduled,
+                next_start_unix_s: Some(7),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        s.workers.push(JobStatus {
+            id: 1,
+            kind: JobKind::RecoveryDc,
+            target: "groups 1,2".into(),
+            state: JobState::Running,
+            done_keys: 5,
+            total_keys: Some(10),
+            done_bytes: 0,
+            total_bytes: None,
+            rate_keys_per_s: 1.5,
+            rate_bytes_per_s: 0.0,
+            errors: 0,
+            last_error: None,
+            started_at_s: Some(1),
+            finished_at_s: None,
+            result: None,
+        });
+        let j = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<NodeStats>(&j).unwrap(), s);
+    }
+
+    #[test]
+    fn missing_and_unknown_fields_are_tolerated() {
+        let s: NodeStats =
+            serde_json::from_str(r#"{"node":{"addr":"a","future":1},"extra":[1,2]}"#).unwrap();
+        assert_eq!(s.node.addr, "a");
+        assert!(s.backends.is_empty());
+    }
+}

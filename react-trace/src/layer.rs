@@ -483,7 +483,6 @@ struct Fields {
     root: bool,
     list: Vec<(&'static str, Value)>,
     trace_id: Option<u64>,
-    force: bool,
     cmd: Option<String>,
 }
 
@@ -522,7 +521,7 @@ impl Visit for Fields {
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
         if self.root && field.name() == "trace" {
-            self.force = value;
+            // The trace bit is the sampling decision, already taken.
             return;
         }
         self.push(field, Value::from(value));
@@ -540,6 +539,20 @@ impl Visit for Fields {
         }
         self.push(field, bounded_string(text));
     }
+}
+
+/// Reads only the trace bit of a root: the sampling decision must not pay for formatting and
+/// allocating every field of the (mostly unsampled) requests.
+#[derive(Default)]
+struct TraceBit(bool);
+
+impl Visit for TraceBit {
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == "trace" {
+            self.0 = value;
+        }
+    }
+    fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
 }
 
 /// The layer; see the module docs for what it records and what it costs.
@@ -653,12 +666,14 @@ impl ReactLayer {
     {
         let inner = &*self.inner;
         let Some(span) = ctx.span(id) else { return };
-        let mut fields = Fields::root();
-        attrs.record(&mut fields);
-        if !inner.sample(fields.force) {
+        let mut bit = TraceBit::default();
+        attrs.record(&mut bit);
+        if !inner.sample(bit.0) {
             span.extensions_mut().insert(Unsampled);
             return;
         }
+        let mut fields = Fields::root();
+        attrs.record(&mut fields);
         let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
         let trace_id = fields.trace_id.unwrap_or_else(random_u64);
         let root_name = fields.cmd.take().unwrap_or_else(|| ROOT_NAME.to_owned());

@@ -80,3 +80,44 @@ async fn children_of_tasks_and_blocking_threads_land_under_the_right_parent() {
     .expect("task");
     assert!(t.get(1).is_none());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn interleaved_children_of_one_task_keep_their_own_subtrees() {
+    let t = tracer();
+    let root = request!("BULK_READ", 200u64, true);
+    let order = std::sync::Mutex::new(Vec::new());
+    async {
+        // Two children polled alternately on one thread: each await exits one span and
+        // enters the other, so the thread-local stack must follow the polls exactly.
+        let first = async {
+            for _ in 0..3 {
+                action!("a.step").in_scope(|| order.lock().unwrap().push('a'));
+                tokio::task::yield_now().await;
+            }
+        }
+        .instrument(tracing::info_span!("first"));
+        let second = async {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+                action!("b.step").in_scope(|| order.lock().unwrap().push('b'));
+            }
+        }
+        .instrument(tracing::info_span!("second"));
+        tokio::join!(first, second);
+        action!("merge").in_scope(|| {});
+    }
+    .instrument(root)
+    .await;
+    let tree = t.get(200).expect("tree");
+    assert!(tree.complete);
+    let root = &tree.actions[0];
+    assert_eq!(names(root), ["first", "second", "merge"]);
+    assert_eq!(names(&root.actions[0]), ["a.step"; 3]);
+    assert_eq!(names(&root.actions[1]), ["b.step"; 3]);
+    // The children really ran interleaved, yet each step landed under its own child.
+    let order = order.into_inner().unwrap();
+    let first_b = order.iter().position(|&c| c == 'b');
+    let last_a = order.iter().rposition(|&c| c == 'a');
+    assert!(first_b < last_a, "not interleaved: {order:?}");
+    assert!(root.actions[0].stop_time <= root.actions[2].start_time);
+}

@@ -368,22 +368,37 @@ fn a_fmt_layer_with_env_filter_keeps_logging_beside_it() {
             Ok(())
         }
     }
+    fn subscriber2(t: &Tracer, buf: &Buf) -> impl tracing::Subscriber + Send + Sync {
+        let writer = buf.clone();
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_filter(tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::registry().with(t.layer()).with(fmt)
+    }
     let buf = Buf::default();
-    let writer = buf.clone();
     let t = tracer(TracerConfig::default());
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_filter(tracing_subscriber::EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::registry().with(t.layer()).with(fmt);
+    let subscriber = subscriber2(&t, &buf);
     tracing::subscriber::with_default(subscriber, || {
         let _r = request!("READ", 11u64, true).entered();
         let _s = tracing::info_span!("work").entered();
         tracing::info!("logged while traced");
         tracing::debug!("filtered out by the env filter");
     });
+    tracing::subscriber::with_default(subscriber2(&t, &buf), || {
+        let _r = request!("READ", 12u64, false).entered();
+        let _s = tracing::info_span!("untraced_work").entered();
+        tracing::info!("logged while not traced");
+    });
     let out = String::from_utf8(buf.0.lock().clone()).expect("utf8");
     assert!(out.contains("logged while traced"), "{out}");
+    // Unsampled requests log too, with their ordinary spans as context (`UnsampledSpans::Keep`).
+    let line = out
+        .lines()
+        .find(|l| l.contains("logged while not traced"))
+        .expect("logged");
+    assert!(line.contains("untraced_work"), "{line}");
+    assert!(t.get(12).is_none());
     assert!(!out.contains("filtered out"), "{out}");
     assert_eq!(names(&t.get(11).expect("tree").actions[0]), ["work"]);
 }

@@ -9,6 +9,8 @@
 //! commands, statuses, IO attributes, payloads and the tokio codec), [`stats`] (the JSON
 //! schema of `GET /stats`), [`wire`] (bounded little-endian field reading).
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod id;
 pub mod protocol;
 pub mod route;

@@ -5,6 +5,7 @@
 //! around it and is the only place where async meets the synchronous engine.
 
 pub mod auth;
+pub mod backend;
 pub mod cache;
 pub mod config;
 pub mod keylock;

@@ -1,0 +1,299 @@
+//! One multiplexed protocol connection: many requests in flight, matched to replies by `trans`.
+//!
+//! Used by the client library and by nodes talking to peers (forwarding, route exchange).
+//! Not routing and not retries. Invariants: at most `MAX_IN_FLIGHT` requests wait for replies
+//! and at most `SEND_QUEUE` frames wait to be written (both bounded); when the connection
+//! drops, every waiting request fails at once with `Closed` instead of waiting for its timeout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+use crate::protocol::{flags, Frame, FrameCodec, Header, Status};
+
+/// Frames queued for the writer task.
+pub const SEND_QUEUE: usize = 1024;
+/// Requests waiting for replies on one connection.
+pub const MAX_IN_FLIGHT: usize = 4096;
+/// Reply frames buffered per streaming request before the reader waits for the consumer.
+const REPLY_QUEUE: usize = 64;
+
+/// Why a request on a connection failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnError {
+    /// Could not connect.
+    #[error("connect to {addr}: {reason}")]
+    Connect {
+        /// Peer.
+        addr: SocketAddr,
+        /// OS error text.
+        reason: String,
+    },
+    /// The connection is gone.
+    #[error("connection to {0} closed")]
+    Closed(SocketAddr),
+    /// No reply in time.
+    #[error("request to {addr} timed out after {timeout_ms} ms")]
+    TimedOut {
+        /// Peer.
+        addr: SocketAddr,
+        /// The timeout.
+        timeout_ms: u64,
+    },
+    /// Too many requests in flight or queued.
+    #[error("connection to {0} is overloaded")]
+    Busy(SocketAddr),
+    /// The peer answered with an error status.
+    #[error("{addr} answered {status}")]
+    Status {
+        /// Peer.
+        addr: SocketAddr,
+        /// Its status.
+        status: Status,
+    },
+}
+
+impl ConnError {
+    /// The wire status this failure corresponds to.
+    pub fn status(&self) -> Status {
+        match self {
+            ConnError::Connect { .. } | ConnError::Closed(_) => Status::UNREACHABLE,
+            ConnError::TimedOut { .. } => Status::TIMED_OUT,
+            ConnError::Busy(_) => Status::AGAIN,
+            ConnError::Status { status, .. } => *status,
+        }
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, mpsc::Sender<Frame>>>>;
+
+/// A connection; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Conn {
+    addr: SocketAddr,
+    tx: mpsc::Sender<Frame>,
+    pending: Pending,
+    next_trans: AtomicU64,
+    closed: Arc<AtomicBool>,
+}
+
+/// Replies of one request, in order; the last one has no MORE flag.
+#[derive(Debug)]
+pub struct Replies {
+    addr: SocketAddr,
+    rx: mpsc::Receiver<Frame>,
+    done: bool,
+    timeout: Duration,
+}
+
+impl Replies {
+    /// The next reply frame, `None` after the final one.
+    pub async fn next(&mut self) -> Option<Result<Frame, ConnError>> {
+        if self.done {
+            return None;
+        }
+        match tokio::time::timeout(self.timeout, self.rx.recv()).await {
+            Err(_) => {
+                self.done = true;
+                Some(Err(ConnError::TimedOut {
+                    addr: self.addr,
+                    timeout_ms: self.timeout.as_millis() as u64,
+                }))
+            }
+            Ok(None) => {
+                self.done = true;
+                Some(Err(ConnError::Closed(self.addr)))
+            }
+            Ok(Some(f)) => {
+                if !f.header.has(flags::MORE) {
+                    self.done = true;
+                }
+                Some(Ok(f))
+            }
+        }
+    }
+
+    /// Every reply until the final one (each frame keeps its own status), at most
+    /// `max_frames` of them.
+    pub async fn collect(mut self, max_frames: usize) -> Result<Vec<Frame>, ConnError> {
+        let mut out = Vec::new();
+        while let Some(f) = self.next().await {
+            out.push(f?);
+            if out.len() > max_frames {
+                return Err(ConnError::Busy(self.addr));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Conn {
+    /// Connect within `timeout`.
+    pub async fn connect(
+        addr: SocketAddr,
+        max_frame_bytes: u64,
+        timeout: Duration,
+    ) -> Result<Arc<Conn>, ConnError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(ConnError::Connect {
+                    addr,
+                    reason: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(ConnError::Connect {
+                    addr,
+                    reason: "timed out".into(),
+                })
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut sink, mut source) = Framed::new(stream, FrameCodec::new(max_frame_bytes)).split();
+        let (tx, mut rx) = mpsc::channel::<Frame>(SEND_QUEUE);
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let closed = Arc::new(AtomicBool::new(false));
+        // Writer: drains the queue; ends when every sender is gone or the socket fails.
+        let closed_w = closed.clone();
+        tokio::spawn(async move {
+            while let Some(f) = rx.recv().await {
+                if sink.send(f).await.is_err() {
+                    break;
+                }
+            }
+            closed_w.store(true, Ordering::Release);
+        });
+        // Reader: routes replies to their request; on EOF or error fails everyone waiting.
+        let pending_r = pending.clone();
+        let closed_r = closed.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(f)) = source.next().await {
+                let trans = f.header.trans;
+                let last = !f.header.has(flags::MORE);
+                let tx = {
+                    let mut p = pending_r.lock();
+                    if last {
+                        p.remove(&trans)
+                    } else {
+                        p.get(&trans).cloned()
+                    }
+                };
+                if let Some(tx) = tx {
+                    // A consumer that went away (timed out) just misses its replies.
+                    let _ = tx.send(f).await;
+                }
+            }
+            closed_r.store(true, Ordering::Release);
+            pending_r.lock().clear();
+        });
+        Ok(Arc::new(Conn {
+            addr,
+            tx,
+            pending,
+            next_trans: AtomicU64::new(1),
+            closed,
+        }))
+    }
+
+    /// Peer address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The connection broke (reconnect).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.tx.is_closed()
+    }
+
+    /// Requests waiting for replies.
+    pub fn in_flight(&self) -> usize {
+        self.pending.lock().len()
+    }
+
+    /// Frames waiting to be written.
+    pub fn send_queue(&self) -> usize {
+        SEND_QUEUE - self.tx.capacity()
+    }
+
+    /// Send a request (its `trans` is assigned here) and get its replies.
+    pub async fn request(
+        &self,
+        mut header: Header,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Replies, ConnError> {
+        if self.is_closed() {
+            return Err(ConnError::Closed(self.addr));
+        }
+        let trans = self.next_trans.fetch_add(1, Ordering::Relaxed);
+        header.trans = trans;
+        header.flags &= !(flags::REPLY | flags::MORE);
+        let (tx, rx) = mpsc::channel(REPLY_QUEUE);
+        {
+            let mut p = self.pending.lock();
+            if p.len() >= MAX_IN_FLIGHT {
+                return Err(ConnError::Busy(self.addr));
+            }
+            p.insert(trans, tx);
+        }
+        let sent = tokio::time::timeout(timeout, self.tx.send(Frame::new(header, payload))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            self.pending.lock().remove(&trans);
+            return Err(match sent {
+                Err(_) => ConnError::TimedOut {
+                    addr: self.addr,
+                    timeout_ms: timeout.as_millis() as u64,
+                },
+                _ => ConnError::Closed(self.addr),
+            });
+        }
+        Ok(Replies {
+            addr: self.addr,
+            rx,
+            done: false,
+            timeout,
+        })
+    }
+
+    /// Send a request and wait for its single (final) reply; an error status is an error.
+    pub async fn call(
+        &self,
+        header: Header,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Frame, ConnError> {
+        let mut replies = self.request(header, payload, timeout).await?;
+        let mut last = None;
+        while let Some(f) = replies.next().await {
+            last = Some(f?);
+        }
+        let f = last.ok_or(ConnError::Closed(self.addr))?;
+        if f.header.status.is_ok() {
+            Ok(f)
+        } else {
+            Err(ConnError::Status {
+                addr: self.addr,
+                status: f.header.status,
+            })
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Dropping `tx` ends the writer, which closes the socket's write half; the reader
+        // then sees EOF from the peer and exits.
+        self.pending.lock().clear();
+    }
+}

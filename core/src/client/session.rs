@@ -1,0 +1,552 @@
+//! [`Client`]: key operations across replica groups.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+
+use super::conn::{Conn, ConnError};
+use crate::id::Id;
+use crate::protocol::cmd::auth::Auth;
+use crate::protocol::cmd::io::IoPayload;
+use crate::protocol::cmd::lookup::LookupInfo;
+use crate::protocol::cmd::route_list::RouteList;
+use crate::protocol::cmd::Payload;
+use crate::protocol::{Command, Frame, Header, IoAttr, ProtocolError, Status};
+use crate::route::RouteTable;
+
+/// How many groups must succeed for a write to succeed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Checker {
+    /// At least one group.
+    #[default]
+    AtLeastOne,
+    /// Every group.
+    All,
+    /// More than half of the groups.
+    Quorum,
+}
+
+impl Checker {
+    fn needed(self, groups: usize) -> usize {
+        match self {
+            Checker::AtLeastOne => 1.min(groups),
+            Checker::All => groups,
+            Checker::Quorum => groups / 2 + 1,
+        }
+    }
+}
+
+impl std::str::FromStr for Checker {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "at-least-one" | "any" => Ok(Checker::AtLeastOne),
+            "all" => Ok(Checker::All),
+            "quorum" => Ok(Checker::Quorum),
+            o => Err(format!(
+                "checker must be at-least-one, all or quorum, got {o:?}"
+            )),
+        }
+    }
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Nodes to fetch the route table from (any one that answers is enough).
+    pub remotes: Vec<SocketAddr>,
+    /// Groups to write to and read from, in read order; empty = every group in the table.
+    pub groups: Vec<u32>,
+    /// Per-request timeout.
+    pub timeout_ms: u64,
+    /// Write success rule.
+    pub checker: Checker,
+    /// Largest frame accepted.
+    pub max_frame_bytes: u64,
+    /// Admin token, presented on every connection when set.
+    pub admin_token: Option<String>,
+    /// Read from the group with the lowest observed latency first.
+    pub latency_weighted_reads: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            remotes: Vec::new(),
+            groups: Vec::new(),
+            timeout_ms: 5_000,
+            checker: Checker::AtLeastOne,
+            max_frame_bytes: crate::protocol::DEFAULT_MAX_FRAME_BYTES + (1 << 20),
+            admin_token: None,
+            latency_weighted_reads: false,
+        }
+    }
+}
+
+/// Errors of client operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No configured remote answered with a route table.
+    #[error("no remote answered: {0}")]
+    NoRemote(String),
+    /// The route table has no backend for the key in this group.
+    #[error("no route for group {0}")]
+    NoRoute(u32),
+    /// A node answered with an error status.
+    #[error("{0}")]
+    Status(Status),
+    /// Transport failure.
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    /// A reply did not decode.
+    #[error("bad reply: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// Fewer groups succeeded than the checker needs.
+    #[error("write reached {ok} of {groups} groups, {needed} needed: {}", describe(.results))]
+    NotEnoughGroups {
+        /// Groups that succeeded.
+        ok: usize,
+        /// Groups tried.
+        groups: usize,
+        /// Needed by the checker.
+        needed: usize,
+        /// Per group.
+        results: Vec<GroupResult>,
+    },
+}
+
+fn describe(results: &[GroupResult]) -> String {
+    results
+        .iter()
+        .map(|r| format!("group {}: {}", r.group, r.status.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ClientError {
+    /// The status this error corresponds to (NOT_FOUND for a missing key, ...).
+    pub fn status(&self) -> Status {
+        match self {
+            ClientError::NoRemote(_) | ClientError::NoRoute(_) => Status::UNREACHABLE,
+            ClientError::Status(s) => *s,
+            ClientError::Conn(c) => c.status(),
+            ClientError::Protocol(_) => Status::INVALID,
+            ClientError::NotEnoughGroups { results, .. } => results
+                .iter()
+                .map(|r| r.status)
+                .find(|s| !s.is_ok())
+                .unwrap_or(Status::IO),
+        }
+    }
+}
+
+/// The outcome in one group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupResult {
+    /// Group.
+    pub group: u32,
+    /// Node that answered (or was tried).
+    pub node: Option<SocketAddr>,
+    /// Status.
+    pub status: Status,
+    /// What the node reported (writes and lookups).
+    pub info: Option<LookupInfo>,
+}
+
+/// Per-group results of a write or remove that met its checker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteResult {
+    /// One per group, in group order.
+    pub groups: Vec<GroupResult>,
+}
+
+impl WriteResult {
+    /// Groups that succeeded.
+    pub fn ok_groups(&self) -> Vec<u32> {
+        self.groups
+            .iter()
+            .filter(|r| r.status.is_ok())
+            .map(|r| r.group)
+            .collect()
+    }
+}
+
+/// A successful read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Group that answered.
+    pub group: u32,
+    /// Attributes (total size, timestamp, checksum).
+    pub attr: IoAttr,
+    /// The bytes.
+    pub data: Bytes,
+    /// Groups that failed before it, with their statuses.
+    pub failed: Vec<(u32, Status)>,
+}
+
+/// A client session; clone the `Arc` to share it.
+#[derive(Debug)]
+pub struct Client {
+    cfg: ClientConfig,
+    routes: RwLock<RouteTable>,
+    http: RwLock<BTreeMap<SocketAddr, Option<SocketAddr>>>,
+    conns: Mutex<HashMap<SocketAddr, Arc<tokio::sync::OnceCell<Arc<Conn>>>>>,
+    /// Smoothed latency per group in microseconds (for weighted reads).
+    latency_us: Mutex<BTreeMap<u32, f64>>,
+}
+
+impl Client {
+    /// Connect: fetch the route table from the first remote that answers.
+    pub async fn connect(cfg: ClientConfig) -> Result<Arc<Client>, ClientError> {
+        let client = Arc::new(Client {
+            cfg,
+            routes: RwLock::new(RouteTable::new()),
+            http: RwLock::new(BTreeMap::new()),
+            conns: Mutex::new(HashMap::new()),
+            latency_us: Mutex::new(BTreeMap::new()),
+        });
+        client.refresh_routes().await?;
+        Ok(client)
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.timeout_ms)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    /// A copy of the current route table.
+    pub fn routes(&self) -> RouteTable {
+        self.routes.read().clone()
+    }
+
+    /// Known nodes and their HTTP addresses.
+    pub fn nodes(&self) -> BTreeMap<SocketAddr, Option<SocketAddr>> {
+        self.http.read().clone()
+    }
+
+    /// Groups used by this session.
+    pub fn groups(&self) -> Vec<u32> {
+        if self.cfg.groups.is_empty() {
+            self.routes.read().group_ids()
+        } else {
+            self.cfg.groups.clone()
+        }
+    }
+
+    /// Ask the configured remotes, then every known node, for a route list; install the first.
+    pub async fn refresh_routes(&self) -> Result<(), ClientError> {
+        let mut candidates = self.cfg.remotes.clone();
+        candidates.extend(self.routes.read().nodes());
+        let mut errors = Vec::new();
+        for addr in candidates {
+            match self.fetch_routes(addr).await {
+                Ok(list) => {
+                    self.install(&list);
+                    return Ok(());
+                }
+                Err(e) => errors.push(format!("{addr}: {e}")),
+            }
+        }
+        Err(ClientError::NoRemote(if errors.is_empty() {
+            "no remotes configured".into()
+        } else {
+            errors.join("; ")
+        }))
+    }
+
+    async fn fetch_routes(&self, addr: SocketAddr) -> Result<RouteList, ClientError> {
+        let conn = self.conn(addr).await?;
+        let h = Header::request(Command::RouteList, Id::ZERO, 0, 0);
+        let f = conn.call(h, Bytes::new(), self.timeout()).await?;
+        Ok(RouteList::decode(&f.payload)?)
+    }
+
+    fn install(&self, list: &RouteList) {
+        let mut table = RouteTable::new();
+        let mut http = BTreeMap::new();
+        for n in &list.nodes {
+            let backends: Vec<(u32, u32, Vec<Id>)> = n
+                .backends
+                .iter()
+                .map(|b| (b.group, b.backend, b.ids.clone()))
+                .collect();
+            table.set_node(n.addr, &backends);
+            http.insert(n.addr, n.http);
+        }
+        *self.routes.write() = table;
+        *self.http.write() = http;
+    }
+
+    /// A live connection to `addr` (opened, and authenticated when a token is set, on demand).
+    pub async fn conn(&self, addr: SocketAddr) -> Result<Arc<Conn>, ConnError> {
+        loop {
+            let cell = self.conns.lock().entry(addr).or_default().clone();
+            let conn = cell
+                .get_or_try_init(|| async {
+                    let c = Conn::connect(addr, self.cfg.max_frame_bytes, self.timeout()).await?;
+                    if let Some(token) = &self.cfg.admin_token {
+                        let h = Header::request(Command::Auth, Id::ZERO, 0, 0);
+                        let auth = Auth {
+                            token: token.clone(),
+                        };
+                        c.call(h, auth.encode().into(), self.timeout()).await?;
+                    }
+                    Ok::<_, ConnError>(c)
+                })
+                .await?
+                .clone();
+            if !conn.is_closed() {
+                return Ok(conn);
+            }
+            // Broken: forget it (unless someone already replaced it) and reconnect.
+            let mut conns = self.conns.lock();
+            if conns.get(&addr).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                conns.remove(&addr);
+            }
+        }
+    }
+
+    /// Send one request to a node and return its replies (admin and streaming commands).
+    pub async fn call_node(
+        &self,
+        node: SocketAddr,
+        header: Header,
+        payload: Bytes,
+    ) -> Result<Vec<Frame>, ClientError> {
+        let conn = self.conn(node).await?;
+        let frames = conn
+            .request(header, payload, self.timeout())
+            .await?
+            .collect(1 << 20)
+            .await?;
+        if let Some(last) = frames.last() {
+            if !last.header.status.is_ok() {
+                return Err(ClientError::Status(last.header.status));
+            }
+        }
+        Ok(frames)
+    }
+
+    async fn keyed(
+        &self,
+        cmd: Command,
+        group: u32,
+        key: &Id,
+        payload: Bytes,
+        trace: bool,
+    ) -> (Option<SocketAddr>, Result<Frame, ClientError>) {
+        let Some(owner) = self.routes.read().owner(group, key) else {
+            return (None, Err(ClientError::NoRoute(group)));
+        };
+        let mut h = Header::request(cmd, *key, group, 0);
+        h.backend = owner.backend;
+        if trace {
+            h.flags |= crate::protocol::flags::TRACE;
+        }
+        let r = async {
+            let conn = self.conn(owner.node).await?;
+            Ok::<_, ClientError>(conn.call(h, payload, self.timeout()).await?)
+        }
+        .await;
+        let r = r.map_err(|e| match e {
+            ClientError::Conn(ConnError::Status { status, .. }) => ClientError::Status(status),
+            other => other,
+        });
+        (Some(owner.node), r)
+    }
+
+    async fn to_all_groups(
+        &self,
+        cmd: Command,
+        key: &Id,
+        payload: Bytes,
+    ) -> Result<WriteResult, ClientError> {
+        let groups = self.groups();
+        let calls = groups.iter().map(|&g| {
+            let payload = payload.clone();
+            async move {
+                let (node, r) = self.keyed(cmd, g, key, payload, false).await;
+                match r {
+                    Ok(f) => GroupResult {
+                        group: g,
+                        node,
+                        status: Status::OK,
+                        info: LookupInfo::decode(&f.payload).ok(),
+                    },
+                    Err(e) => GroupResult {
+                        group: g,
+                        node,
+                        status: e.status(),
+                        info: None,
+                    },
+                }
+            }
+        });
+        let results = futures::future::join_all(calls).await;
+        let ok = results.iter().filter(|r| r.status.is_ok()).count();
+        let needed = self.cfg.checker.needed(groups.len()).max(1);
+        if ok >= needed {
+            Ok(WriteResult { groups: results })
+        } else {
+            if results.iter().any(|r| r.status == Status::UNREACHABLE) {
+                // An owner may have moved; the next call uses fresh routes.
+                let _ = self.refresh_routes().await;
+            }
+            Err(ClientError::NotEnoughGroups {
+                ok,
+                groups: groups.len(),
+                needed,
+                results,
+            })
+        }
+    }
+
+    /// Write `data` to every group (attributes select append, prepare, commit, CAS, cache…).
+    /// The timestamp is set here when `attr` has none, so all replicas carry the same one.
+    pub async fn write(
+        &self,
+        key: &Id,
+        data: Bytes,
+        mut attr: IoAttr,
+    ) -> Result<WriteResult, ClientError> {
+        if attr.ts_sec == 0 && attr.ts_nsec == 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            attr.ts_sec = now.as_secs();
+            attr.ts_nsec = now.subsec_nanos();
+        }
+        attr.size = data.len() as u64;
+        let payload = IoPayload { attr, data }.encode();
+        self.to_all_groups(Command::Write, key, payload.into())
+            .await
+    }
+
+    /// Remove from every group.
+    pub async fn remove(&self, key: &Id) -> Result<WriteResult, ClientError> {
+        let payload = IoPayload::default().encode();
+        self.to_all_groups(Command::Del, key, payload.into()).await
+    }
+
+    fn read_order(&self) -> Vec<u32> {
+        let mut groups = self.groups();
+        if self.cfg.latency_weighted_reads {
+            let lat = self.latency_us.lock();
+            groups.sort_by(|a, b| {
+                let la = lat.get(a).copied().unwrap_or(0.0);
+                let lb = lat.get(b).copied().unwrap_or(0.0);
+                la.total_cmp(&lb)
+            });
+        }
+        groups
+    }
+
+    fn note_latency(&self, group: u32, started: Instant) {
+        let us = started.elapsed().as_micros() as f64;
+        let mut lat = self.latency_us.lock();
+        let e = lat.entry(group).or_insert(us);
+        *e = 0.8 * *e + 0.2 * us;
+    }
+
+    /// Read `size` bytes at `offset` (0, 0 = whole object), trying groups in order.
+    pub async fn read(&self, key: &Id, offset: u64, size: u64) -> Result<ReadResult, ClientError> {
+        self.read_traced(key, offset, size, false).await
+    }
+
+    /// [`Client::read`] with the trace bit set on the request when `trace`.
+    pub async fn read_traced(
+        &self,
+        key: &Id,
+        offset: u64,
+        size: u64,
+        trace: bool,
+    ) -> Result<ReadResult, ClientError> {
+        let attr = IoAttr {
+            offset,
+            size,
+            ..IoAttr::default()
+        };
+        let payload: Bytes = IoPayload {
+            attr,
+            data: Bytes::new(),
+        }
+        .encode()
+        .into();
+        let mut failed = Vec::new();
+        let mut last = ClientError::NoRoute(0);
+        for g in self.read_order() {
+            let started = Instant::now();
+            let (_, r) = self
+                .keyed(Command::Read, g, key, payload.clone(), trace)
+                .await;
+            match r.and_then(|f| Ok(IoPayload::decode(&f.payload)?)) {
+                Ok(p) => {
+                    self.note_latency(g, started);
+                    return Ok(ReadResult {
+                        group: g,
+                        attr: p.attr,
+                        data: p.data,
+                        failed,
+                    });
+                }
+                Err(e) => {
+                    failed.push((g, e.status()));
+                    last = e;
+                }
+            }
+        }
+        // Not found anywhere is the common answer: report it as such.
+        if !failed.is_empty() && failed.iter().all(|(_, s)| *s == Status::NOT_FOUND) {
+            return Err(ClientError::Status(Status::NOT_FOUND));
+        }
+        Err(last)
+    }
+
+    /// Where and what the key is, first group that has it.
+    pub async fn lookup(&self, key: &Id) -> Result<(u32, LookupInfo), ClientError> {
+        let mut last = ClientError::NoRoute(0);
+        for g in self.groups() {
+            let (_, r) = self
+                .keyed(Command::Lookup, g, key, Bytes::new(), false)
+                .await;
+            match r.and_then(|f| Ok(LookupInfo::decode(&f.payload)?)) {
+                Ok(info) => return Ok((g, info)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Lookups in every group (recovery and checks).
+    pub async fn lookup_all(&self, key: &Id) -> Vec<GroupResult> {
+        let calls = self.groups().into_iter().map(|g| async move {
+            let (node, r) = self
+                .keyed(Command::Lookup, g, key, Bytes::new(), false)
+                .await;
+            match r.and_then(|f| Ok(LookupInfo::decode(&f.payload)?)) {
+                Ok(info) => GroupResult {
+                    group: g,
+                    node,
+                    status: Status::OK,
+                    info: Some(info),
+                },
+                Err(e) => GroupResult {
+                    group: g,
+                    node,
+                    status: e.status(),
+                    info: None,
+                },
+            }
+        });
+        futures::future::join_all(calls).await
+    }
+}

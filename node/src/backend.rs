@@ -1,0 +1,521 @@
+//! One storage backend of a node: an eblob directory, its cache, state and data-sort schedule.
+//!
+//! All methods are synchronous and may block on disk: the network edge calls them through the
+//! bounded [`crate::pool::BlockingPool`], never on an executor thread. Callers serialise
+//! requests per key ([`crate::keylock`]); this type does not.
+//!
+//! Cache rules (they keep reads from ever seeing older data than the newest acknowledged write):
+//! - Every read consults the cache first: a dirty object there is newer than the engine's copy.
+//! - A whole-object write with `cache` set goes to the cache as dirty (write-back after the
+//!   cache's `sync_timeout_ms`); if the cache refuses it, it is written through.
+//! - Any other write (partial, append, prepare/commit) or remove goes to the engine and drops
+//!   the cached copy first, so no stale copy outlives it.
+//! - `cache_only` objects never reach the engine.
+//!
+//! Invariant: a backend that is disabled serves nothing; a read-only one refuses every write
+//! and remove with the reason it was made read-only (admin, or an engine write/fsync error).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+
+use ellipsis_core::Id;
+
+use crate::cache::{Cache, InsertOptions, Inserted};
+use crate::config::{BackendConfig, SyncSetting};
+use crate::schedule::{Schedule, Scheduler};
+
+/// Metadata kept with a cached object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CachedMeta {
+    /// The object's timestamp.
+    pub timestamp: eblob::Timestamp,
+    /// Caller flags stored with it.
+    pub user_flags: u64,
+}
+
+/// How a request uses the cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheUse {
+    /// CACHE: put written/read objects in the cache (writes become write-back).
+    pub cache: bool,
+    /// CACHE_ONLY: the object lives only in the cache.
+    pub cache_only: bool,
+    /// Lifetime of the cached object.
+    pub lifetime: Option<Duration>,
+}
+
+pub use ellipsis_core::stats::BackendState;
+
+/// Errors of backend operations (the engine's, plus the backend's own refusals).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The engine refused or failed.
+    #[error(transparent)]
+    Engine(#[from] eblob::Error),
+    /// The backend is disabled.
+    #[error("backend {0} is disabled")]
+    Disabled(u32),
+    /// Writes are refused.
+    #[error("backend {id} is read-only: {reason}")]
+    ReadOnly {
+        /// The backend.
+        id: u32,
+        /// Why.
+        reason: String,
+    },
+    /// The backend's directory could not be prepared.
+    #[error("backend {id}: {message}")]
+    Setup {
+        /// The backend.
+        id: u32,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// See the module documentation.
+pub struct Backend {
+    config: BackendConfig,
+    ring_ids: RwLock<Vec<Id>>,
+    engine: RwLock<Option<Arc<eblob::Eblob>>>,
+    cache: Option<Cache<eblob::Key, CachedMeta>>,
+    admin_read_only: RwLock<Option<String>>,
+    scheduler: Mutex<Scheduler>,
+    delay_ms: AtomicU64,
+}
+
+fn engine_config(config: &BackendConfig) -> eblob::Config {
+    let mut c = eblob::Config::new(config.dir.clone());
+    c.blob_size_bytes = config.blob_size_bytes;
+    c.records_in_blob = config.records_in_blob;
+    c.index_block_size = config.index_block_size;
+    c.defrag_percentage = config.defrag_percentage;
+    c.total_size_limit_bytes = config.total_size_limit_bytes;
+    c.min_free_space_bytes = config.min_free_space_bytes;
+    c.sync = match config.sync {
+        SyncSetting::Always => eblob::SyncPolicy::Always,
+        SyncSetting::Never => eblob::SyncPolicy::Never,
+        SyncSetting::EverySeconds(n) => eblob::SyncPolicy::EverySeconds(n),
+    };
+    c
+}
+
+/// Name of the ring-id file inside a backend directory.
+pub const RING_IDS_FILE: &str = "ring-ids";
+
+fn setup_error(config: &BackendConfig, message: String) -> BackendError {
+    BackendError::Setup {
+        id: config.id,
+        message,
+    }
+}
+
+/// Read the backend's ring ids, creating `ring_ids` random ones on first start.
+fn load_or_create_ring_ids(config: &BackendConfig) -> Result<Vec<Id>, BackendError> {
+    let path = config.dir.join(RING_IDS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => ellipsis_core::id::decode_ring_ids(&bytes)
+            .map_err(|e| setup_error(config, format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut ids: Vec<Id> = (0..config.ring_ids.max(1)).map(|_| Id::random()).collect();
+            ids.sort_unstable();
+            store_ring_ids(config, &ids)?;
+            Ok(ids)
+        }
+        Err(e) => Err(setup_error(config, format!("{}: {e}", path.display()))),
+    }
+}
+
+/// Write the ids atomically: temp file, fsync, rename, fsync the directory.
+fn store_ring_ids(config: &BackendConfig, ids: &[Id]) -> Result<(), BackendError> {
+    use std::io::Write;
+    let path = config.dir.join(RING_IDS_FILE);
+    let tmp = config.dir.join(format!("{RING_IDS_FILE}.tmp"));
+    let io = |what: &str, e: std::io::Error| {
+        setup_error(config, format!("{what} {}: {e}", tmp.display()))
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
+    f.write_all(&ellipsis_core::id::encode_ring_ids(ids))
+        .map_err(|e| io("write", e))?;
+    f.sync_all().map_err(|e| io("fsync", e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
+    std::fs::File::open(&config.dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("fsync dir of", e))
+}
+
+fn now_epoch_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Backend {
+    /// Opens the engine (creating the directory) and builds the cache.
+    pub fn open(config: BackendConfig, seed: u64) -> Result<Backend, BackendError> {
+        std::fs::create_dir_all(&config.dir).map_err(|e| BackendError::Setup {
+            id: config.id,
+            message: format!("cannot create {}: {e}", config.dir.display()),
+        })?;
+        let cache = if config.cache.size_bytes > 0 {
+            Some(
+                Cache::new(config.cache.clone()).map_err(|e| BackendError::Setup {
+                    id: config.id,
+                    message: format!("cache: {e}"),
+                })?,
+            )
+        } else {
+            None
+        };
+        let ring_ids = load_or_create_ring_ids(&config)?;
+        let engine = eblob::Eblob::open(engine_config(&config))?;
+        let scheduler = Scheduler::new(Schedule::from(&config.defrag), now_epoch_s(), seed);
+        let admin_read_only = config.read_only.then(|| "configured read_only".to_owned());
+        Ok(Backend {
+            ring_ids: RwLock::new(ring_ids),
+            engine: RwLock::new(Some(Arc::new(engine))),
+            cache,
+            admin_read_only: RwLock::new(admin_read_only),
+            scheduler: Mutex::new(scheduler),
+            delay_ms: AtomicU64::new(0),
+            config,
+        })
+    }
+
+    /// The backend id within its node.
+    pub fn id(&self) -> u32 {
+        self.config.id
+    }
+
+    /// The replica group.
+    pub fn group(&self) -> u32 {
+        self.config.group
+    }
+
+    /// Its ring ids (persisted in `<dir>/ring-ids`).
+    pub fn ring_ids(&self) -> Vec<Id> {
+        self.ring_ids.read().clone()
+    }
+
+    /// Replace and persist its ring ids.
+    pub fn set_ring_ids(&self, ids: Vec<Id>) -> Result<(), BackendError> {
+        store_ring_ids(&self.config, &ids)?;
+        *self.ring_ids.write() = ids;
+        Ok(())
+    }
+
+    /// The eblob directory.
+    pub fn dir(&self) -> &PathBuf {
+        &self.config.dir
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &BackendConfig {
+        &self.config
+    }
+
+    /// The engine, if enabled.
+    pub fn engine(&self) -> Result<Arc<eblob::Eblob>, BackendError> {
+        self.engine
+            .read()
+            .clone()
+            .ok_or(BackendError::Disabled(self.config.id))
+    }
+
+    /// Current state.
+    pub fn state(&self) -> BackendState {
+        if self.engine.read().is_none() {
+            BackendState::Disabled
+        } else if self.read_only_reason().is_some() {
+            BackendState::ReadOnly
+        } else {
+            BackendState::Enabled
+        }
+    }
+
+    /// Why writes are refused, if they are: an admin decision or the engine's own.
+    pub fn read_only_reason(&self) -> Option<String> {
+        if let Some(r) = self.admin_read_only.read().clone() {
+            return Some(r);
+        }
+        self.engine
+            .read()
+            .as_ref()
+            .and_then(|e| e.read_only_reason())
+    }
+
+    /// Makes the backend read-only (`Some(reason)`) or writable again (`None`). Writable again
+    /// only lifts an admin decision: an engine that failed a write stays read-only until reopen.
+    pub fn set_read_only(&self, reason: Option<String>) {
+        *self.admin_read_only.write() = reason;
+    }
+
+    /// Artificial delay added to each request (for testing timeouts and slow replicas).
+    pub fn set_delay(&self, delay_ms: u64) {
+        self.delay_ms.store(delay_ms, Ordering::Relaxed);
+    }
+
+    /// The artificial delay.
+    pub fn delay_ms(&self) -> u64 {
+        self.delay_ms.load(Ordering::Relaxed)
+    }
+
+    /// Flushes the cache and closes the engine; requests then fail with `Disabled`.
+    pub fn disable(&self) -> Result<(), BackendError> {
+        self.flush_cache(true)?;
+        let engine = self.engine.write().take();
+        if let Some(engine) = engine {
+            // Other holders (requests in flight) keep it alive until they finish; the last one
+            // drops it, which syncs and releases the lock file.
+            if let Ok(engine) = Arc::try_unwrap(engine) {
+                engine.close()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reopens a disabled backend.
+    pub fn enable(&self) -> Result<(), BackendError> {
+        let mut slot = self.engine.write();
+        if slot.is_none() {
+            *slot = Some(Arc::new(eblob::Eblob::open(engine_config(&self.config))?));
+        }
+        Ok(())
+    }
+
+    fn writable(&self) -> Result<Arc<eblob::Eblob>, BackendError> {
+        let engine = self.engine()?;
+        if let Some(reason) = self.read_only_reason() {
+            return Err(BackendError::ReadOnly {
+                id: self.config.id,
+                reason,
+            });
+        }
+        Ok(engine)
+    }
+
+    /// Writes an object (or part of one, per `opts`).
+    pub fn write(
+        &self,
+        key: &eblob::Key,
+        data: &[u8],
+        opts: &eblob::WriteOptions,
+        cache_use: CacheUse,
+    ) -> Result<WriteOutcome, BackendError> {
+        let engine = self.writable()?;
+        let whole = opts.offset == 0
+            && !opts.append
+            && opts.prepare_size_bytes.is_none()
+            && !opts.plain_write
+            && !opts.commit;
+        if let Some(cache) = &self.cache {
+            let timestamp = opts.timestamp.unwrap_or_else(eblob::Timestamp::now);
+            if whole && (cache_use.cache || cache_use.cache_only) && !opts.cas_timestamp {
+                let meta = CachedMeta {
+                    timestamp,
+                    user_flags: opts.user_flags,
+                };
+                let options = InsertOptions {
+                    dirty: !cache_use.cache_only,
+                    cache_only: cache_use.cache_only,
+                    lifetime: cache_use.lifetime,
+                };
+                let inserted = cache.insert(
+                    *key,
+                    Bytes::copy_from_slice(data),
+                    meta,
+                    options,
+                    Instant::now(),
+                );
+                if inserted == Inserted::Cached {
+                    return Ok(WriteOutcome::Cached {
+                        size_bytes: data.len() as u64,
+                        timestamp,
+                    });
+                }
+                if cache_use.cache_only {
+                    // Nowhere else to put it: a cache-only object the cache refuses is lost,
+                    // so say so rather than acknowledge it.
+                    return Err(BackendError::Engine(eblob::Error::NoSpace {
+                        reason: "cache-only object refused by a full cache",
+                        needed_bytes: data.len() as u64,
+                        available_bytes: 0,
+                    }));
+                }
+            }
+            // A write that does not go (only) to the cache makes any cached copy stale. A dirty
+            // cached object must reach the engine first, or a partial write would apply to an
+            // older base.
+            self.flush_key(key)?;
+            cache.remove(key);
+        }
+        let lookup = engine.write(key, data, opts)?;
+        Ok(WriteOutcome::Stored(lookup))
+    }
+
+    /// Writes a dirty cached copy of `key` to the engine (if there is one) before an operation
+    /// that must see it there.
+    fn flush_key(&self, key: &eblob::Key) -> Result<(), BackendError> {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        let Some(found) = cache.get(key, Instant::now()) else {
+            return Ok(());
+        };
+        if found.dirty {
+            let engine = self.engine()?;
+            let opts = eblob::WriteOptions {
+                timestamp: Some(found.meta.timestamp),
+                user_flags: found.meta.user_flags,
+                ..eblob::WriteOptions::default()
+            };
+            engine.write(key, &found.data, &opts)?;
+        }
+        Ok(())
+    }
+
+    /// Reads an object or a range of it (`size` 0 = to the end).
+    pub fn read(
+        &self,
+        key: &eblob::Key,
+        offset: u64,
+        size: u64,
+        cache_use: CacheUse,
+    ) -> Result<ReadOutcome, BackendError> {
+        let engine = self.engine()?;
+        if let Some(cache) = &self.cache {
+            if let Some(found) = cache.get(key, Instant::now()) {
+                let len = found.data.len() as u64;
+                if offset > len || (size > 0 && offset + size > len) {
+                    return Err(BackendError::Engine(eblob::Error::OutOfRange {
+                        offset,
+                        size,
+                        limit: len,
+                    }));
+                }
+                let end = if size == 0 { len } else { offset + size };
+                return Ok(ReadOutcome {
+                    data: found.data.slice(offset as usize..end as usize),
+                    total_size_bytes: len,
+                    timestamp: found.meta.timestamp,
+                    user_flags: found.meta.user_flags,
+                    from_cache: true,
+                });
+            }
+        }
+        let lookup = engine.lookup(key)?;
+        let data = if offset == 0 && size == 0 {
+            engine.read(key)?
+        } else {
+            engine.read_range(key, offset, size)?
+        };
+        let data = Bytes::from(data);
+        if let Some(cache) = &self.cache {
+            if cache_use.cache && offset == 0 && size == 0 {
+                let meta = CachedMeta {
+                    timestamp: lookup.timestamp,
+                    user_flags: lookup.user_flags,
+                };
+                let options = InsertOptions {
+                    lifetime: cache_use.lifetime,
+                    ..Default::default()
+                };
+                cache.insert(*key, data.clone(), meta, options, Instant::now());
+            }
+        }
+        Ok(ReadOutcome {
+            data,
+            total_size_bytes: lookup.data_size_bytes,
+            timestamp: lookup.timestamp,
+            user_flags: lookup.user_flags,
+            from_cache: false,
+        })
+    }
+
+    /// Where and what an object is. A dirty cached object is written back first so the answer
+    /// describes what is on disk.
+    pub fn lookup(&self, key: &eblob::Key) -> Result<eblob::Lookup, BackendError> {
+        let engine = self.engine()?;
+        self.flush_key(key)?;
+        Ok(engine.lookup(key)?)
+    }
+
+    /// Removes an object from the cache and the engine. A cache-only object exists only in the
+    /// cache, so removing it there is enough.
+    pub fn remove(&self, key: &eblob::Key) -> Result<(), BackendError> {
+        let engine = self.writable()?;
+        let cached = self.cache.as_ref().is_some_and(|c| c.remove(key));
+        match engine.remove(key) {
+            Ok(()) => Ok(()),
+            Err(eblob::Error::NotFound) if cached => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes back dirty cached objects that are due (`force`: all of them). Returns how many
+    /// were written; failures stay dirty and are retried on the next pass.
+    pub fn flush_cache(&self, force: bool) -> Result<u64, BackendError> {
+        let Some(cache) = &self.cache else {
+            return Ok(0);
+        };
+        let engine = self.engine()?;
+        let mut written = 0;
+        let now = Instant::now();
+        for item in cache.take_writebacks(now, force) {
+            let opts = eblob::WriteOptions {
+                timestamp: Some(item.meta.timestamp),
+                user_flags: item.meta.user_flags,
+                ..eblob::WriteOptions::default()
+            };
+            let ok = engine.write(&item.key, &item.data, &opts).is_ok();
+            cache.writeback_done(&item.key, item.version, ok, now);
+            written += u64::from(ok);
+        }
+        Ok(written)
+    }
+
+    /// Cache counters, if the backend has a cache.
+    pub fn cache_stats(&self) -> Option<crate::cache::CacheStats> {
+        self.cache.as_ref().map(|c| c.stats())
+    }
+
+    /// The data-sort scheduler (mode, window, next start).
+    pub fn scheduler(&self) -> parking_lot::MutexGuard<'_, Scheduler> {
+        self.scheduler.lock()
+    }
+}
+
+/// Result of [`Backend::write`].
+#[derive(Debug)]
+pub enum WriteOutcome {
+    /// Written to the engine.
+    Stored(eblob::Lookup),
+    /// Held in the cache (write-back or cache-only).
+    Cached {
+        /// Object size.
+        size_bytes: u64,
+        /// Its timestamp.
+        timestamp: eblob::Timestamp,
+    },
+}
+
+/// Result of [`Backend::read`].
+#[derive(Debug)]
+pub struct ReadOutcome {
+    /// The bytes read.
+    pub data: Bytes,
+    /// The whole object's size.
+    pub total_size_bytes: u64,
+    /// The object's timestamp.
+    pub timestamp: eblob::Timestamp,
+    /// Caller flags stored with it.
+    pub user_flags: u64,
+    /// Served from the cache.
+    pub from_cache: bool,
+}

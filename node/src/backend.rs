@@ -106,6 +106,20 @@ fn engine_config(config: &BackendConfig) -> eblob::Config {
     c
 }
 
+/// Name of the persisted data-sort schedule inside a backend directory.
+pub const SCHEDULE_FILE: &str = "defrag-schedule.json";
+
+fn load_schedule(config: &BackendConfig) -> Result<Option<Schedule>, BackendError> {
+    let path = config.dir.join(SCHEDULE_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| setup_error(config, format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(setup_error(config, format!("{}: {e}", path.display()))),
+    }
+}
+
 /// Name of the ring-id file inside a backend directory.
 pub const RING_IDS_FILE: &str = "ring-ids";
 
@@ -175,7 +189,8 @@ impl Backend {
         };
         let ring_ids = load_or_create_ring_ids(&config)?;
         let engine = eblob::Eblob::open(engine_config(&config))?;
-        let scheduler = Scheduler::new(Schedule::from(&config.defrag), now_epoch_s(), seed);
+        let schedule = load_schedule(&config)?.unwrap_or_else(|| Schedule::from(&config.defrag));
+        let scheduler = Scheduler::new(schedule, now_epoch_s(), seed);
         let admin_read_only = config.read_only.then(|| "configured read_only".to_owned());
         Ok(Backend {
             ring_ids: RwLock::new(ring_ids),
@@ -405,6 +420,7 @@ impl Backend {
                     total_size_bytes: len,
                     timestamp: found.meta.timestamp,
                     user_flags: found.meta.user_flags,
+                    checksum: 0,
                     from_cache: true,
                 });
             }
@@ -434,6 +450,7 @@ impl Backend {
             total_size_bytes: lookup.data_size_bytes,
             timestamp: lookup.timestamp,
             user_flags: lookup.user_flags,
+            checksum: lookup.checksum,
             from_cache: false,
         })
     }
@@ -485,6 +502,25 @@ impl Backend {
         self.cache.as_ref().map(|c| c.stats())
     }
 
+    /// Change the data-sort schedule now and persist it (it survives restarts and overrides
+    /// the config file's until changed again).
+    pub fn set_schedule(&self, schedule: Schedule) -> Result<(), BackendError> {
+        let path = self.config.dir.join(SCHEDULE_FILE);
+        let tmp = self.config.dir.join(format!("{SCHEDULE_FILE}.tmp"));
+        let json = serde_json::to_vec_pretty(&schedule)
+            .map_err(|e| setup_error(&self.config, format!("schedule: {e}")))?;
+        let io = |what: &str, e: std::io::Error| {
+            setup_error(&self.config, format!("{what} {}: {e}", path.display()))
+        };
+        std::fs::write(&tmp, json).map_err(|e| io("write", e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("fsync", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
+        self.scheduler.lock().set_schedule(schedule, now_epoch_s());
+        Ok(())
+    }
+
     /// The data-sort scheduler (mode, window, next start).
     pub fn scheduler(&self) -> parking_lot::MutexGuard<'_, Scheduler> {
         self.scheduler.lock()
@@ -516,6 +552,8 @@ pub struct ReadOutcome {
     pub timestamp: eblob::Timestamp,
     /// Caller flags stored with it.
     pub user_flags: u64,
+    /// Record checksum (0 when served from the cache).
+    pub checksum: u64,
     /// Served from the cache.
     pub from_cache: bool,
 }

@@ -194,6 +194,13 @@ impl Scheduler {
     }
 }
 
+/// Seconds since the Unix epoch, now.
+pub fn now_unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::error::ConfigError;
-use crate::stats::{ActionStats, Agg};
+use crate::stats::{ActionStats, LatencyHistogram};
 use crate::tree::{bounded_string, Building, Finished, NodeRec, ReactTree, EVENTS_KEY};
 use crate::{ROOT_NAME, TARGET};
 
@@ -220,7 +220,7 @@ struct Inner {
     truncated: AtomicU64,
     expired: AtomicU64,
     skipped: AtomicU64,
-    stats: Mutex<HashMap<String, Agg>>,
+    stats: Mutex<HashMap<String, LatencyHistogram>>,
 }
 
 /// Handle to the recorded trees and statistics; cheap to clone. Make the layer with

@@ -77,7 +77,7 @@ pub use error::ConfigError;
 pub use layer::{
     is_sampled, Clock, ReactLayer, SystemClock, Tracer, TracerConfig, UnsampledSpans, OTHER_ACTIONS,
 };
-pub use stats::{ActionStat, ActionStats};
+pub use stats::{ActionStat, ActionStats, LatencyHistogram};
 pub use tree::{ReactAction, ReactTree};
 
 /// Target of request roots and cheap actions.

@@ -1,2 +1,227 @@
 //! `ellipsis-tests`: a harness that runs real Ellipsis clusters in-process on 127.0.0.1 with
 //! temporary directories. The integration tests live in `tests/tests/`, one binary.
+//!
+//! Nodes are real servers (`ellipsis_node::server::start`) on loopback ports chosen by the
+//! kernel, talking real TCP and HTTP. Route convergence is driven explicitly
+//! ([`Cluster::converge`] runs the join/refresh rounds) instead of waiting for timers, so tests
+//! never sleep for synchronisation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use ellipsis_core::client::{Checker, Client, ClientConfig};
+use ellipsis_node::config::{BackendConfig, NodeConfig, SyncSetting};
+use ellipsis_node::node::Node;
+use ellipsis_node::server::RunningNode;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// The admin token every test node uses.
+pub const TOKEN: &str = "test-admin-token";
+
+/// The process-wide tracer (one subscriber per process; nodes filter trees by address).
+pub fn tracer() -> react_trace::Tracer {
+    static T: OnceLock<react_trace::Tracer> = OnceLock::new();
+    T.get_or_init(|| {
+        let t = react_trace::Tracer::new(react_trace::TracerConfig {
+            ring_capacity: 4096,
+            ..Default::default()
+        })
+        .expect("tracer config");
+        let filter = tracing_subscriber::EnvFilter::try_from_env("ELLIPSIS_TEST_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+        use tracing_subscriber::Layer;
+        let _ = tracing_subscriber::registry()
+            .with(t.layer())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_test_writer()
+                    .with_filter(filter),
+            )
+            .try_init();
+        t
+    })
+    .clone()
+}
+
+/// One node of a test cluster.
+#[derive(Debug)]
+pub struct TestNode {
+    /// Its configuration (dirs and ports kept across restarts).
+    pub config: NodeConfig,
+    /// Running server, `None` while stopped.
+    pub running: Option<RunningNode>,
+}
+
+/// A cluster of nodes in this process.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Nodes in start order.
+    pub nodes: Vec<TestNode>,
+    dir: tempfile::TempDir,
+    next_backend_dir: usize,
+}
+
+/// How to configure one node: the group of each of its backends.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    /// One backend per entry, in this group.
+    pub groups: Vec<u32>,
+    /// Cache size per backend (0 = none).
+    pub cache_bytes: u64,
+}
+
+impl NodeSpec {
+    /// Backends in these groups, no cache.
+    pub fn groups(groups: &[u32]) -> NodeSpec {
+        NodeSpec {
+            groups: groups.to_vec(),
+            cache_bytes: 0,
+        }
+    }
+}
+
+impl Cluster {
+    /// Start nodes per `specs`, each joining the first, and converge the routes.
+    pub async fn start(specs: &[NodeSpec]) -> Cluster {
+        tracer();
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            next_backend_dir: 0,
+        };
+        for s in specs {
+            c.add_node(s).await;
+        }
+        c.converge().await;
+        c
+    }
+
+    fn node_config(&mut self, spec: &NodeSpec) -> NodeConfig {
+        let remotes = self
+            .nodes
+            .first()
+            .and_then(|n| n.running.as_ref())
+            .map(|r| vec![r.addr.to_string()])
+            .unwrap_or_default();
+        let backends = spec
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, &group)| {
+                self.next_backend_dir += 1;
+                let mut b = BackendConfig {
+                    id: i as u32 + 1,
+                    group,
+                    dir: self.dir.path().join(format!("b{}", self.next_backend_dir)),
+                    ring_ids: 8,
+                    sync: SyncSetting::Never,
+                    min_free_space_bytes: 0,
+                    ..BackendConfig::default()
+                };
+                b.cache.size_bytes = spec.cache_bytes;
+                b
+            })
+            .collect();
+        NodeConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            remotes,
+            admin_token: Some(TOKEN.into()),
+            check_timeout_s: 3600,
+            wait_timeout_ms: 5_000,
+            blocking_threads: 8,
+            backends,
+            ..NodeConfig::default()
+        }
+    }
+
+    /// Start one more node (joining the first) and return its index; call
+    /// [`Cluster::converge`] to spread its routes.
+    pub async fn add_node(&mut self, spec: &NodeSpec) -> usize {
+        let mut config = self.node_config(spec);
+        let running = ellipsis_node::server::start(config.clone(), Some(tracer()))
+            .await
+            .expect("node starts");
+        // Keep the chosen ports for restarts.
+        config.listen = vec![running.addr];
+        config.http_listen = running.http_addr;
+        self.nodes.push(TestNode {
+            config,
+            running: Some(running),
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Run route exchange rounds on every running node until all agree (bounded rounds).
+    pub async fn converge(&self) {
+        for _ in 0..3 {
+            for n in self.nodes.iter().filter_map(|n| n.running.as_ref()) {
+                ellipsis_node::peers::refresh(&n.node).await;
+            }
+        }
+    }
+
+    /// Protocol address of node `i`.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].config.listen[0]
+    }
+
+    /// HTTP address of node `i`.
+    pub fn http(&self, i: usize) -> SocketAddr {
+        self.nodes[i].config.http_listen.expect("http on")
+    }
+
+    /// Shared state of running node `i`.
+    pub fn node(&self, i: usize) -> &Arc<Node> {
+        &self.nodes[i].running.as_ref().expect("running").node
+    }
+
+    /// Backend directories of node `i`.
+    pub fn dirs(&self, i: usize) -> Vec<PathBuf> {
+        self.nodes[i]
+            .config
+            .backends
+            .iter()
+            .map(|b| b.dir.clone())
+            .collect()
+    }
+
+    /// Stop node `i` gracefully.
+    pub async fn stop_node(&mut self, i: usize) {
+        if let Some(r) = self.nodes[i].running.take() {
+            r.stop().await.expect("clean stop");
+        }
+    }
+
+    /// Start node `i` again on its old ports and dirs.
+    pub async fn restart_node(&mut self, i: usize) {
+        let cfg = self.nodes[i].config.clone();
+        let running = ellipsis_node::server::start(cfg, Some(tracer()))
+            .await
+            .expect("node restarts");
+        self.nodes[i].running = Some(running);
+    }
+
+    /// A client connected through node `via`, using `groups` (empty = all).
+    pub async fn client(&self, via: usize, groups: &[u32], checker: Checker) -> Arc<Client> {
+        Client::connect(ClientConfig {
+            remotes: vec![self.addr(via)],
+            groups: groups.to_vec(),
+            checker,
+            timeout_ms: 5_000,
+            admin_token: Some(TOKEN.into()),
+            ..ClientConfig::default()
+        })
+        .await
+        .expect("client connects")
+    }
+
+    /// Stop every node.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop_node(i).await;
+        }
+    }
+}

@@ -1,2 +1,0 @@
-//! eblob-bench: the same workload on eblob, fjall and redb in one run.
-fn main() {}

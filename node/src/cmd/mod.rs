@@ -1,0 +1,315 @@
+//! Request handling: one file per wire command, plus routing (local or forward) here.
+//!
+//! Not the socket loop (`server`). Invariants: every request gets exactly one final reply
+//! (status + optional payload) after any MORE frames; errors become statuses only through
+//! `Status::from(&NodeError)`; requests for one key on one backend run one at a time (key
+//! lock), engine calls run on the bounded blocking pool; admin commands check the connection's
+//! authentication first.
+
+mod auth;
+mod backend_control;
+mod backend_status;
+mod bulk_read;
+mod del;
+mod key_range;
+mod lookup;
+mod monitor_stat;
+mod notify;
+mod ping;
+mod read;
+mod route_list;
+mod write;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ellipsis_core::protocol::cmd::lookup::LookupInfo;
+use ellipsis_core::protocol::{flags, Command, Frame, Header, IoAttr, Status};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::backend::Backend;
+use crate::counters::Source;
+use crate::error::NodeError;
+use crate::node::Node;
+
+/// The connection a request came on.
+#[derive(Debug)]
+pub struct ConnCtx {
+    /// Unique per connection (NOTIFY bookkeeping).
+    pub id: u64,
+    /// Remote address.
+    pub peer: SocketAddr,
+    /// Replies go here (bounded; the writer task drains it).
+    pub tx: mpsc::Sender<Frame>,
+    /// AUTH succeeded on this connection.
+    pub authed: AtomicBool,
+}
+
+/// What a handler produced.
+#[derive(Debug, Default)]
+pub struct Reply {
+    /// Final payload.
+    pub payload: Bytes,
+    /// Where it came from (for counters).
+    pub source: Option<Source>,
+    /// Payload bytes moved (in + out).
+    pub bytes: u64,
+    /// The handler already sent the final frame (forwarding relays the owner's).
+    pub sent: bool,
+}
+
+impl Reply {
+    fn payload(payload: Vec<u8>, source: Source) -> Reply {
+        Reply {
+            bytes: payload.len() as u64,
+            payload: payload.into(),
+            source: Some(source),
+            sent: false,
+        }
+    }
+}
+
+/// Sends MORE frames of a streaming reply.
+pub struct Responder<'a> {
+    ctx: &'a ConnCtx,
+    header: Header,
+}
+
+impl Responder<'_> {
+    /// One intermediate frame; `id` sets the frame's key id (bulk replies).
+    pub async fn more(
+        &self,
+        id: Option<ellipsis_core::Id>,
+        status: Status,
+        payload: Bytes,
+    ) -> Result<(), NodeError> {
+        let mut h = self.header.reply(status);
+        h.flags |= flags::MORE;
+        if let Some(id) = id {
+            h.id = id;
+        }
+        self.ctx
+            .tx
+            .send(Frame::new(h, payload))
+            .await
+            .map_err(|_| NodeError::Unreachable("client connection closed".into()))
+    }
+}
+
+/// Handle one request frame: route, run, reply, count.
+pub async fn handle(node: Arc<Node>, ctx: Arc<ConnCtx>, frame: Frame) {
+    let started = Instant::now();
+    let h = frame.header;
+    let span = react_trace::request!(
+        h.cmd.name(),
+        h.trace_id,
+        h.has(flags::TRACE),
+        node = %node.addr,
+        group = h.group
+    );
+    let result = dispatch(&node, &ctx, &frame).instrument(span.clone()).await;
+    let (status, reply) = match result {
+        Ok(r) => (Status::OK, r),
+        Err(e) => {
+            let status = Status::from(&e);
+            if status == Status::IO || status == Status::CORRUPTED {
+                tracing::warn!(cmd = %h.cmd, error = %e, "request failed");
+            }
+            (
+                status,
+                Reply {
+                    payload: Bytes::from(e.to_string().into_bytes()),
+                    ..Reply::default()
+                },
+            )
+        }
+    };
+    let bytes = reply.bytes;
+    let source = reply.source;
+    if !reply.sent {
+        let action = span.in_scope(|| react_trace::action!("reply"));
+        let _ = ctx
+            .tx
+            .send(Frame::new(h.reply(status), reply.payload))
+            .instrument(action)
+            .await;
+    }
+    node.counters.record(
+        h.cmd.name(),
+        status.is_ok(),
+        bytes + frame.payload.len() as u64,
+        source.unwrap_or(Source::Other),
+        started.elapsed(),
+    );
+}
+
+async fn dispatch(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, NodeError> {
+    let h = &f.header;
+    if h.cmd.is_admin() && !authorized(node, ctx) {
+        crate::auth::audit(
+            &ctx.peer.to_string(),
+            h.cmd.name(),
+            "protocol",
+            &Err("no valid token".into()),
+        );
+        return Err(NodeError::Unauthorized);
+    }
+    let out = Responder { ctx, header: *h };
+    match h.cmd {
+        Command::Ping => ping::handle(),
+        Command::RouteList => route_list::handle(node, f),
+        Command::Auth => auth::handle(node, ctx, f),
+        Command::MonitorStat => monitor_stat::handle(node, f),
+        Command::BackendStatus => backend_status::handle(node),
+        Command::BackendControl => backend_control::handle(node, ctx, f).await,
+        Command::Lookup | Command::Write | Command::Read | Command::Del => {
+            match resolve(node, h)? {
+                Target::Forward(owner) => forward(node, ctx, f, owner).await,
+                Target::Local(b) => match h.cmd {
+                    Command::Lookup => lookup::handle(node, b, f).await,
+                    Command::Write => write::handle(node, b, f).await,
+                    Command::Read => read::handle(node, b, f).await,
+                    _ => del::handle(node, b, f).await,
+                },
+            }
+        }
+        Command::Notify => notify::handle(node, ctx, f),
+        Command::BulkRead => bulk_read::handle(node, &out, f).await,
+        Command::ReadRange | Command::DelRange => key_range::handle(node, &out, f).await,
+        other => Err(NodeError::NotSupported(other.to_string())),
+    }
+}
+
+fn authorized(node: &Node, ctx: &ConnCtx) -> bool {
+    node.token.is_configured() && ctx.authed.load(Ordering::Acquire)
+}
+
+/// Where a keyed request runs.
+enum Target {
+    Local(Arc<Backend>),
+    Forward(SocketAddr),
+}
+
+fn resolve(node: &Node, h: &Header) -> Result<Target, NodeError> {
+    if h.has(flags::DIRECT) {
+        // Addressed to one backend (recovery, server-send): no routing.
+        let b = node
+            .backend(h.backend)
+            .ok_or(NodeError::NoBackend(h.backend))?;
+        if b.group() != h.group {
+            return Err(NodeError::Invalid(format!(
+                "backend {} is in group {}, not {}",
+                h.backend,
+                b.group(),
+                h.group
+            )));
+        }
+        return Ok(Target::Local(b));
+    }
+    let owner = node
+        .routes
+        .read()
+        .owner(h.group, &h.id)
+        .ok_or_else(|| NodeError::Unreachable(format!("no route for group {}", h.group)))?;
+    if owner.node == node.addr {
+        return node
+            .backend(owner.backend)
+            .map(Target::Local)
+            .ok_or(NodeError::NoBackend(owner.backend));
+    }
+    if h.has(flags::FORWARDED) {
+        // Never forward twice: the sender's table and ours disagree; let it refresh.
+        return Err(NodeError::Unreachable(format!(
+            "{} is owned by {} here",
+            h.id.short(),
+            owner
+        )));
+    }
+    Ok(Target::Forward(owner.node))
+}
+
+/// Relay the request to its owner and its replies back.
+async fn forward(
+    node: &Arc<Node>,
+    ctx: &ConnCtx,
+    f: &Frame,
+    owner: SocketAddr,
+) -> Result<Reply, NodeError> {
+    let conn = node
+        .peers
+        .conn(owner)
+        .await
+        .map_err(|e| NodeError::Unreachable(e.to_string()))?;
+    let mut h = f.header;
+    h.flags |= flags::FORWARDED;
+    let mut replies = conn
+        .request(h, f.payload.clone(), node.peers.timeout())
+        .await
+        .map_err(|e| NodeError::Unreachable(e.to_string()))?;
+    let mut bytes = 0;
+    while let Some(r) = replies.next().await {
+        let mut reply = r.map_err(|e| NodeError::Unreachable(e.to_string()))?;
+        // The client knows this request by its own transaction id.
+        reply.header.trans = f.header.trans;
+        reply.header.flags &= !flags::FORWARDED;
+        bytes += reply.payload.len() as u64;
+        ctx.tx
+            .send(reply)
+            .await
+            .map_err(|_| NodeError::Unreachable("client connection closed".into()))?;
+    }
+    Ok(Reply {
+        bytes,
+        source: Some(Source::Forwarded),
+        sent: true,
+        ..Reply::default()
+    })
+}
+
+/// Run a blocking engine call on the pool, inside the request's span.
+pub(crate) async fn blocking<T: Send + 'static>(
+    node: &Node,
+    f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, NodeError> {
+    let span = tracing::Span::current();
+    node.pool
+        .run(move || span.in_scope(f))
+        .await
+        .map_err(|e| NodeError::Busy(e.to_string()))?
+}
+
+/// Honour a backend's artificial delay (an admin testing feature, not synchronisation).
+pub(crate) async fn artificial_delay(b: &Backend) {
+    let ms = b.delay_ms();
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// A LOOKUP-style reply from the engine's answer.
+pub(crate) fn lookup_info(backend: u32, l: &eblob::Lookup) -> LookupInfo {
+    LookupInfo {
+        attr: IoAttr {
+            size: l.data_size_bytes,
+            total_size: l.data_size_bytes,
+            ts_sec: l.timestamp.sec,
+            ts_nsec: l.timestamp.nsec,
+            user_flags: l.user_flags,
+            record_flags: u64::from(l.uncommitted) << 2 | u64::from(l.nocsum) << 1,
+            checksum: l.checksum,
+            ..IoAttr::default()
+        },
+        backend,
+        path: l.data_path.display().to_string(),
+        data_offset: l.data_offset_bytes,
+    }
+}
+
+/// The engine key for a wire id.
+pub(crate) fn key(id: &ellipsis_core::Id) -> eblob::Key {
+    eblob::Key(id.0)
+}

@@ -1,0 +1,117 @@
+//! WRITE: store the payload's data under the key with the IO attributes' semantics (plain,
+//! append, prepare / plain write / commit, CAS on timestamp or checksum, cache, cache-only),
+//! then notify watchers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ellipsis_core::protocol::cmd::io::IoPayload;
+use ellipsis_core::protocol::cmd::lookup::LookupInfo;
+use ellipsis_core::protocol::cmd::notify::NotifyKind;
+use ellipsis_core::protocol::cmd::Payload;
+use ellipsis_core::protocol::{io_flags, Frame, IoAttr};
+
+use super::{artificial_delay, blocking, key, lookup_info, Reply};
+use crate::backend::{Backend, CacheUse, WriteOutcome};
+use crate::counters::Source;
+use crate::error::NodeError;
+use crate::node::Node;
+
+/// Engine options for a wire write.
+pub(crate) fn write_options(a: &IoAttr) -> Result<eblob::WriteOptions, NodeError> {
+    let modes = [
+        io_flags::APPEND,
+        io_flags::PREPARE,
+        io_flags::PLAIN_WRITE,
+        io_flags::COMMIT,
+    ]
+    .iter()
+    .filter(|&&m| a.has(m))
+    .count();
+    // PREPARE may carry the first part and COMMIT the last, but one request has one mode.
+    if modes > 1 {
+        return Err(NodeError::Invalid("conflicting write modes".into()));
+    }
+    Ok(eblob::WriteOptions {
+        offset: a.offset,
+        timestamp: (a.ts_sec != 0 || a.ts_nsec != 0).then_some(eblob::Timestamp {
+            sec: a.ts_sec,
+            nsec: a.ts_nsec,
+        }),
+        user_flags: a.user_flags,
+        append: a.has(io_flags::APPEND),
+        prepare_size_bytes: a.has(io_flags::PREPARE).then_some(a.total_size),
+        plain_write: a.has(io_flags::PLAIN_WRITE),
+        commit: a.has(io_flags::COMMIT),
+        commit_size_bytes: (a.has(io_flags::COMMIT) && a.total_size > 0).then_some(a.total_size),
+        nocsum: a.has(io_flags::NOCSUM),
+        cas_timestamp: a.has(io_flags::CAS_TIMESTAMP),
+    })
+}
+
+pub(super) async fn handle(
+    node: &Arc<Node>,
+    b: Arc<Backend>,
+    f: &Frame,
+) -> Result<Reply, NodeError> {
+    let p = IoPayload::decode(&f.payload)?;
+    let opts = write_options(&p.attr)?;
+    let cache_use = CacheUse {
+        cache: p.attr.has(io_flags::CACHE),
+        cache_only: p.attr.has(io_flags::CACHE_ONLY),
+        lifetime: (p.attr.num > 0).then(|| Duration::from_secs(p.attr.num)),
+    };
+    let id = f.header.id;
+    let _g = node.keylocks.lock((b.id(), id)).await;
+    artificial_delay(&b).await;
+    let backend = b.clone();
+    let cas_checksum = p
+        .attr
+        .has(io_flags::CAS_CHECKSUM)
+        .then_some(p.attr.checksum);
+    let data = p.data.clone();
+    let outcome = blocking(node, move || {
+        let k = key(&id);
+        if let Some(expected) = cas_checksum {
+            let _a = react_trace::action!("cas.lookup").entered();
+            // Serialised by the key lock: nothing changes the record between check and write.
+            let current = match backend.lookup(&k) {
+                Ok(l) => l.checksum,
+                Err(crate::backend::BackendError::Engine(eblob::Error::NotFound)) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            if current != expected {
+                return Err(NodeError::Backend(crate::backend::BackendError::Engine(
+                    eblob::Error::NewerExists {
+                        stored: eblob::Timestamp { sec: 0, nsec: 0 },
+                    },
+                )));
+            }
+        }
+        let _a = react_trace::action!("eblob.write", size = data.len() as u64).entered();
+        Ok(backend.write(&k, &data, &opts, cache_use)?)
+    })
+    .await?;
+    let (info, source) = match outcome {
+        WriteOutcome::Stored(l) => (lookup_info(b.id(), &l), Source::Disk),
+        WriteOutcome::Cached {
+            size_bytes,
+            timestamp,
+        } => (
+            LookupInfo {
+                attr: IoAttr {
+                    size: size_bytes,
+                    total_size: size_bytes,
+                    ts_sec: timestamp.sec,
+                    ts_nsec: timestamp.nsec,
+                    ..IoAttr::default()
+                },
+                backend: b.id(),
+                ..LookupInfo::default()
+            },
+            Source::Cache,
+        ),
+    };
+    node.notify.publish(&id, NotifyKind::Write, info.attr);
+    Ok(Reply::payload(info.encode(), source))
+}

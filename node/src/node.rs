@@ -1,0 +1,187 @@
+//! The running node's shared state: backends, route table, peers, pools, counters.
+//!
+//! Not the network loops (`server`, `http`) and not request logic (`cmd`). Invariants: the
+//! route table always contains exactly this node's enabled backends under its own address
+//! (refreshed by [`Node::announce_self`] on every backend change); every queue here is bounded.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ellipsis_core::protocol::cmd::route_list::{BackendRoutes, NodeRoutes, RouteList};
+use ellipsis_core::{Id, RouteTable};
+use parking_lot::RwLock;
+use tokio::sync::Semaphore;
+
+use crate::auth::AdminToken;
+use crate::backend::{Backend, BackendState};
+use crate::config::NodeConfig;
+use crate::counters::CommandCounters;
+use crate::keylock::KeyLocks;
+use crate::notify::NotifyHub;
+use crate::peers::Peers;
+use crate::pool::BlockingPool;
+use crate::worker::Workers;
+
+/// Shared state of one node.
+pub struct Node {
+    /// Configuration it started with.
+    pub config: NodeConfig,
+    /// Protocol address (as announced to peers and clients).
+    pub addr: SocketAddr,
+    /// Monitoring HTTP address.
+    pub http_addr: Option<SocketAddr>,
+    /// Backends by id.
+    pub backends: BTreeMap<u32, Arc<Backend>>,
+    /// Who owns what, cluster-wide.
+    pub routes: RwLock<RouteTable>,
+    /// Known nodes and their HTTP addresses.
+    pub known: RwLock<BTreeMap<SocketAddr, Option<SocketAddr>>>,
+    /// Connections to other nodes.
+    pub peers: Peers,
+    /// Blocking threads for engine calls.
+    pub pool: BlockingPool,
+    /// Per-key serialisation of requests.
+    pub keylocks: KeyLocks<(u32, Id)>,
+    /// Admin token.
+    pub token: AdminToken,
+    /// Call-tree recorder (process-wide; trees are filtered by this node's address).
+    pub tracer: Option<react_trace::Tracer>,
+    /// Per-command counters.
+    pub counters: CommandCounters,
+    /// NOTIFY subscriptions.
+    pub notify: NotifyHub,
+    /// Background jobs.
+    pub workers: Workers,
+    /// Requests being handled (network side); bounds the non-blocking queue.
+    pub inflight: Arc<Semaphore>,
+    /// Its bound.
+    pub inflight_limit: u64,
+    /// Client connections open.
+    pub client_connections: AtomicU64,
+    /// Start time.
+    pub started: Instant,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// This node's own entry of a route list.
+    pub fn self_routes(&self) -> NodeRoutes {
+        NodeRoutes {
+            addr: self.addr,
+            http: self.http_addr,
+            backends: self
+                .backends
+                .values()
+                .filter(|b| b.state() != BackendState::Disabled)
+                .map(|b| BackendRoutes {
+                    group: b.group(),
+                    backend: b.id(),
+                    ids: b.ring_ids(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Put this node's enabled backends into its own route table.
+    pub fn announce_self(&self) {
+        let me = self.self_routes();
+        let backends: Vec<(u32, u32, Vec<Id>)> = me
+            .backends
+            .iter()
+            .map(|b| (b.group, b.backend, b.ids.clone()))
+            .collect();
+        self.routes.write().set_node(self.addr, &backends);
+        self.known.write().insert(self.addr, self.http_addr);
+    }
+
+    /// The route list this node sends: itself first, then every other node it knows.
+    pub fn route_list(&self) -> RouteList {
+        let mut nodes = vec![self.self_routes()];
+        let routes = self.routes.read();
+        let known = self.known.read();
+        let mut others: BTreeMap<SocketAddr, Vec<BackendRoutes>> = BTreeMap::new();
+        for (group, entries) in &routes.groups {
+            for e in entries {
+                if e.addr.node == self.addr {
+                    continue;
+                }
+                let list = others.entry(e.addr.node).or_default();
+                match list
+                    .iter_mut()
+                    .find(|b| b.backend == e.addr.backend && b.group == *group)
+                {
+                    Some(b) => b.ids.push(e.id),
+                    None => list.push(BackendRoutes {
+                        group: *group,
+                        backend: e.addr.backend,
+                        ids: vec![e.id],
+                    }),
+                }
+            }
+        }
+        for (addr, backends) in others {
+            nodes.push(NodeRoutes {
+                addr,
+                http: known.get(&addr).copied().flatten(),
+                backends,
+            });
+        }
+        RouteList { nodes }
+    }
+
+    /// Merge a route list received from `sender` (its own entry is authoritative; other
+    /// entries only teach us nodes we did not know). Returns nodes learned.
+    pub fn merge_route_list(
+        &self,
+        sender: Option<SocketAddr>,
+        list: &RouteList,
+    ) -> Vec<SocketAddr> {
+        let mut learned = Vec::new();
+        let mut routes = self.routes.write();
+        let mut known = self.known.write();
+        for n in &list.nodes {
+            if n.addr == self.addr {
+                continue;
+            }
+            let authoritative = Some(n.addr) == sender;
+            if !authoritative && known.contains_key(&n.addr) {
+                continue;
+            }
+            if !known.contains_key(&n.addr) {
+                learned.push(n.addr);
+            }
+            let backends: Vec<(u32, u32, Vec<Id>)> = n
+                .backends
+                .iter()
+                .map(|b| (b.group, b.backend, b.ids.clone()))
+                .collect();
+            routes.set_node(n.addr, &backends);
+            known.insert(n.addr, n.http);
+        }
+        learned
+    }
+
+    /// Forget a node that cannot be reached: its keys route elsewhere (other groups) until it
+    /// comes back.
+    pub fn forget_node(&self, addr: SocketAddr) {
+        if addr == self.addr {
+            return;
+        }
+        self.routes.write().remove_node(addr);
+    }
+
+    /// The backend with this id.
+    pub fn backend(&self, id: u32) -> Option<Arc<Backend>> {
+        self.backends.get(&id).cloned()
+    }
+}

@@ -1,0 +1,560 @@
+//! Real clusters on 127.0.0.1: 4 nodes in 2 groups unless a test says otherwise.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ellipsis_core::client::{Checker, ClientError, Conn};
+use ellipsis_core::protocol::cmd::backend_control::{BackendAction, BackendControl};
+use ellipsis_core::protocol::cmd::io::IoPayload;
+use ellipsis_core::protocol::cmd::notify::{NotifyEvent, NotifyKind, NotifyRequest};
+use ellipsis_core::protocol::cmd::Payload;
+use ellipsis_core::protocol::{flags, io_flags, Command, Header, IoAttr, Status, HEADER_SIZE};
+use ellipsis_core::stats::NodeStats;
+use ellipsis_core::Id;
+use ellipsis_tests::{Cluster, NodeSpec, TOKEN};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn four_nodes() -> Cluster {
+    Cluster::start(&[
+        NodeSpec::groups(&[1]),
+        NodeSpec::groups(&[1]),
+        NodeSpec::groups(&[2]),
+        NodeSpec::groups(&[2]),
+    ])
+    .await
+}
+
+fn key(i: u64) -> Id {
+    Id::for_key(b"test", format!("key-{i}").as_bytes())
+}
+
+fn value(i: u64, len: usize) -> Bytes {
+    (0..len)
+        .map(|j| (i as usize * 31 + j) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_read_remove_through_every_node() {
+    let c = four_nodes().await;
+    for via in 0..4 {
+        let client = c.client(via, &[], Checker::All).await;
+        assert_eq!(client.groups(), [1, 2]);
+        for i in 0..20u64 {
+            let k = key(via as u64 * 100 + i);
+            let w = client
+                .write(&k, value(i, 1000), IoAttr::default())
+                .await
+                .unwrap();
+            assert_eq!(w.ok_groups(), [1, 2]);
+            let r = client.read(&k, 0, 0).await.unwrap();
+            assert_eq!(r.data, value(i, 1000));
+            let part = client.read(&k, 10, 5).await.unwrap();
+            assert_eq!(&part.data[..], &value(i, 1000)[10..15]);
+            client.remove(&k).await.unwrap();
+            let gone = client.read(&k, 0, 0).await.unwrap_err();
+            assert_eq!(gone.status(), Status::NOT_FOUND, "{gone}");
+        }
+    }
+    // Every node holds some keys: the ring spreads them.
+    let client = c.client(0, &[], Checker::All).await;
+    let mut owners = std::collections::BTreeSet::new();
+    for i in 0..64 {
+        for g in [1, 2] {
+            owners.insert(client.routes().owner(g, &key(i)).unwrap().node);
+        }
+    }
+    assert_eq!(owners.len(), 4);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_forwards_keys_it_does_not_own() {
+    let c = four_nodes().await;
+    let client = c.client(0, &[1], Checker::All).await;
+    // A key owned in group 1 by node 1, sent to node 0 directly.
+    let k = (0..)
+        .map(key)
+        .find(|k| client.routes().owner(1, k).unwrap().node == c.addr(1))
+        .unwrap();
+    let conn = Conn::connect(c.addr(0), 1 << 30, TIMEOUT).await.unwrap();
+    let attr = IoAttr {
+        size: 3,
+        ..IoAttr::default()
+    };
+    let payload = IoPayload {
+        attr,
+        data: Bytes::from_static(b"abc"),
+    }
+    .encode();
+    let h = Header::request(Command::Write, k, 1, 0);
+    conn.call(h, payload.into(), TIMEOUT).await.unwrap();
+    let h = Header::request(Command::Read, k, 1, 0);
+    let f = conn.call(h, Bytes::new(), TIMEOUT).await.unwrap();
+    assert_eq!(&IoPayload::decode(&f.payload).unwrap().data[..], b"abc");
+    let stats = ellipsis_node::stats::collect(c.node(0));
+    assert_eq!(stats.commands.commands["WRITE"].forwarded, 1);
+    assert_eq!(stats.commands.commands["READ"].forwarded, 1);
+    // DIRECT requests are not forwarded: node 0's backend 1 does not hold the key.
+    let mut h = Header::request(Command::Read, k, 1, 0);
+    h.flags |= flags::DIRECT;
+    h.backend = 1;
+    let err = conn.call(h, Bytes::new(), TIMEOUT).await.unwrap_err();
+    assert_eq!(err.status(), Status::NOT_FOUND);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_fall_back_to_another_group_when_a_node_stops() {
+    let mut c = four_nodes().await;
+    let client = c.client(2, &[1, 2], Checker::All).await;
+    let keys: Vec<Id> = (0..30).map(key).collect();
+    for (i, k) in keys.iter().enumerate() {
+        client
+            .write(k, value(i as u64, 500), IoAttr::default())
+            .await
+            .unwrap();
+    }
+    c.stop_node(0).await;
+    for (i, k) in keys.iter().enumerate() {
+        let r = client.read(k, 0, 0).await.unwrap();
+        assert_eq!(r.data, value(i as u64, 500));
+        if client.routes().owner(1, k).unwrap().node == c.addr(0) {
+            assert_eq!(r.group, 2, "group 1's owner is down");
+            assert_eq!(r.failed.len(), 1);
+        }
+    }
+    // Writes still reach at least one group.
+    let any = c.client(2, &[1, 2], Checker::AtLeastOne).await;
+    for k in &keys {
+        any.write(k, Bytes::from_static(b"new"), IoAttr::default())
+            .await
+            .unwrap();
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkers_judge_writes_by_group_results() {
+    let mut c = four_nodes().await;
+    c.stop_node(2).await;
+    c.stop_node(3).await;
+    let k = key(7);
+    for (checker, ok) in [
+        (Checker::AtLeastOne, true),
+        (Checker::Quorum, false),
+        (Checker::All, false),
+    ] {
+        let client = c.client(0, &[1, 2], checker).await;
+        let r = client.write(&k, value(7, 10), IoAttr::default()).await;
+        match (ok, r) {
+            (true, Ok(w)) => assert_eq!(w.ok_groups(), [1]),
+            (
+                false,
+                Err(ClientError::NotEnoughGroups {
+                    ok,
+                    groups,
+                    results,
+                    ..
+                }),
+            ) => {
+                assert_eq!((ok, groups), (1, 2));
+                assert!(results[0].status.is_ok() && !results[1].status.is_ok());
+            }
+            (want, got) => panic!("{checker:?}: want ok={want}, got {got:?}"),
+        }
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_later_is_routed_to() {
+    let mut c = four_nodes().await;
+    let n = c.add_node(&NodeSpec::groups(&[1])).await;
+    c.converge().await;
+    let client = c.client(0, &[1], Checker::All).await;
+    let routes = client.routes();
+    assert!(routes.nodes().contains(&c.addr(n)));
+    let k = (0..)
+        .map(key)
+        .find(|k| routes.owner(1, k).unwrap().node == c.addr(n))
+        .unwrap();
+    client
+        .write(
+            &k,
+            Bytes::from_static(b"on the new node"),
+            IoAttr::default(),
+        )
+        .await
+        .unwrap();
+    let (g, info) = client.lookup(&k).await.unwrap();
+    assert_eq!(g, 1);
+    assert!(
+        info.path.starts_with(c.dirs(n)[0].to_str().unwrap()),
+        "{}",
+        info.path
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_on_timestamp_never_overwrites_newer() {
+    let c = four_nodes().await;
+    let client = c.client(0, &[], Checker::All).await;
+    let k = key(1);
+    let at = |sec| IoAttr {
+        ts_sec: sec,
+        io_flags: io_flags::CAS_TIMESTAMP,
+        ..IoAttr::default()
+    };
+    client
+        .write(&k, Bytes::from_static(b"v100"), at(100))
+        .await
+        .unwrap();
+    let older = client
+        .write(&k, Bytes::from_static(b"v50"), at(50))
+        .await
+        .unwrap_err();
+    assert_eq!(older.status(), Status::NEWER_EXISTS, "{older}");
+    assert_eq!(&client.read(&k, 0, 0).await.unwrap().data[..], b"v100");
+    client
+        .write(&k, Bytes::from_static(b"v200"), at(200))
+        .await
+        .unwrap();
+    let r = client.read(&k, 0, 0).await.unwrap();
+    assert_eq!((&r.data[..], r.attr.ts_sec), (&b"v200"[..], 200));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_write_commit_of_a_64_mib_object() {
+    use sha2::Digest;
+    let c = four_nodes().await;
+    let client = c.client(1, &[], Checker::All).await;
+    let k = key(64);
+    const TOTAL: u64 = 64 << 20;
+    const PART: u64 = 16 << 20;
+    let part = |n: u64| -> Bytes {
+        (0..PART)
+            .map(|i| ((i * 7 + n * 13) % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into()
+    };
+    let mut whole = sha2::Sha512::new();
+    for n in 0..TOTAL / PART {
+        let data = part(n);
+        whole.update(&data);
+        let mode = match n {
+            0 => io_flags::PREPARE,
+            n if n == TOTAL / PART - 1 => io_flags::COMMIT,
+            _ => io_flags::PLAIN_WRITE,
+        };
+        let attr = IoAttr {
+            offset: n * PART,
+            total_size: TOTAL,
+            io_flags: mode,
+            ts_sec: 1000,
+            ..IoAttr::default()
+        };
+        client.write(&k, data, attr).await.unwrap();
+        if n == 0 {
+            let err = client.read(&k, 0, 0).await.unwrap_err();
+            assert_eq!(err.status(), Status::UNCOMMITTED, "{err}");
+        }
+    }
+    // Read back in parts (a whole 64 MiB reply would exceed the 64 MiB frame limit).
+    let mut got = sha2::Sha512::new();
+    for n in 0..TOTAL / PART {
+        let r = client.read(&k, n * PART, PART).await.unwrap();
+        assert_eq!(r.attr.total_size, TOTAL);
+        got.update(&r.data);
+    }
+    assert_eq!(got.finalize(), whole.finalize());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_serves_reads_and_writes_back() {
+    let c = Cluster::start(&[NodeSpec {
+        groups: vec![1],
+        cache_bytes: 1 << 20,
+    }])
+    .await;
+    let client = c.client(0, &[1], Checker::All).await;
+    let k = key(5);
+    let attr = IoAttr {
+        io_flags: io_flags::CACHE,
+        ..IoAttr::default()
+    };
+    client
+        .write(&k, Bytes::from_static(b"cached"), attr)
+        .await
+        .unwrap();
+    let b = c.node(0).backend(1).unwrap();
+    let engine = b.engine().unwrap();
+    assert!(
+        matches!(engine.read(&eblob::Key(k.0)), Err(eblob::Error::NotFound)),
+        "write-back, not yet on disk"
+    );
+    assert_eq!(b.cache_stats().unwrap().dirty_objects, 1);
+    assert_eq!(&client.read(&k, 0, 0).await.unwrap().data[..], b"cached");
+    let stats = ellipsis_node::stats::collect(c.node(0));
+    assert_eq!(stats.commands.commands["READ"].cache_hits, 1);
+    assert_eq!(b.flush_cache(true).unwrap(), 1);
+    assert_eq!(engine.read(&eblob::Key(k.0)).unwrap(), b"cached");
+    assert_eq!(b.cache_stats().unwrap().dirty_objects, 0);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_delivers_writes_and_removes_of_a_watched_key() {
+    let c = four_nodes().await;
+    let client = c.client(0, &[1], Checker::All).await;
+    let k = key(9);
+    let owner = client.routes().owner(1, &k).unwrap();
+    let conn = Conn::connect(owner.node, 1 << 30, TIMEOUT).await.unwrap();
+    let h = Header::request(Command::Notify, k, 1, 0);
+    let mut events = conn
+        .request(
+            h,
+            NotifyRequest { subscribe: true }.encode().into(),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    let ack = events.next().await.unwrap().unwrap();
+    assert!(ack.header.has(flags::MORE) && ack.header.status.is_ok());
+    client
+        .write(&k, Bytes::from_static(b"hello"), IoAttr::default())
+        .await
+        .unwrap();
+    let e = NotifyEvent::decode(&events.next().await.unwrap().unwrap().payload).unwrap();
+    assert_eq!((e.kind, e.attr.size), (NotifyKind::Write, 5));
+    client.remove(&k).await.unwrap();
+    let e = NotifyEvent::decode(&events.next().await.unwrap().unwrap().payload).unwrap();
+    assert_eq!(e.kind, NotifyKind::Remove);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_stats_metrics_and_traces() {
+    let c = four_nodes().await;
+    let client = c.client(0, &[], Checker::All).await;
+    client
+        .write(&key(1), value(1, 100), IoAttr::default())
+        .await
+        .unwrap();
+    // A traced read: the trace bit forces sampling on the owner.
+    client.read_traced(&key(1), 0, 0, true).await.unwrap();
+    let http = reqwest::Client::new();
+    let mut traced = 0;
+    for i in 0..4 {
+        let base = format!("http://{}", c.http(i));
+        let s: NodeStats = http
+            .get(format!("{base}/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(s.node.addr, c.addr(i).to_string());
+        assert_eq!(s.backends.len(), 1);
+        assert_eq!(s.routes.nodes.len(), 4, "every node knows the cluster");
+        assert!(s.routes.nodes.iter().all(|n| n.http_addr.is_some()));
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let parsed =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        assert!(parsed
+            .samples
+            .iter()
+            .any(|s| s.metric == "ellipsis_backend_records"));
+        let cat = http
+            .get(format!("{base}/stats/backends"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cat.status(), 200);
+        let bad = http.get(format!("{base}/stats/nope")).send().await.unwrap();
+        assert_eq!(bad.status(), 404);
+        let trees: Vec<react_trace::ReactTree> = http
+            .get(format!("{base}/traces"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for t in &trees {
+            if t.actions[0].name == "READ" {
+                traced += 1;
+                let names: Vec<&str> = t.actions[0]
+                    .actions
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect();
+                assert!(names.contains(&"eblob.read"), "{names:?}");
+                let one = http
+                    .get(format!("{base}/traces/{}", t.id))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(one.status(), 200);
+            }
+        }
+    }
+    assert_eq!(traced, 1);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_api_with_ranges_and_tokens() {
+    let c = four_nodes().await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/objects/photo.jpg", c.http(3));
+    let body: Vec<u8> = (0..100u8).collect();
+    let denied = http.put(&url).body(body.clone()).send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+    let wrong = http
+        .put(&url)
+        .bearer_auth("nope")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let put = http
+        .put(&url)
+        .bearer_auth(TOKEN)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let get = http.get(&url).send().await.unwrap();
+    assert_eq!(get.status(), 200);
+    let etag = get.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(get.bytes().await.unwrap().to_vec(), body);
+    let part = http
+        .get(&url)
+        .header("Range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"], "bytes 10-19/100");
+    assert_eq!(part.bytes().await.unwrap().to_vec(), body[10..20].to_vec());
+    let tail = http
+        .get(&url)
+        .header("Range", "bytes=-5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.bytes().await.unwrap().to_vec(), body[95..].to_vec());
+    let past = http
+        .get(&url)
+        .header("Range", "bytes=100-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(past.status(), 416);
+    let head = http.head(&url).send().await.unwrap();
+    assert_eq!(head.headers()["etag"].to_str().unwrap(), etag);
+    // Any node serves it (the object API goes through the client library).
+    let other = format!("http://{}/objects/photo.jpg", c.http(0));
+    assert_eq!(
+        http.get(&other)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec(),
+        body
+    );
+    assert_eq!(http.delete(&url).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.delete(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 404);
+    let admin = format!("http://{}/admin/backends/1/read-only", c.http(0));
+    assert_eq!(http.post(&admin).send().await.unwrap().status(), 401);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_need_the_token() {
+    let c = four_nodes().await;
+    let conn = Conn::connect(c.addr(0), 1 << 30, TIMEOUT).await.unwrap();
+    let ctl = BackendControl {
+        backend: 1,
+        action: BackendAction::ReadOnly,
+    };
+    let h = Header::request(Command::BackendControl, Id::ZERO, 0, 0);
+    let err = conn
+        .call(h, ctl.encode().into(), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Status::ACCESS);
+    // With the token (the harness client authenticates every connection).
+    let client = c.client(0, &[1], Checker::All).await;
+    client
+        .call_node(c.addr(0), h, ctl.encode().into())
+        .await
+        .unwrap();
+    let b = c.node(0).backend(1).unwrap();
+    assert!(b.read_only_reason().is_some());
+    let k = (0..)
+        .map(key)
+        .find(|k| client.routes().owner(1, k).unwrap().node == c.addr(0))
+        .unwrap();
+    let err = client
+        .write(&k, Bytes::from_static(b"x"), IoAttr::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Status::READ_ONLY);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_is_refused_and_the_node_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = four_nodes().await;
+    let mut raw = tokio::net::TcpStream::connect(c.addr(0)).await.unwrap();
+    let mut h = Header::request(Command::Write, key(1), 1, 77);
+    h.size = 1 << 40;
+    raw.write_all(&h.encode()).await.unwrap();
+    let mut reply = [0u8; HEADER_SIZE];
+    raw.read_exact(&mut reply).await.unwrap();
+    let r = Header::decode(&reply).unwrap();
+    assert_eq!((r.trans, r.status), (77, Status::TOO_BIG));
+    let mut rest = Vec::new();
+    let n = raw.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(n as u64, r.size, "then the connection closes");
+    // Garbage closes the connection too, without a panic.
+    let mut junk = tokio::net::TcpStream::connect(c.addr(0)).await.unwrap();
+    junk.write_all(&[0xffu8; 300]).await.unwrap();
+    let client = c.client(0, &[], Checker::All).await;
+    client
+        .write(&key(2), value(2, 10), IoAttr::default())
+        .await
+        .unwrap();
+    assert_eq!(client.read(&key(2), 0, 0).await.unwrap().data, value(2, 10));
+    c.shutdown().await;
+}

@@ -373,11 +373,17 @@ impl Base {
             index_dirty = true;
         }
         // The last indexed record is where a crash mid-write lands: verify it fully.
+        // An IO error is not a torn tail: fail the open rather than truncate what may be an
+        // acknowledged record the disk could not read this once.
         if let Some(last) = entries.last().copied() {
-            if base.verify_record(&last).is_err() {
-                entries.pop();
-                end = last.position;
-                index_dirty = true;
+            match base.verify_record(&last) {
+                Ok(_) => {}
+                Err(VerifyError::Damaged(_)) => {
+                    entries.pop();
+                    end = last.position;
+                    index_dirty = true;
+                }
+                Err(VerifyError::Io(e)) => return Err(e),
             }
         }
         if config.verify_data_on_open {
@@ -385,7 +391,8 @@ impl Base {
             for h in entries {
                 match base.verify_record(&h) {
                     Ok(h) => kept.push(h),
-                    Err(reason) => {
+                    Err(VerifyError::Io(e)) => return Err(e),
+                    Err(VerifyError::Damaged(reason)) => {
                         notes.corrupted.push((h.position, reason));
                         base.counters.lock().corrupted += 1;
                         index_dirty = true;
@@ -403,7 +410,11 @@ impl Base {
                 base.data.read_at(&mut raw, pos)?;
                 match Header::decode(&raw) {
                     Ok(h) if h.position == pos && pos + h.disk_size <= data_len => {
-                        base.verify_record(&h).map_err(|r| (r, false))
+                        match base.verify_record(&h) {
+                            Ok(h) => Ok(h),
+                            Err(VerifyError::Damaged(r)) => Err((r, false)),
+                            Err(VerifyError::Io(e)) => return Err(e),
+                        }
                     }
                     Ok(_) => Err(("record extends past the end of the file".to_owned(), true)),
                     Err(e) => Err((e.to_string(), true)),
@@ -518,14 +529,15 @@ impl Base {
 
     /// Check a record fully: its data header equals `h` in key and position, and its data
     /// matches the footer. Returns the data header (authoritative for flags).
-    pub(crate) fn verify_record(&self, h: &Header) -> Result<Header, String> {
+    pub(crate) fn verify_record(&self, h: &Header) -> Result<Header, VerifyError> {
         let mut raw = [0u8; HEADER_SIZE as usize];
-        self.data
-            .read_at(&mut raw, h.position)
-            .map_err(|e| e.to_string())?;
-        let dh = Header::decode(&raw).map_err(|e| format!("data header: {e}"))?;
+        self.data.read_at(&mut raw, h.position)?;
+        let dh =
+            Header::decode(&raw).map_err(|e| VerifyError::Damaged(format!("data header: {e}")))?;
         if dh.key != h.key || dh.position != h.position || dh.disk_size != h.disk_size {
-            return Err("data header disagrees with the index".into());
+            return Err(VerifyError::Damaged(
+                "data header disagrees with the index".into(),
+            ));
         }
         if dh.has(FLAG_NOCSUM) || dh.has(FLAG_UNCOMMITTED) || dh.has(FLAG_REMOVED) {
             return Ok(dh);
@@ -534,25 +546,28 @@ impl Base {
     }
 
     /// Read data bytes [from, to) of record `h`, verifying every chunk touched.
-    pub(crate) fn read_verified(&self, h: &Header, from: u64, to: u64) -> Result<Vec<u8>, String> {
+    pub(crate) fn read_verified(
+        &self,
+        h: &Header,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<u8>, VerifyError> {
         if h.has(FLAG_NOCSUM) {
-            return self
-                .data
-                .read_vec(h.data_offset() + from, to - from)
-                .map_err(|e| e.to_string());
+            return Ok(self.data.read_vec(h.data_offset() + from, to - from)?);
         }
         self.verify_chunks(h, from, to)
     }
 
-    fn verify_chunks(&self, h: &Header, from: u64, to: u64) -> Result<Vec<u8>, String> {
+    fn verify_chunks(&self, h: &Header, from: u64, to: u64) -> Result<Vec<u8>, VerifyError> {
+        let damaged = |m: &str| VerifyError::Damaged(m.to_owned());
         let used = record::used_chunks(h.data_size);
         let footer = self
             .data
-            .read_vec(h.footer_offset(), record::footer_size(h.disk_size))
-            .map_err(|e| e.to_string())?;
-        let (hashes, total) = record::decode_footer(&footer, used).ok_or("footer too short")?;
+            .read_vec(h.footer_offset(), record::footer_size(h.disk_size))?;
+        let (hashes, total) =
+            record::decode_footer(&footer, used).ok_or_else(|| damaged("footer too short"))?;
         if record::hash_of_hashes(&hashes) != total {
-            return Err("footer checksum mismatch".into());
+            return Err(damaged("footer checksum mismatch"));
         }
         if from >= to {
             return Ok(Vec::new());
@@ -565,21 +580,39 @@ impl Base {
         let span_end = ((last + 1) * record::CHUNK_SIZE).min(h.data_size);
         let mut buf = self
             .data
-            .read_vec(h.data_offset() + span_start, span_end - span_start)
-            .map_err(|e| e.to_string())?;
+            .read_vec(h.data_offset() + span_start, span_end - span_start)?;
         for c in first..=last {
             let lo = (c - first) * record::CHUNK_SIZE;
             let hi = (lo + record::CHUNK_SIZE).min(span_end - span_start);
             let chunk = buf
                 .get(lo as usize..hi as usize)
-                .ok_or("chunk outside the read")?;
+                .ok_or_else(|| damaged("chunk outside the read"))?;
             if record::chunk_hash(c, chunk) != hashes.get(c as usize).copied().unwrap_or(!0) {
-                return Err(format!("data checksum mismatch in chunk {c}"));
+                return Err(VerifyError::Damaged(format!(
+                    "data checksum mismatch in chunk {c}"
+                )));
             }
         }
         buf.truncate((to - span_start) as usize);
         buf.drain(..(from - span_start) as usize);
         Ok(buf)
+    }
+}
+
+/// Why a record did not verify. The two must never be confused: an IO error says nothing
+/// about the bytes (the next read may succeed), so it is never counted as damage, never makes
+/// open truncate or drop a record, and never makes data-sort drop one.
+#[derive(Debug)]
+pub(crate) enum VerifyError {
+    /// The disk failed to answer.
+    Io(Error),
+    /// The bytes were read and are wrong.
+    Damaged(String),
+}
+
+impl From<Error> for VerifyError {
+    fn from(e: Error) -> VerifyError {
+        VerifyError::Io(e)
     }
 }
 

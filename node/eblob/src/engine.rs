@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 
-use crate::base::{self, Base, Kind, LoadNotes};
+use crate::base::{self, Base, Kind, LoadNotes, VerifyError};
 use crate::config::{Config, SyncPolicy};
 use crate::error::Error;
 use crate::file::sync_dir;
@@ -308,9 +308,14 @@ impl Eblob {
         r
     }
 
-    /// Make everything written so far durable.
+    /// Make everything written so far durable. A failure turns the backend read-only: the
+    /// kernel may have dropped the dirty pages, so a later successful sync proves nothing.
     pub fn sync(&self) -> Result<(), Error> {
-        self.inner.sync_all()
+        self.inner.sync_all().inspect_err(|e| {
+            if matches!(e, Error::Io { .. }) {
+                self.inner.turn_read_only(e);
+            }
+        })
     }
 
     /// Why writes are refused, if they are.
@@ -569,7 +574,12 @@ impl Inner {
             Ok(_) => return Err(corrupted("data header names another record".into())),
             Err(e) => return Err(corrupted(format!("data header: {e}"))),
         }
-        loc.base.read_verified(&h, offset, end).map_err(corrupted)
+        match loc.base.read_verified(&h, offset, end) {
+            Ok(data) => Ok(data),
+            Err(VerifyError::Damaged(reason)) => Err(corrupted(reason)),
+            // The disk failed to answer: a read error, not damage (nothing is counted).
+            Err(VerifyError::Io(e)) => Err(e),
+        }
     }
 
     /// Check the size limit and the filesystem's free space for `needed` more bytes.
@@ -864,15 +874,20 @@ impl Inner {
     /// The whole current object of a committed record, verified.
     fn read_object(&self, loc: &Loc) -> Result<Vec<u8>, Error> {
         let h = &loc.header;
-        loc.base.read_verified(h, 0, h.data_size).map_err(|reason| {
-            loc.base.note_corrupted();
-            Error::Corrupted {
-                key: h.key,
-                base: loc.base.number,
-                offset_bytes: h.position,
-                reason,
-            }
-        })
+        loc.base
+            .read_verified(h, 0, h.data_size)
+            .map_err(|e| match e {
+                VerifyError::Io(e) => e,
+                VerifyError::Damaged(reason) => {
+                    loc.base.note_corrupted();
+                    Error::Corrupted {
+                        key: h.key,
+                        base: loc.base.number,
+                        offset_bytes: h.position,
+                        reason,
+                    }
+                }
+            })
     }
 
     fn write_locked(&self, key: &Key, parts: &[&[u8]], o: &WriteOptions) -> Result<Lookup, Error> {

@@ -6,6 +6,7 @@
 
 use std::ops::ControlFlow;
 
+use crate::base::VerifyError;
 use crate::engine::{Eblob, Loc, Lookup};
 use crate::error::Error;
 use crate::key::{Key, Timestamp};
@@ -74,13 +75,15 @@ impl Eblob {
                         let r = if h.has(FLAG_UNCOMMITTED) || h.has(FLAG_NOCSUM) {
                             base.data
                                 .read_vec(h.data_offset(), h.data_size)
-                                .map_err(|e| e.to_string())
+                                .map_err(VerifyError::Io)
                         } else {
                             base.read_verified(&h, 0, h.data_size)
                         };
                         match r {
                             Ok(d) => Some(d),
-                            Err(_) => {
+                            // The disk failed to answer: stop and say so (not damage).
+                            Err(VerifyError::Io(e)) => return Err(e),
+                            Err(VerifyError::Damaged(_)) => {
                                 base.note_corrupted();
                                 report.corrupted += 1;
                                 continue;

@@ -9,7 +9,6 @@
 //! temporary files).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use std::time::Instant;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::base::{self, Base, Counters, Kind, Sorted};
+use crate::base::{self, Base, Counters, Kind, Sorted, VerifyError};
 use crate::engine::{hash_parts, Eblob, Inner};
 use crate::error::Error;
 use crate::file::{sync_dir, BlobFile};
@@ -332,6 +331,59 @@ fn sort_group(
     r
 }
 
+/// Sequential buffered writes through [`BlobFile`], so that every byte data-sort writes
+/// passes the fault-injection seam like the foreground paths do.
+struct SeqWriter {
+    file: BlobFile,
+    buf: Vec<u8>,
+    pos: u64,
+}
+
+/// Bytes data-sort gathers before one write (per output file).
+const SORT_BUFFER_BYTES: usize = 1 << 20;
+
+impl SeqWriter {
+    fn create(path: &Path, faults: Option<Arc<dyn crate::FaultInjector>>) -> Result<Self, Error> {
+        let file = BlobFile::open(path, true, faults)?;
+        // A leftover of an earlier failed run must not leak into this one.
+        file.truncate(0)?;
+        Ok(SeqWriter {
+            file,
+            buf: Vec::with_capacity(SORT_BUFFER_BYTES),
+            pos: 0,
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        if self.buf.len() + bytes.len() > SORT_BUFFER_BYTES {
+            self.flush()?;
+            if bytes.len() >= SORT_BUFFER_BYTES {
+                // Large bodies go straight to the file instead of growing the buffer.
+                self.file.write_at(bytes, self.pos)?;
+                self.pos += bytes.len() as u64;
+                return Ok(());
+            }
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        if !self.buf.is_empty() {
+            self.file.write_at(&self.buf, self.pos)?;
+            self.pos += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Write what is buffered and fdatasync.
+    fn finish(mut self) -> Result<(), Error> {
+        self.flush()?;
+        self.file.sync()
+    }
+}
+
 /// Write the group's live records, sorted by key, into the temporary files.
 fn write_sorted(
     inner: &Inner,
@@ -359,15 +411,9 @@ fn write_sorted(
     items.sort_unstable_by(|a, b| {
         (a.key, a.source, a.header.position).cmp(&(b.key, b.source, b.header.position))
     });
-    let open_new = |p: &Path| {
-        File::create(p)
-            .map(|f| BufWriter::with_capacity(1 << 20, f))
-            .map_err(|e| Error::io("create", p, e))
-    };
-    let data_path = sorting_data_path(dir, m);
-    let index_path = sorting_index_path(dir, m);
-    let mut data = open_new(&data_path)?;
-    let mut index = open_new(&index_path)?;
+    let faults = inner.config.fault_injector.clone();
+    let mut data = SeqWriter::create(&sorting_data_path(dir, m), faults.clone())?;
+    let mut index = SeqWriter::create(&sorting_index_path(dir, m), faults)?;
     let mut sorted = Sorted::builder(
         items.len() as u64,
         inner.config.index_block_size,
@@ -393,7 +439,10 @@ fn write_sorted(
             } else {
                 match src.read_verified(&h, 0, h.data_size) {
                     Ok(b) => b,
-                    Err(_) => {
+                    // A read error is not damage: dropping the record here would lose it for
+                    // good once the commit deletes the source. Fail the sort instead.
+                    Err(VerifyError::Io(e)) => return Err(e),
+                    Err(VerifyError::Damaged(_)) => {
                         src.note_corrupted();
                         report.corrupted_dropped += 1;
                         continue;
@@ -414,22 +463,17 @@ fn write_sorted(
             ..h
         };
         let enc = nh.encode();
-        let w = |r: std::io::Result<()>, p: &Path| r.map_err(|e| Error::io("write", p, e));
-        w(data.write_all(&enc), &data_path)?;
-        w(data.write_all(&body), &data_path)?;
-        w(data.write_all(&footer), &data_path)?;
-        w(index.write_all(&enc), &index_path)?;
+        data.write(&enc)?;
+        data.write(&body)?;
+        data.write(&footer)?;
+        index.write(&enc)?;
         sorted.add(slot, Some(&nh.key));
         slot += 1;
         pos += nh.disk_size;
     }
     sorted.count = slot;
-    for (w, p) in [(data, &data_path), (index, &index_path)] {
-        let f = w
-            .into_inner()
-            .map_err(|e| Error::io("write", p, e.into_error()))?;
-        f.sync_data().map_err(|e| Error::io("fsync", p, e))?;
-    }
+    data.finish()?;
+    index.finish()?;
     report.records_written += slot;
     Ok((sorted, pos))
 }
@@ -469,10 +513,13 @@ fn swap(
         merged: group.iter().map(|b| b.number).collect(),
     };
     let tmp = dir.join(format!("data-{m}.sort-commit.tmp"));
-    std::fs::write(&tmp, commit.encode()).map_err(|e| Error::io("write", &tmp, e))?;
-    File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io("fsync", &tmp, e))?;
+    {
+        // Through BlobFile so that the fault seam sees the commit record's write and sync.
+        let f = BlobFile::open(&tmp, true, faults.clone())?;
+        f.truncate(0)?;
+        f.write_at(&commit.encode(), 0)?;
+        f.sync()?;
+    }
     std::fs::rename(&tmp, commit_path(dir, m)).map_err(|e| Error::io("rename", &tmp, e))?;
     sync_dir(dir)?;
     // Committed: from here a failure is finished by the next open.

@@ -23,12 +23,12 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use ellipsis_core::client::{Client, ClientConfig};
+use ellipsis_core::client::Client;
 use ellipsis_core::protocol::cmd::backend_control::BackendAction;
 use ellipsis_core::protocol::{IoAttr, Status};
 use ellipsis_core::Id;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::watch;
 
 use crate::error::{http_code, NodeError};
 use crate::node::Node;
@@ -39,7 +39,6 @@ const MAX_KEY_BYTES: usize = 4096;
 
 struct HttpState {
     node: Arc<Node>,
-    client: OnceCell<Arc<Client>>,
 }
 
 type Shared = Arc<HttpState>;
@@ -47,10 +46,7 @@ type Shared = Arc<HttpState>;
 /// Serve until `stop` fires.
 pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     let limit = node.config.max_frame_bytes as usize;
-    let state = Arc::new(HttpState {
-        node,
-        client: OnceCell::new(),
-    });
+    let state = Arc::new(HttpState { node });
     let app = Router::new()
         .route("/stats", get(stats_all))
         .route("/stats/{category}", get(stats_category))
@@ -67,6 +63,8 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Rece
         .route("/admin/backends/{id}/{action}", post(admin_backend))
         .route("/admin/backends/{id}/defrag/schedule", put(admin_schedule))
         .route("/admin/jobs", get(admin_jobs))
+        .route("/admin/jobs/{id}/{action}", post(admin_job_control))
+        .route("/admin/recovery", post(admin_recovery))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state);
     let shutdown = async move {
@@ -171,18 +169,12 @@ async fn trace(State(st): State<Shared>, Path(id): Path<String>) -> Response {
 }
 
 async fn client(st: &HttpState) -> Result<Arc<Client>, Response> {
-    st.client
-        .get_or_try_init(|| async {
-            Client::connect(ClientConfig {
-                remotes: vec![st.node.addr],
-                timeout_ms: st.node.config.wait_timeout_ms,
-                ..ClientConfig::default()
-            })
-            .await
-        })
-        .await
-        .cloned()
-        .map_err(|e| status_response(e.status(), e.to_string()))
+    let c = st.node.client().await.map_err(|e| node_error(&e))?;
+    // The route table may have changed since the session was made.
+    if c.routes().generation == 0 || c.routes().nodes().len() < st.node.known.read().len() {
+        let _ = c.refresh_routes().await;
+    }
+    Ok(c)
 }
 
 fn object_id(key: &str) -> Result<Id, Response> {
@@ -420,4 +412,58 @@ async fn admin_jobs(State(st): State<Shared>, headers: HeaderMap) -> Response {
         return r;
     }
     Json(st.node.workers.list()).into_response()
+}
+
+async fn admin_job_control(
+    State(st): State<Shared>,
+    Path((id, action)): Path<(u64, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = require_token(&st, &headers) {
+        return r;
+    }
+    let w = &st.node.workers;
+    let r = match action.as_str() {
+        "cancel" => w.cancel(id),
+        "pause" => w.pause(id),
+        "resume" => w.resume(id),
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown job action {other:?}"),
+            )
+        }
+    };
+    crate::auth::audit(
+        "http",
+        &format!("job {action}"),
+        &format!("job {id}"),
+        &r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+    );
+    match r {
+        Ok(()) => Json(w.get(id)).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
+async fn admin_recovery(State(st): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = require_token(&st, &headers) {
+        return r;
+    }
+    let req: crate::recovery::RecoveryRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("recovery JSON: {e}")),
+    };
+    let target = format!("{:?} groups {:?}", req.kind, req.groups);
+    let r = crate::recovery::start(&st.node, req).await;
+    crate::auth::audit(
+        "http",
+        "recovery",
+        &target,
+        &r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+    );
+    match r {
+        Ok(job) => (StatusCode::ACCEPTED, Json(job)).into_response(),
+        Err(e) => node_error(&e),
+    }
 }

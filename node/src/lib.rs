@@ -20,6 +20,7 @@ pub mod notify;
 pub mod peers;
 pub mod pool;
 pub mod procfs;
+pub mod recovery;
 pub mod schedule;
 pub mod server;
 pub mod stats;

@@ -63,6 +63,8 @@ pub struct Node {
     pub client_connections: AtomicU64,
     /// Start time.
     pub started: Instant,
+    /// The node's own client session (object API, server-send, recovery), made on first use.
+    pub client: tokio::sync::OnceCell<Arc<ellipsis_core::client::Client>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -178,6 +180,26 @@ impl Node {
             return;
         }
         self.routes.write().remove_node(addr);
+    }
+
+    /// The node's client session: routes from this node, authenticated with its token.
+    pub async fn client(
+        &self,
+    ) -> Result<Arc<ellipsis_core::client::Client>, crate::error::NodeError> {
+        self.client
+            .get_or_try_init(|| async {
+                ellipsis_core::client::Client::connect(ellipsis_core::client::ClientConfig {
+                    remotes: vec![self.addr],
+                    timeout_ms: self.config.wait_timeout_ms,
+                    admin_token: self.config.effective_admin_token(),
+                    max_frame_bytes: self.config.max_frame_bytes + (1 << 20),
+                    ..Default::default()
+                })
+                .await
+            })
+            .await
+            .cloned()
+            .map_err(|e| crate::error::NodeError::Unreachable(e.to_string()))
     }
 
     /// The backend with this id.

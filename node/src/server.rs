@@ -160,6 +160,7 @@ async fn build(
         inflight_limit: MAX_INFLIGHT as u64,
         client_connections: AtomicU64::new(0),
         started: Instant::now(),
+        client: tokio::sync::OnceCell::new(),
     });
     node.announce_self();
     Ok(node)

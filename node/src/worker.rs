@@ -183,6 +183,22 @@ impl Workers {
         jobs.iter().map(|j| j.status()).collect()
     }
 
+    /// Block until job `id` finishes or `timeout` passes; its status either way (`None` if
+    /// unknown).
+    pub fn wait(&self, id: u64, timeout: Duration) -> Option<JobStatus> {
+        let job = self.jobs.lock().get(&id).cloned()?;
+        let deadline = Instant::now() + timeout;
+        {
+            let mut life = job.life.lock();
+            while !life.state.is_finished() {
+                if job.resumed.wait_until(&mut life, deadline).timed_out() {
+                    break;
+                }
+            }
+        }
+        Some(job.status())
+    }
+
     /// One job's status.
     pub fn get(&self, id: u64) -> Option<JobStatus> {
         let job = self.jobs.lock().get(&id).cloned();
@@ -340,6 +356,8 @@ impl JobHandle {
         life.state = state;
         life.finished_at_s = Some(epoch_s());
         life.result = Some(message);
+        // Wakes `Workers::wait` callers (and paused checkpoints, which re-check their state).
+        self.job.resumed.notify_all();
     }
 }
 

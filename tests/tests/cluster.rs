@@ -1,5 +1,10 @@
 //! Real clusters on 127.0.0.1: 4 nodes in 2 groups unless a test says otherwise.
 
+// Helpers outside #[test] fns panic on failure: that is the test report.
+#![allow(clippy::unwrap_used)]
+
+mod ops;
+
 use std::time::Duration;
 
 use bytes::Bytes;

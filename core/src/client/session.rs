@@ -364,13 +364,14 @@ impl Client {
         (Some(owner.node), r)
     }
 
-    async fn to_all_groups(
+    /// Send a keyed request to the owner in each of `groups`; one result per group, no checker.
+    pub async fn to_groups(
         &self,
         cmd: Command,
+        groups: &[u32],
         key: &Id,
         payload: Bytes,
-    ) -> Result<WriteResult, ClientError> {
-        let groups = self.groups();
+    ) -> Vec<GroupResult> {
         let calls = groups.iter().map(|&g| {
             let payload = payload.clone();
             async move {
@@ -391,7 +392,17 @@ impl Client {
                 }
             }
         });
-        let results = futures::future::join_all(calls).await;
+        futures::future::join_all(calls).await
+    }
+
+    async fn to_all_groups(
+        &self,
+        cmd: Command,
+        key: &Id,
+        payload: Bytes,
+    ) -> Result<WriteResult, ClientError> {
+        let groups = self.groups();
+        let results = self.to_groups(cmd, &groups, key, payload).await;
         let ok = results.iter().filter(|r| r.status.is_ok()).count();
         let needed = self.cfg.checker.needed(groups.len()).max(1);
         if ok >= needed {
@@ -429,6 +440,149 @@ impl Client {
         let payload = IoPayload { attr, data }.encode();
         self.to_all_groups(Command::Write, key, payload.into())
             .await
+    }
+
+    /// Write to exactly `groups` (server-send, recovery): one result per group, no checker.
+    /// `attr` should carry the record's timestamp.
+    pub async fn write_to(
+        &self,
+        groups: &[u32],
+        key: &Id,
+        data: Bytes,
+        mut attr: IoAttr,
+    ) -> Vec<GroupResult> {
+        attr.size = data.len() as u64;
+        let payload = IoPayload { attr, data }.encode();
+        self.to_groups(Command::Write, groups, key, payload.into())
+            .await
+    }
+
+    /// Lookups in exactly `groups`.
+    pub async fn lookup_in(&self, groups: &[u32], key: &Id) -> Vec<GroupResult> {
+        self.to_groups(Command::Lookup, groups, key, Bytes::new())
+            .await
+    }
+
+    /// A keyed request to one backend of one node, bypassing routing (DIRECT): recovery moves
+    /// keys to their owner this way.
+    pub async fn direct(
+        &self,
+        cmd: Command,
+        target: crate::route::BackendAddr,
+        group: u32,
+        key: &Id,
+        payload: Bytes,
+    ) -> Result<Frame, ClientError> {
+        let mut h = Header::request(cmd, *key, group, 0);
+        h.backend = target.backend;
+        h.flags |= crate::protocol::flags::DIRECT;
+        let conn = self.conn(target.node).await?;
+        conn.call(h, payload, self.timeout())
+            .await
+            .map_err(|e| match e {
+                ConnError::Status { status, .. } => ClientError::Status(status),
+                other => other.into(),
+            })
+    }
+
+    /// Read many keys of one group: each owner is asked once (BULK_READ) for its keys.
+    /// Returns per key its status and, when found, the data.
+    pub async fn bulk_read(
+        &self,
+        group: u32,
+        ids: &[Id],
+    ) -> Result<Vec<(Id, Status, Option<IoPayload>)>, ClientError> {
+        let mut by_node: BTreeMap<SocketAddr, Vec<Id>> = BTreeMap::new();
+        {
+            let routes = self.routes.read();
+            for id in ids {
+                let owner = routes.owner(group, id).ok_or(ClientError::NoRoute(group))?;
+                by_node.entry(owner.node).or_default().push(*id);
+            }
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for (node, keys) in by_node {
+            for chunk in keys.chunks(crate::protocol::cmd::MAX_IDS as usize) {
+                let req = crate::protocol::cmd::bulk_read::BulkRead {
+                    ids: chunk.to_vec(),
+                };
+                let h = Header::request(Command::BulkRead, Id::ZERO, group, 0);
+                for f in self.call_node(node, h, req.encode().into()).await? {
+                    if f.header.has(crate::protocol::flags::MORE) {
+                        let p = if f.header.status.is_ok() {
+                            Some(IoPayload::decode(&f.payload)?)
+                        } else {
+                            None
+                        };
+                        out.push((f.header.id, f.header.status, p));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every key of `group` in `[start, end)` (with data unless `keys_only`), at most `limit`
+    /// per node (0 = all), from every node of the group.
+    pub async fn read_range(
+        &self,
+        group: u32,
+        range: crate::protocol::cmd::key_range::KeyRange,
+    ) -> Result<Vec<(Id, IoPayload)>, ClientError> {
+        let mut out = Vec::new();
+        for f in self.range_call(Command::ReadRange, group, range).await? {
+            if f.header.status.is_ok() {
+                out.push((f.header.id, IoPayload::decode(&f.payload)?));
+            }
+        }
+        out.sort_by_key(|x| x.0);
+        Ok(out)
+    }
+
+    /// Remove every key of `group` in `[start, end)` (admin); returns per key its status.
+    pub async fn remove_range(
+        &self,
+        group: u32,
+        range: crate::protocol::cmd::key_range::KeyRange,
+    ) -> Result<Vec<(Id, Status)>, ClientError> {
+        let frames = self.range_call(Command::DelRange, group, range).await?;
+        Ok(frames
+            .into_iter()
+            .map(|f| (f.header.id, f.header.status))
+            .collect())
+    }
+
+    async fn range_call(
+        &self,
+        cmd: Command,
+        group: u32,
+        range: crate::protocol::cmd::key_range::KeyRange,
+    ) -> Result<Vec<Frame>, ClientError> {
+        let nodes: Vec<SocketAddr> = {
+            let routes = self.routes.read();
+            let mut n: Vec<SocketAddr> = routes
+                .groups
+                .get(&group)
+                .map(|es| es.iter().map(|e| e.addr.node).collect())
+                .unwrap_or_default();
+            n.sort_unstable();
+            n.dedup();
+            n
+        };
+        if nodes.is_empty() {
+            return Err(ClientError::NoRoute(group));
+        }
+        let mut out = Vec::new();
+        for node in nodes {
+            let h = Header::request(cmd, Id::ZERO, group, 0);
+            let frames = self.call_node(node, h, range.encode().into()).await?;
+            out.extend(
+                frames
+                    .into_iter()
+                    .filter(|f| f.header.has(crate::protocol::flags::MORE)),
+            );
+        }
+        Ok(out)
     }
 
     /// Remove from every group.

@@ -18,6 +18,7 @@ mod notify;
 mod ping;
 mod read;
 mod route_list;
+mod send;
 mod write;
 
 use std::net::SocketAddr;
@@ -180,6 +181,7 @@ async fn dispatch(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, N
         Command::Notify => notify::handle(node, ctx, f),
         Command::BulkRead => bulk_read::handle(node, &out, f).await,
         Command::ReadRange | Command::DelRange => key_range::handle(node, &out, f).await,
+        Command::Send => send::handle(node, &out, f).await,
         other => Err(NodeError::NotSupported(other.to_string())),
     }
 }

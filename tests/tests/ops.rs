@@ -1,0 +1,383 @@
+//! Server-side operations on real clusters: dc and merge recovery, server-send, data-sort
+//! under load, schedules through the admin API.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ellipsis_core::client::{Checker, Client};
+use ellipsis_core::protocol::cmd::send::{SendMode, SendRequest, SendResult};
+use ellipsis_core::protocol::cmd::Payload;
+use ellipsis_core::protocol::{flags, Command, Header, IoAttr, Status};
+use ellipsis_core::stats::{JobState, JobStatus};
+use ellipsis_core::Id;
+use ellipsis_tests::{Cluster, NodeSpec, TOKEN};
+
+fn key(i: u64) -> Id {
+    Id::for_key(b"ops", format!("k{i}").as_bytes())
+}
+
+fn at(sec: u64) -> IoAttr {
+    IoAttr {
+        ts_sec: sec,
+        ..IoAttr::default()
+    }
+}
+
+async fn four_nodes() -> Cluster {
+    Cluster::start(&[
+        NodeSpec::groups(&[1]),
+        NodeSpec::groups(&[1]),
+        NodeSpec::groups(&[2]),
+        NodeSpec::groups(&[2]),
+    ])
+    .await
+}
+
+async fn post_json(url: String, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Wait for every recovery job on every running node to finish.
+async fn wait_jobs(c: &Cluster) -> Vec<JobStatus> {
+    let mut all = Vec::new();
+    for n in c.nodes.iter().filter_map(|n| n.running.as_ref()) {
+        for j in n.node.workers.list() {
+            let node = n.node.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                node.workers.wait(j.id, Duration::from_secs(60))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(done.state, JobState::Done, "{done:?}");
+            all.push(done);
+        }
+    }
+    all
+}
+
+fn report(jobs: &[JobStatus]) -> ellipsis_node::recovery::RecoveryReport {
+    let mut sum = ellipsis_node::recovery::RecoveryReport::default();
+    for j in jobs {
+        let r: ellipsis_node::recovery::RecoveryReport =
+            serde_json::from_str(j.result.as_deref().unwrap_or("{}")).unwrap();
+        sum.iterated += r.iterated;
+        sum.copied += r.copied;
+        sum.skipped += r.skipped;
+        sum.failed += r.failed;
+        sum.removed += r.removed;
+    }
+    sum
+}
+
+async fn group_read(c: &Client, group: u32, k: &Id) -> Option<(Bytes, u64)> {
+    let single = Client::connect(ellipsis_core::client::ClientConfig {
+        remotes: c.config().remotes.clone(),
+        groups: vec![group],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    single
+        .read(k, 0, 0)
+        .await
+        .ok()
+        .map(|r| (r.data, r.attr.ts_sec))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dc_recovery_makes_groups_identical_with_the_newest_versions() {
+    let mut c = four_nodes().await;
+    let all = c.client(0, &[1, 2], Checker::All).await;
+    for i in 0..40 {
+        all.write(&key(i), Bytes::from(format!("v1-{i}")), at(100))
+            .await
+            .unwrap();
+    }
+    // Group 2 loses half its nodes for a while: its keys there miss the newer writes.
+    c.stop_node(3).await;
+    let any = c.client(0, &[1, 2], Checker::AtLeastOne).await;
+    for i in 0..40 {
+        any.write(&key(i), Bytes::from(format!("v2-{i}")), at(200))
+            .await
+            .unwrap();
+    }
+    for i in 40..50 {
+        any.write(&key(i), Bytes::from(format!("new-{i}")), at(200))
+            .await
+            .unwrap();
+    }
+    c.restart_node(3).await;
+    c.converge().await;
+    let stale = {
+        let mut n = 0;
+        for i in 0..50 {
+            if group_read(&all, 2, &key(i)).await.map(|x| x.1) != Some(200) {
+                n += 1;
+            }
+        }
+        n
+    };
+    assert!(stale > 0, "the stopped node missed writes");
+    // Dry run first: reports, changes nothing.
+    let r = post_json(
+        format!("http://{}/admin/recovery", c.http(0)),
+        serde_json::json!({"kind": "dc", "dry_run": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let dry_jobs = wait_jobs(&c).await;
+    assert_eq!(dry_jobs.len(), 4, "fanned out to every node");
+    let dry = report(&dry_jobs);
+    assert_eq!(dry.copied, stale, "{dry:?}");
+    let r = post_json(
+        format!("http://{}/admin/recovery", c.http(1)),
+        serde_json::json!({"kind": "dc", "groups": [1, 2]}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let jobs: Vec<JobStatus> = wait_jobs(&c)
+        .await
+        .into_iter()
+        .filter(|j| !j.target.contains("dry run"))
+        .collect();
+    assert_eq!(jobs.len(), 4, "fanned out to every node");
+    let done = report(&jobs);
+    assert_eq!(done.failed, 0, "{done:?}");
+    assert_eq!(done.copied, stale, "{done:?}");
+    for i in 0..50 {
+        let g1 = group_read(&all, 1, &key(i)).await.unwrap();
+        let g2 = group_read(&all, 2, &key(i)).await.unwrap();
+        assert_eq!(g1, g2, "key {i}");
+        assert_eq!(g1.1, 200);
+    }
+    // Unauthenticated recovery is refused.
+    let denied = reqwest::Client::new()
+        .post(format!("http://{}/admin/recovery", c.http(0)))
+        .json(&serde_json::json!({"kind": "dc"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_after_a_ring_change_moves_every_key_to_its_owner() {
+    let mut c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[1])]).await;
+    let client = c.client(0, &[1], Checker::All).await;
+    for i in 0..60 {
+        client
+            .write(&key(i), Bytes::from(format!("val-{i}")), at(10))
+            .await
+            .unwrap();
+    }
+    let n = c.add_node(&NodeSpec::groups(&[1])).await;
+    c.converge().await;
+    client.refresh_routes().await.unwrap();
+    let moved: Vec<u64> = (0..60)
+        .filter(|i| client.routes().owner(1, &key(*i)).unwrap().node == c.addr(n))
+        .collect();
+    assert!(!moved.is_empty());
+    // Before merge the new owner does not have them.
+    assert!(client.read(&key(moved[0]), 0, 0).await.is_err());
+    let r = post_json(
+        format!("http://{}/admin/recovery", c.http(0)),
+        serde_json::json!({"kind": "merge"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let rep = report(&wait_jobs(&c).await);
+    assert_eq!(rep.copied, moved.len() as u64, "{rep:?}");
+    assert_eq!(rep.removed, moved.len() as u64);
+    for i in 0..60 {
+        assert_eq!(
+            client.read(&key(i), 0, 0).await.unwrap().data,
+            Bytes::from(format!("val-{i}"))
+        );
+    }
+    // The old holders no longer keep moved keys.
+    for i in &moved {
+        for old in [0, 1] {
+            let b = c.node(old).backend(1).unwrap().engine().unwrap();
+            assert!(b.lookup(&eblob::Key(key(*i).0)).is_err());
+        }
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_send_never_overwrites_newer_and_moves_in_move_mode() {
+    let c = four_nodes().await;
+    let g1 = c.client(0, &[1], Checker::All).await;
+    let g2 = c.client(0, &[2], Checker::All).await;
+    let (a, b) = (key(1), key(2));
+    g1.write(&a, Bytes::from_static(b"old"), at(100))
+        .await
+        .unwrap();
+    g2.write(&a, Bytes::from_static(b"newer"), at(200))
+        .await
+        .unwrap();
+    g1.write(&b, Bytes::from_static(b"only-in-1"), at(100))
+        .await
+        .unwrap();
+    let send = |ids: Vec<Id>, mode| {
+        let g1 = g1.clone();
+        async move {
+            let mut by_node = std::collections::BTreeMap::<std::net::SocketAddr, Vec<Id>>::new();
+            for id in ids {
+                by_node
+                    .entry(g1.routes().owner(1, &id).unwrap().node)
+                    .or_default()
+                    .push(id);
+            }
+            let mut results = Vec::new();
+            for (node, ids) in by_node {
+                let h = Header::request(Command::Send, Id::ZERO, 1, 0);
+                let req = SendRequest {
+                    mode,
+                    groups: vec![2],
+                    ids,
+                };
+                for f in g1.call_node(node, h, req.encode().into()).await.unwrap() {
+                    if f.header.has(flags::MORE) {
+                        results.push(SendResult::decode(&f.payload).unwrap());
+                    }
+                }
+            }
+            results
+        }
+    };
+    let r = send(vec![a, b], SendMode::Default).await;
+    let status_of = |id: Id| r.iter().find(|x| x.id == id).unwrap().status;
+    assert_eq!(
+        status_of(a),
+        Status::NEWER_EXISTS,
+        "skipped, not overwritten"
+    );
+    assert_eq!(status_of(b), Status::OK);
+    assert_eq!(&g2.read(&a, 0, 0).await.unwrap().data[..], b"newer");
+    assert_eq!(&g2.read(&b, 0, 0).await.unwrap().data[..], b"only-in-1");
+    let r = send(vec![a], SendMode::Overwrite).await;
+    assert_eq!(r[0].status, Status::OK);
+    assert_eq!(&g2.read(&a, 0, 0).await.unwrap().data[..], b"old");
+    let c2 = key(3);
+    g1.write(&c2, Bytes::from_static(b"moving"), at(100))
+        .await
+        .unwrap();
+    let r = send(vec![c2], SendMode::Move).await;
+    assert_eq!(r[0].status, Status::OK);
+    assert_eq!(&g2.read(&c2, 0, 0).await.unwrap().data[..], b"moving");
+    assert_eq!(
+        g1.read(&c2, 0, 0).await.unwrap_err().status(),
+        Status::NOT_FOUND,
+        "removed at the source"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_sort_during_a_write_and_read_load_loses_nothing() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    let client = c.client(0, &[1], Checker::All).await;
+    for i in 0..300 {
+        client
+            .write(&key(i), Bytes::from(format!("a{i}")), IoAttr::default())
+            .await
+            .unwrap();
+    }
+    for i in (0..300).step_by(3) {
+        client.remove(&key(i)).await.unwrap();
+    }
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://{}/admin/backends/1/defrag-start",
+            c.http(0)
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Load while the sort runs.
+    for i in 300..600 {
+        client
+            .write(&key(i), Bytes::from(format!("b{i}")), IoAttr::default())
+            .await
+            .unwrap();
+        let j = i - 300;
+        let got = client.read(&key(j), 0, 0).await;
+        if j % 3 == 0 {
+            assert!(got.is_err());
+        } else {
+            assert_eq!(got.unwrap().data, Bytes::from(format!("a{j}")));
+        }
+    }
+    let jobs = wait_jobs(&c).await;
+    assert!(jobs
+        .iter()
+        .any(|j| j.kind == ellipsis_core::stats::JobKind::DataSort));
+    for i in 0..600 {
+        let got = client.read(&key(i), 0, 0).await;
+        match i {
+            i if i < 300 && i % 3 == 0 => assert!(got.is_err()),
+            i if i < 300 => assert_eq!(got.unwrap().data, Bytes::from(format!("a{i}"))),
+            i => assert_eq!(got.unwrap().data, Bytes::from(format!("b{i}"))),
+        }
+    }
+    let stats = ellipsis_node::stats::collect(c.node(0));
+    assert!(stats.backends[0].eblob.bases.iter().any(|b| b.sorted));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_defrag_schedule_changed_at_run_time_is_reported_and_survives_restart() {
+    let mut c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    let url = format!("http://{}/admin/backends/1/defrag/schedule", c.http(0));
+    let body = serde_json::json!({"mode": "scheduled", "timeout_s": 3600, "time_hour": 3, "splay_hours": 2, "compact": true});
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.put(&url).json(&body).send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        http.put(&url)
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let bad = serde_json::json!({"mode": "scheduled", "timeout_s": 1, "time_hour": 30, "splay_hours": 2, "compact": false});
+    assert_eq!(
+        http.put(&url)
+            .bearer_auth(TOKEN)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let check = |s: &ellipsis_core::stats::NodeStats| {
+        let d = &s.backends[0].defrag;
+        assert_eq!(d.mode, ellipsis_core::stats::DefragMode::Scheduled);
+        assert_eq!((d.time_hour, d.splay_hours, d.compact), (3, 2, true));
+        let next = d.next_start_unix_s.expect("planned");
+        let hour = (next % 86_400) / 3600;
+        assert!((1..5).contains(&hour), "start {next} is inside 03:00 ± 2 h");
+    };
+    check(&ellipsis_node::stats::collect(c.node(0)));
+    c.stop_node(0).await;
+    c.restart_node(0).await;
+    check(&ellipsis_node::stats::collect(c.node(0)));
+    c.shutdown().await;
+}

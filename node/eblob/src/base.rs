@@ -375,14 +375,14 @@ impl Base {
         // The last indexed record is where a crash mid-write lands: verify it fully.
         // An IO error is not a torn tail: fail the open rather than truncate what may be an
         // acknowledged record the disk could not read this once.
+        // Its bytes are all on disk (the match above checked its extent), so damage here is a
+        // torn in-place rewrite or decay, not an interrupted append: keep it indexed so reads
+        // of the key report corruption instead of silently finding nothing.
+        let mut last_damaged = None;
         if let Some(last) = entries.last().copied() {
             match base.verify_record(&last) {
                 Ok(_) => {}
-                Err(VerifyError::Damaged(_)) => {
-                    entries.pop();
-                    end = last.position;
-                    index_dirty = true;
-                }
+                Err(VerifyError::Damaged(reason)) => last_damaged = Some((last.position, reason)),
                 Err(VerifyError::Io(e)) => return Err(e),
             }
         }
@@ -393,6 +393,11 @@ impl Base {
                     Ok(h) => kept.push(h),
                     Err(VerifyError::Io(e)) => return Err(e),
                     Err(VerifyError::Damaged(reason)) => {
+                        if last_damaged.as_ref().is_some_and(|(p, _)| *p == h.position) {
+                            // Reported below, once.
+                            kept.push(h);
+                            continue;
+                        }
                         notes.corrupted.push((h.position, reason));
                         base.counters.lock().corrupted += 1;
                         index_dirty = true;
@@ -400,6 +405,10 @@ impl Base {
                 }
             }
             entries = kept;
+        }
+        if let Some((position, reason)) = last_damaged {
+            notes.corrupted.push((position, reason));
+            base.counters.lock().corrupted += 1;
         }
         // Records written after the last index entry reached the disk (or the whole file when
         // rebuilding): scan them from the data file.
@@ -412,15 +421,21 @@ impl Base {
                     Ok(h) if h.position == pos && pos + h.disk_size <= data_len => {
                         match base.verify_record(&h) {
                             Ok(h) => Ok(h),
-                            Err(VerifyError::Damaged(r)) => Err((r, false)),
+                            // Complete on disk but damaged: a torn in-place rewrite or decay.
+                            // Index it so reads of the key report the corruption.
+                            Err(VerifyError::Damaged(r)) => {
+                                notes.corrupted.push((pos, r));
+                                base.counters.lock().corrupted += 1;
+                                Ok(h)
+                            }
                             Err(VerifyError::Io(e)) => return Err(e),
                         }
                     }
-                    Ok(_) => Err(("record extends past the end of the file".to_owned(), true)),
-                    Err(e) => Err((e.to_string(), true)),
+                    Ok(_) => Err("record extends past the end of the file".to_owned()),
+                    Err(e) => Err(e.to_string()),
                 }
             } else {
-                Err(("partial header".to_owned(), true))
+                Err("partial header".to_owned())
             };
             match scanned {
                 Ok(h) => {
@@ -429,19 +444,10 @@ impl Base {
                     entries.push(h);
                     index_dirty = true;
                 }
-                Err((reason, header_bad)) => {
+                Err(reason) => {
                     // Skip to the next readable record if there is one: then this was a
                     // corrupted record in the middle; otherwise it is the torn tail.
-                    let resume = if header_bad {
-                        base.find_next_header(pos + 1, data_len)?
-                    } else {
-                        let mut raw = [0u8; HEADER_SIZE as usize];
-                        base.data.read_at(&mut raw, pos)?;
-                        Header::decode(&raw)
-                            .ok()
-                            .map(|h| pos + h.disk_size)
-                            .filter(|p| *p < data_len)
-                    };
+                    let resume = base.find_next_header(pos + 1, data_len)?;
                     match resume {
                         Some(next) if next > pos => {
                             notes.corrupted.push((pos, reason));

@@ -110,6 +110,8 @@ pub fn cluster(nodes: usize, groups: u32, now_s: u64) -> ClusterModel {
                     state: "idle".into(),
                     last_result: Some("ok: 3 bases, freed 12M".into()),
                     progress: None,
+                    timeout_s: 86_400,
+                    compact: false,
                 },
             }],
         });

@@ -185,6 +185,10 @@ pub struct DefragRow {
     pub last_result: Option<String>,
     /// Progress of a running sort, 0.0 to 1.0.
     pub progress: Option<f64>,
+    /// Period of `timed` mode (kept so a schedule change can send the whole schedule).
+    pub timeout_s: u64,
+    /// Compact mode: only bases that want data-sort.
+    pub compact: bool,
 }
 
 /// The key ring of one group.

@@ -1,0 +1,312 @@
+//! `ell`: the Ellipsis console (`ell top`, the default) and command-line tool.
+//!
+//! Exit codes: 0 success, 1 failure (unreachable cluster, refused write, nodes down for
+//! `status`), 2 usage errors, 3 key not found. The admin token comes from `ELL_ADMIN_TOKEN` or
+//! `--token-file` and is never printed. Each subcommand is one function in [`commands`]; a new
+//! one (such as `demo`, which will start an embedded cluster) is a new `Cmd` variant and a
+//! new function there.
+
+mod commands;
+mod tui;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ellipsis_core::client::Checker;
+
+/// Ellipsis console and command-line tool.
+#[derive(Debug, Parser)]
+#[command(name = "ell", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+/// Options every subcommand takes.
+#[derive(Clone, Debug, Args)]
+pub struct Global {
+    /// Node protocol address to start from (repeatable or comma-separated).
+    #[arg(
+        long = "remote",
+        global = true,
+        env = "ELL_REMOTE",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:1025",
+        value_parser = parse_addr
+    )]
+    pub remote: Vec<SocketAddr>,
+    /// Node HTTP address to poll (repeatable); skips discovery over the wire protocol.
+    #[arg(long = "http", global = true, env = "ELL_HTTP", value_delimiter = ',')]
+    pub http: Vec<String>,
+    /// Groups to write to and read from, in read order (default: every group).
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub groups: Vec<u32>,
+    /// Write success rule: at-least-one, quorum or all.
+    #[arg(long, global = true, default_value = "at-least-one", value_parser = parse_checker)]
+    pub checker: Checker,
+    /// Per-request timeout.
+    #[arg(long, global = true, default_value_t = 5_000)]
+    pub timeout_ms: u64,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Hide and refuse admin actions.
+    #[arg(long, global = true)]
+    pub read_only: bool,
+    /// File whose first line is the admin token (`ELL_ADMIN_TOKEN` wins).
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Key namespace.
+    #[arg(long, global = true, default_value = "")]
+    pub namespace: String,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// The live console (default).
+    Top(TopArgs),
+    /// One-shot cluster summary; exit 1 when a node is down.
+    Status,
+    /// Store FILE (or stdin, `-`) under KEY.
+    Put {
+        /// Key.
+        key: String,
+        /// File to read, `-` or nothing for stdin.
+        file: Option<PathBuf>,
+    },
+    /// Print the object stored under KEY (or write it to a file).
+    Get {
+        /// Key.
+        key: String,
+        /// Write the data here instead of stdout.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+    /// Remove KEY from every group.
+    Rm {
+        /// Key.
+        key: String,
+    },
+    /// Where KEY is stored, group by group.
+    Lookup {
+        /// Key.
+        key: String,
+    },
+    /// Load generator: ops/s and latency percentiles.
+    Bench(BenchArgs),
+    /// Recent call trees, or one tree by id.
+    Trace {
+        /// A 16-hex-digit trace id.
+        id: Option<String>,
+        /// Trees per node when listing.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Data-sort control of one backend.
+    Defrag(DefragArgs),
+    /// Start a recovery job.
+    Recover(RecoverArgs),
+}
+
+/// `ell top` options.
+#[derive(Clone, Debug, Args)]
+pub struct TopArgs {
+    /// Print one frame as plain text and exit (no terminal needed).
+    #[arg(long)]
+    pub once: bool,
+    /// Frame width for `--once`.
+    #[arg(long, default_value_t = 160)]
+    pub width: u16,
+    /// Frame height for `--once`.
+    #[arg(long, default_value_t = 48)]
+    pub height: u16,
+    /// Poll interval (`+`/`-` change it live).
+    #[arg(long, default_value_t = 1_000)]
+    pub refresh_ms: u64,
+    /// View to open: overview, ring, node, defrag, recovery, traces, events.
+    #[arg(long, default_value = "overview")]
+    pub view: String,
+}
+
+/// `ell bench` options.
+#[derive(Clone, Debug, Args)]
+pub struct BenchArgs {
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Bytes per value written.
+    #[arg(long, default_value_t = 1_024)]
+    pub value_bytes: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Fraction of reads, 0..=1.
+    #[arg(long, default_value_t = 0.5)]
+    pub read_ratio: f64,
+    /// Run time.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_s: f64,
+    /// Write every key once before measuring, so reads find their keys.
+    #[arg(long)]
+    pub prefill: bool,
+}
+
+/// Data-sort actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DefragAction {
+    /// Start now.
+    Start,
+    /// Start now, only bases that want it.
+    StartCompact,
+    /// Stop after the current base.
+    Stop,
+    /// Change the schedule (`--mode`, `--hour`, `--splay`, `--timeout-s`, `--compact`).
+    Schedule,
+}
+
+/// `ell defrag` options.
+#[derive(Clone, Debug, Args)]
+pub struct DefragArgs {
+    /// What to do.
+    pub action: DefragAction,
+    /// Node (protocol or HTTP address).
+    pub node: String,
+    /// Backend id on it.
+    pub backend: u32,
+    /// Schedule mode: auto, timed, scheduled, none.
+    #[arg(long, default_value = "scheduled")]
+    pub mode: String,
+    /// Window centre hour (UTC).
+    #[arg(long, default_value_t = 3)]
+    pub hour: u8,
+    /// Window half-width, hours.
+    #[arg(long, default_value_t = 1)]
+    pub splay: u8,
+    /// Period of `timed`.
+    #[arg(long, default_value_t = 86_400)]
+    pub timeout_s: u64,
+    /// Compact mode.
+    #[arg(long)]
+    pub compact: bool,
+}
+
+/// Recovery kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RecoverKind {
+    /// Move keys to their owners after a ring change.
+    Merge,
+    /// Copy the newest replica to groups that lack it.
+    Dc,
+}
+
+/// `ell recover` options.
+#[derive(Clone, Debug, Args)]
+pub struct RecoverArgs {
+    /// Which recovery.
+    pub kind: RecoverKind,
+    /// Only report what would be copied.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Node to run it on (default: the first node that answers).
+    #[arg(long)]
+    pub node: Option<String>,
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not host:port: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+fn parse_checker(s: &str) -> Result<Checker, String> {
+    s.parse()
+}
+
+/// A failure with its exit code.
+#[derive(Debug)]
+pub struct Fail {
+    /// 1 failure, 2 usage, 3 not found.
+    pub code: u8,
+    /// What to print on stderr.
+    pub message: String,
+}
+
+impl Fail {
+    /// Exit 1.
+    pub fn failure(message: impl Into<String>) -> Fail {
+        Fail {
+            code: 1,
+            message: message.into(),
+        }
+    }
+    /// Exit 2.
+    pub fn usage(message: impl Into<String>) -> Fail {
+        Fail {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    /// Exit 3.
+    pub fn not_found(message: impl Into<String>) -> Fail {
+        Fail {
+            code: 3,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Fail {
+    fn from(e: anyhow::Error) -> Fail {
+        Fail::failure(format!("{e:#}"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ell: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let g = cli.global;
+    let result = runtime.block_on(async move {
+        match cli.cmd.unwrap_or(Cmd::Top(TopArgs {
+            once: false,
+            width: 160,
+            height: 48,
+            refresh_ms: 1_000,
+            view: "overview".into(),
+        })) {
+            Cmd::Top(a) => commands::top(&g, &a).await,
+            Cmd::Status => commands::status(&g).await,
+            Cmd::Put { key, file } => commands::put(&g, &key, file.as_deref()).await,
+            Cmd::Get { key, output } => commands::get(&g, &key, output.as_deref()).await,
+            Cmd::Rm { key } => commands::rm(&g, &key).await,
+            Cmd::Lookup { key } => commands::lookup(&g, &key).await,
+            Cmd::Bench(a) => commands::bench(&g, &a).await,
+            Cmd::Trace { id, limit } => commands::trace(&g, id.as_deref(), limit).await,
+            Cmd::Defrag(a) => commands::defrag(&g, &a).await,
+            Cmd::Recover(a) => commands::recover(&g, &a).await,
+        }
+    });
+    // Do not wait for lingering connection tasks at exit.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("ell: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -167,8 +167,19 @@ impl Conn {
         // Writer: drains the queue; ends when every sender is gone or the socket fails.
         let closed_w = closed.clone();
         tokio::spawn(async move {
-            while let Some(f) = rx.recv().await {
-                if sink.send(f).await.is_err() {
+            // Frames already queued go out in one write: a flush per frame costs a syscall
+            // per request under pipelining. The codec flushes past its buffer boundary, so
+            // the batch stays bounded.
+            'conn: while let Some(f) = rx.recv().await {
+                if sink.feed(f).await.is_err() {
+                    break;
+                }
+                while let Ok(f) = rx.try_recv() {
+                    if sink.feed(f).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                if sink.flush().await.is_err() {
                     break;
                 }
             }

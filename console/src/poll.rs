@@ -183,6 +183,7 @@ fn job_kind(kind: JobKind) -> &'static str {
         JobKind::RecoveryDc => "recovery_dc",
         JobKind::ServerSend => "server_send",
         JobKind::CacheSync => "cache_sync",
+        JobKind::Iterator => "iterator",
     }
 }
 

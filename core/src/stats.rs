@@ -353,6 +353,8 @@ pub enum JobKind {
     ServerSend,
     /// Write-back of dirty cache objects.
     CacheSync,
+    /// An ITERATOR streaming a backend's records to a client.
+    Iterator,
 }
 
 /// Life-cycle state of a job.

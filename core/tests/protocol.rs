@@ -94,7 +94,8 @@ proptest! {
         }
         let ranges: Vec<(Id, Id)> = ids.iter().map(|&a| (a, a)).collect();
         round_trip(&IteratorRequest { iterator_id: 5, action: IteratorAction::Start, backend: 2,
-                                      with_data: true, ranges, time_range: Some((1, 2)) });
+                                      with_data: true, ranges, time_range: Some((1, 2)),
+                                      include_uncommitted: true, keepalive_skipped: 7 });
         round_trip(&RouteList { nodes: vec![NodeRoutes {
             addr: "127.0.0.1:1025".parse().unwrap(),
             http: Some("[::1]:8080".parse().unwrap()),

@@ -44,6 +44,12 @@ pub enum NodeError {
     /// Socket or file failure at the node level.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A job control request (pause / continue / cancel) was refused.
+    #[error(transparent)]
+    Job(#[from] crate::worker::ControlError),
+    /// The request's job was cancelled before it finished.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
 }
 
 impl From<&NodeError> for Status {
@@ -72,6 +78,9 @@ impl From<&NodeError> for Status {
             NodeError::NotSupported(_) => Status::NOT_SUPPORTED,
             NodeError::Peer(s) => *s,
             NodeError::Startup(_) | NodeError::Io(_) => Status::IO,
+            NodeError::Job(crate::worker::ControlError::NotFound(_)) => Status::NOT_FOUND,
+            NodeError::Job(_) => Status::INVALID,
+            NodeError::Cancelled(_) => Status::CANCELLED,
         }
     }
 }

@@ -262,6 +262,29 @@ impl Workers {
         Ok(())
     }
 
+    /// Asks every unfinished job to stop (node shutdown: a paused iterator or recovery must
+    /// not hold the node open). Returns how many were asked.
+    pub fn cancel_all(&self) -> usize {
+        let jobs: Vec<Arc<Job>> = self.jobs.lock().values().cloned().collect();
+        let mut n = 0;
+        for job in jobs {
+            if !job.life.lock().state.is_finished() {
+                job.cancel.store(true, Ordering::Relaxed);
+                job.resumed.notify_all();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Unfinished jobs of one kind.
+    pub fn running_of(&self, kind: JobKind) -> usize {
+        self.list()
+            .iter()
+            .filter(|j| j.kind == kind && !j.state.is_finished())
+            .count()
+    }
+
     /// Jobs not finished yet.
     pub fn running(&self) -> usize {
         self.list()
@@ -332,6 +355,36 @@ impl JobHandle {
         } else {
             Ok(())
         }
+    }
+
+    /// Like [`JobHandle::checkpoint`], and counts one unit of progress (`keys`, `bytes`) in
+    /// the same critical section as the pause check. So once anyone has seen the job
+    /// `Paused` (pause takes the same lock), its done counters stay frozen until it is
+    /// resumed: a streaming job admits each item before sending it, which makes "nothing was
+    /// sent while paused" observable from outside. A pause longer than `max_pause` cancels
+    /// the job (its consumer is presumed gone), so a forgotten pause cannot hold a thread
+    /// forever.
+    pub fn admit(&self, keys: u64, bytes: u64, max_pause: Duration) -> Result<(), Cancelled> {
+        let mut life = self.job.life.lock();
+        let deadline = Instant::now() + max_pause;
+        while life.state == JobState::Paused && !self.is_cancelled() {
+            if self.job.resumed.wait_until(&mut life, deadline).timed_out()
+                && life.state == JobState::Paused
+            {
+                self.job.cancel.store(true, Ordering::Relaxed);
+                self.job.errors.fetch_add(1, Ordering::Relaxed);
+                life.last_error = Some(format!(
+                    "paused longer than {} s: cancelled",
+                    max_pause.as_secs()
+                ));
+            }
+        }
+        if self.is_cancelled() {
+            return Err(Cancelled);
+        }
+        self.job.done_keys.fetch_add(keys, Ordering::Relaxed);
+        self.job.done_bytes.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Finishes the job: `Ok(message)` -> done, `Err(message)` -> failed; a cancelled job ends
@@ -501,6 +554,39 @@ mod tests {
         assert_eq!(done_rx.recv().expect("worker resumed"), Ok(()));
         worker.join().expect("join");
         assert_eq!(workers.get(id).expect("listed").state, JobState::Done);
+    }
+
+    #[test]
+    fn admit_counts_only_while_not_paused_and_a_long_pause_cancels() {
+        let workers = Workers::new(10);
+        let job = workers.register(JobKind::Iterator, "backend 1");
+        job.start();
+        assert_eq!(job.admit(1, 10, Duration::from_secs(5)), Ok(()));
+        workers.pause(job.id()).expect("pause");
+        let frozen = workers.get(job.id()).expect("listed");
+        assert_eq!((frozen.state, frozen.done_keys), (JobState::Paused, 1));
+        // Nobody resumes: the pause limit cancels the job instead of parking forever.
+        assert_eq!(job.admit(1, 10, Duration::from_millis(1)), Err(Cancelled));
+        let s = workers.get(job.id()).expect("listed");
+        assert_eq!((s.done_keys, s.done_bytes, s.errors), (1, 10, 1));
+        assert!(s.last_error.expect("reason").contains("paused longer"));
+    }
+
+    #[test]
+    fn cancel_all_stops_every_unfinished_job() {
+        let workers = Workers::new(10);
+        let a = workers.register(JobKind::Iterator, "backend 1");
+        let b = workers.register(JobKind::RecoveryDc, "groups 1,2");
+        a.start();
+        b.start();
+        workers.pause(a.id()).expect("pause");
+        workers
+            .register(JobKind::DataSort, "done")
+            .finish(Ok("ok".into()));
+        assert_eq!(workers.running_of(JobKind::Iterator), 1);
+        assert_eq!(workers.cancel_all(), 2);
+        assert_eq!(a.admit(1, 0, Duration::from_secs(60)), Err(Cancelled));
+        assert_eq!(b.checkpoint(), Err(Cancelled));
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! Server-side operations on real clusters: dc and merge recovery, server-send, data-sort
 //! under load, schedules through the admin API.
 
+// ITERATOR tests live in their own file, declared here so the shared `cluster.rs` root stays
+// untouched.
+#[path = "iterator.rs"]
+mod iterator;
+
 use std::time::Duration;
 
 use bytes::Bytes;

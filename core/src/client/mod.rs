@@ -7,9 +7,11 @@
 //! refreshed on demand and when an owner is unreachable.
 
 mod conn;
+mod iterator;
 mod session;
 
 pub use conn::{Conn, ConnError, Replies, MAX_IN_FLIGHT, SEND_QUEUE};
+pub use iterator::IteratorStream;
 pub use session::{
     Checker, Client, ClientConfig, ClientError, GroupResult, ReadResult, WriteResult,
 };

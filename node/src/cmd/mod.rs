@@ -11,6 +11,7 @@ mod backend_control;
 mod backend_status;
 mod bulk_read;
 mod del;
+mod iterator;
 mod key_range;
 mod lookup;
 mod monitor_stat;
@@ -182,6 +183,7 @@ async fn dispatch(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, N
         Command::BulkRead => bulk_read::handle(node, &out, f).await,
         Command::ReadRange | Command::DelRange => key_range::handle(node, &out, f).await,
         Command::Send => send::handle(node, &out, f).await,
+        Command::Iterator => iterator::handle(node, ctx, f).await,
         other => Err(NodeError::NotSupported(other.to_string())),
     }
 }

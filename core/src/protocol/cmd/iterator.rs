@@ -1,5 +1,12 @@
 //! ITERATOR: start / pause / continue / cancel an iteration over one backend, and the
 //! records it streams back (with MORE; keep-alive records while it skips).
+//!
+//! A start request gets, in order: one keep-alive frame carrying the new iterator id (so a
+//! client can pause or cancel before the first match), one MORE frame per matching record,
+//! keep-alive frames while records are skipped, then the final frame (OK, or CANCELLED when
+//! cancelled). Control requests (pause / continue / cancel) name the iterator id and get one
+//! reply, an [`IteratorRecord`] keep-alive with the progress so far. Not a snapshot: records
+//! written while it runs may or may not be seen.
 
 use bytes::Bytes;
 
@@ -10,9 +17,11 @@ use crate::wire::{Reader, Writer};
 
 /// Most key ranges in one request.
 pub const MAX_RANGES: u32 = 1024;
+/// Skipped records between two keep-alives when the request leaves it at 0.
+pub const DEFAULT_KEEPALIVE_SKIPPED: u32 = 4096;
 
 /// What to do.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum IteratorAction {
     /// Start a new iterator.
     #[default]
@@ -65,6 +74,11 @@ pub struct IteratorRequest {
     pub ranges: Vec<(Id, Id)>,
     /// Only records with timestamp in `[from, to]` (seconds); `None` = any.
     pub time_range: Option<(u64, u64)>,
+    /// Also stream prepared, not yet committed records (flagged in `record_flags`).
+    pub include_uncommitted: bool,
+    /// Send a keep-alive after this many skipped records in a row (0 = the default, 4096);
+    /// the node also sends one when nothing went out for a second.
+    pub keepalive_skipped: u32,
 }
 
 impl Payload for IteratorRequest {
@@ -83,6 +97,8 @@ impl Payload for IteratorRequest {
             Some((from, to)) => w.u8(1).u64(from).u64(to),
             None => w.u8(0),
         };
+        w.u8(u8::from(self.include_uncommitted))
+            .u32(self.keepalive_skipped);
         w.finish()
     }
     fn decode(b: &[u8]) -> Result<Self, ProtocolError> {
@@ -108,6 +124,16 @@ impl Payload for IteratorRequest {
         } else {
             None
         };
+        if let Some((from, to)) = time_range {
+            if from > to {
+                return Err(ProtocolError::Invalid {
+                    what: "iterator request",
+                    reason: "time range start is after its end".into(),
+                });
+            }
+        }
+        let include_uncommitted = super::read_bool(&mut r, "iterator request")?;
+        let keepalive_skipped = r.u32()?;
         r.finish()?;
         Ok(IteratorRequest {
             iterator_id,
@@ -116,6 +142,8 @@ impl Payload for IteratorRequest {
             with_data,
             ranges,
             time_range,
+            include_uncommitted,
+            keepalive_skipped,
         })
     }
 }

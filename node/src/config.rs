@@ -38,8 +38,33 @@ pub struct NodeConfig {
     pub wait_timeout_ms: u64,
     /// Largest accepted wire frame (header + payload); bigger frames close the connection.
     pub max_frame_bytes: u64,
-    /// Connections accepted at once; further ones wait in the kernel backlog.
+    /// Protocol connections served at once; one more is accepted, its first request is answered
+    /// with EAGAIN ("too many connections") and it is closed.
     pub max_connections: u32,
+    /// A frame must arrive whole within this time of its first byte (slowloris, half-open
+    /// clients); 0 disables the limit.
+    pub frame_read_timeout_ms: u64,
+    /// A protocol connection with no request in flight, no NOTIFY watch and nothing received
+    /// for this long is closed; 0 disables the limit.
+    pub idle_timeout_ms: u64,
+    /// A connection whose replies cannot be written for this long (the client does not read)
+    /// is closed; 0 disables the limit.
+    pub send_timeout_ms: u64,
+    /// Requests in flight on one protocol connection; more are answered with EAGAIN.
+    pub max_requests_per_connection: u32,
+    /// HTTP connections served at once; more get `503 Service Unavailable` and are closed.
+    pub http_max_connections: u32,
+    /// An HTTP client must send a request's headers within this time (also closes idle
+    /// keep-alive connections).
+    pub http_header_timeout_ms: u64,
+    /// An HTTP request body must arrive whole within this time (408 otherwise).
+    pub http_body_timeout_ms: u64,
+    /// Largest HTTP request body (`PUT /objects`, admin JSON); larger ones get 413.
+    pub http_max_body_bytes: u64,
+    /// PEM certificate chain for HTTPS; with `http_tls_key` set the HTTP port speaks TLS only.
+    pub http_tls_cert: Option<PathBuf>,
+    /// PEM private key for `http_tls_cert`.
+    pub http_tls_key: Option<PathBuf>,
     /// Threads running engine calls.
     pub blocking_threads: u32,
     /// Requests waiting for an engine thread before new ones are refused with EAGAIN.
@@ -65,6 +90,16 @@ impl Default for NodeConfig {
             wait_timeout_ms: 5_000,
             max_frame_bytes: 64 << 20,
             max_connections: 1_024,
+            frame_read_timeout_ms: 30_000,
+            idle_timeout_ms: 3_600_000,
+            send_timeout_ms: 30_000,
+            max_requests_per_connection: 1_024,
+            http_max_connections: 1_024,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 120_000,
+            http_max_body_bytes: 64 << 20,
+            http_tls_cert: None,
+            http_tls_key: None,
             blocking_threads: 16,
             blocking_queue_limit: 1_024,
             trace_sampling_rate: 0.001,
@@ -294,6 +329,25 @@ impl NodeConfig {
         }
         if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
             return bad(format!("max_connections must be 1..={MAX_CONNECTIONS}"));
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.http_max_connections) {
+            return bad(format!(
+                "http_max_connections must be 1..={MAX_CONNECTIONS}"
+            ));
+        }
+        if !(1..=MAX_QUEUE).contains(&self.max_requests_per_connection) {
+            return bad(format!(
+                "max_requests_per_connection must be 1..={MAX_QUEUE}"
+            ));
+        }
+        if self.http_header_timeout_ms == 0 || self.http_body_timeout_ms == 0 {
+            return bad("http_header_timeout_ms and http_body_timeout_ms must be positive".into());
+        }
+        if !(1..=MAX_FRAME_BYTES).contains(&self.http_max_body_bytes) {
+            return bad(format!("http_max_body_bytes must be 1..={MAX_FRAME_BYTES}"));
+        }
+        if self.http_tls_cert.is_some() != self.http_tls_key.is_some() {
+            return bad("http_tls_cert and http_tls_key must be set together".into());
         }
         if !(1..=MAX_QUEUE).contains(&self.blocking_queue_limit) {
             return bad(format!("blocking_queue_limit must be 1..={MAX_QUEUE}"));

@@ -9,13 +9,21 @@
 //!   `PUT /admin/backends/{id}/defrag/schedule`, `GET /admin/jobs`.
 //!
 //! Writes and admin calls need the token (constant-time compare; 401 otherwise, and no token
-//! configured means they are refused). Bodies are bounded by `max_frame_bytes`.
+//! configured means they are refused).
+//!
+//! Not axum's `serve`: the accept loop is ours so that every limit is explicit. Invariants:
+//! at most `http_max_connections` connections (more get 503); request headers must arrive
+//! within `http_header_timeout_ms` (slowloris, idle keep-alive); bodies are at most
+//! `http_max_body_bytes` (413) and must arrive within `http_body_timeout_ms` (408); with
+//! `http_tls_cert`/`http_tls_key` the port speaks HTTPS only. No name taken from a URL ever
+//! becomes a file path: object keys are hashed, ids are parsed as numbers.
 
 // Handlers build `Response`s by value; the helpers' early returns carry one too, and boxing
 // them would only add an allocation on error paths.
 #![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -27,9 +35,12 @@ use ellipsis_core::client::Client;
 use ellipsis_core::protocol::cmd::backend_control::BackendAction;
 use ellipsis_core::protocol::{IoAttr, Status};
 use ellipsis_core::Id;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
+use crate::config::NodeConfig;
 use crate::error::{http_code, NodeError};
 use crate::node::Node;
 use crate::schedule::Schedule;
@@ -43,11 +54,41 @@ struct HttpState {
 
 type Shared = Arc<HttpState>;
 
-/// Serve until `stop` fires.
-pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    let limit = node.config.max_frame_bytes as usize;
-    let state = Arc::new(HttpState { node });
-    let app = Router::new()
+/// The TLS side of the HTTP port, loaded from `http_tls_cert` / `http_tls_key`.
+pub type TlsAcceptor = tokio_rustls::TlsAcceptor;
+
+/// Load the PEM certificate chain and key named in the config; `None` when HTTPS is off.
+/// Fails (so the node does not start) when a file is missing, empty or unusable.
+pub fn load_tls(config: &NodeConfig) -> Result<Option<TlsAcceptor>, NodeError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (&config.http_tls_cert, &config.http_tls_key) else {
+        return Ok(None);
+    };
+    let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        NodeError::Startup(format!("{what} {}: {e}", path.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad("http_tls_cert", cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("http_tls_cert", cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad("http_tls_cert", cert, &"no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("http_tls_key", key, &e))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| NodeError::Startup(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| NodeError::Startup(format!("TLS certificate and key: {e}")))?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(TlsAcceptor::from(Arc::new(tls))))
+}
+
+fn router(state: Shared, body_limit: usize) -> Router {
+    Router::new()
         .route("/stats", get(stats_all))
         .route("/stats/{category}", get(stats_category))
         .route("/metrics", get(metrics))
@@ -65,17 +106,151 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, mut stop: watch::Rece
         .route("/admin/jobs", get(admin_jobs))
         .route("/admin/jobs/{id}/{action}", post(admin_job_control))
         .route("/admin/recovery", post(admin_recovery))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state);
-    let shutdown = async move {
-        let _ = stop.changed().await;
-    };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::warn!(error = %e, "http server failed");
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Serve until `stop` fires: HTTPS only when `tls` is given, plain HTTP otherwise.
+///
+/// One task per connection, at most `http_max_connections` of them (more get a 503 and are
+/// closed); each must send its request headers within `http_header_timeout_ms` (this also
+/// ends idle keep-alive connections) and, with TLS, finish its handshake in that time too.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let header_timeout = Duration::from_millis(node.config.http_header_timeout_ms.max(1));
+    let slots = Arc::new(Semaphore::new(
+        node.config.http_max_connections.max(1) as usize
+    ));
+    let app = router(
+        Arc::new(HttpState { node: node.clone() }),
+        node.config.http_max_body_bytes as usize,
+    );
+    let conns = tokio_util::task::TaskTracker::new();
+    loop {
+        let (sock, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = node.config.http_max_connections,
+                "http connection refused: http_max_connections reached");
+            if tls.is_none() {
+                tokio::spawn(refuse(sock, header_timeout));
+            }
+            continue;
+        };
+        let (app, tls, stop) = (app.clone(), tls.clone(), stop.clone());
+        conns.spawn(async move {
+            let _slot = slot;
+            let _ = sock.set_nodelay(true);
+            match tls {
+                None => drive(TokioIo::new(sock), app, header_timeout, stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(sock)).await {
+                        Ok(Ok(s)) => drive(TokioIo::new(s), app, header_timeout, stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
     }
+    drop(listener);
+    conns.close();
+    conns.wait().await;
+}
+
+/// Answer a connection beyond the limit with a 503 (bounded in time) and close it.
+async fn refuse(mut sock: tokio::net::TcpStream, wait: Duration) {
+    use tokio::io::AsyncWriteExt;
+    let body = r#"{"error":"too many HTTP connections (http_max_connections)"}"#;
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(wait, async {
+        sock.write_all(reply.as_bytes()).await?;
+        sock.shutdown().await
+    })
+    .await;
+}
+
+/// Run one HTTP/1.1 connection until it ends or `stop` fires (then in-flight requests finish).
+async fn drive<I>(io: I, app: Router, header_timeout: Duration, mut stop: watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(io, TowerToHyperService::new(app));
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// The request body, whole: at most `http_max_body_bytes` (413 beyond, refused from the
+/// `Content-Length` before reading when it announces more) and within `http_body_timeout_ms`
+/// (408 after), so a slow or endless body cannot hold memory or a connection for long.
+async fn read_body(st: &HttpState, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    use futures::StreamExt;
+    let limit = st.node.config.http_max_body_bytes;
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds {limit} bytes (http_max_body_bytes)"),
+        )
+    };
+    if announced.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let timeout_ms = st.node.config.http_body_timeout_ms;
+    let collect = async {
+        // Capacity from the announced length (already bounded), not more than 1 MiB up front.
+        let mut out = bytes::BytesMut::with_capacity(announced.unwrap_or(0).min(1 << 20) as usize);
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
+            if (out.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    };
+    tokio::time::timeout(Duration::from_millis(timeout_ms), collect)
+        .await
+        .unwrap_or_else(|_| {
+            Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body did not arrive within {timeout_ms} ms (http_body_timeout_ms)"
+                ),
+            ))
+        })
 }
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {
@@ -285,11 +460,15 @@ async fn object_put(
     State(st): State<Shared>,
     Path(key): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     if let Err(r) = require_token(&st, &headers) {
         return r;
     }
+    let body = match read_body(&st, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let id = match object_id(&key) {
         Ok(id) => id,
         Err(r) => return r,
@@ -379,11 +558,15 @@ async fn admin_schedule(
     State(st): State<Shared>,
     Path(id): Path<u32>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     if let Err(r) = require_token(&st, &headers) {
         return r;
     }
+    let body = match read_body(&st, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let schedule: Schedule = match serde_json::from_slice(&body) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("schedule JSON: {e}")),
@@ -446,10 +629,14 @@ async fn admin_job_control(
     }
 }
 
-async fn admin_recovery(State(st): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn admin_recovery(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
     if let Err(r) = require_token(&st, &headers) {
         return r;
     }
+    let body = match read_body(&st, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let req: crate::recovery::RecoveryRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("recovery JSON: {e}")),

@@ -3,10 +3,16 @@
 //!
 //! Not request logic (`cmd`). Invariants: every connection has a bounded reply queue and every
 //! request holds one of `max_inflight` permits (a full node answers AGAIN at once instead of
-//! queueing without bound); a frame larger than `max_frame_bytes` gets a TOO_BIG reply and its
-//! connection is closed, other connections are unaffected; on shutdown the listeners stop,
-//! in-flight requests finish, dirty cache objects are written back and every engine is synced
-//! and closed.
+//! queueing without bound), at most `max_requests_per_connection` of them per connection; a
+//! frame larger than `max_frame_bytes` gets a TOO_BIG reply and its connection is closed, other
+//! connections are unaffected. Bad clients cost bounded resources for bounded time: a frame
+//! must arrive whole within `frame_read_timeout_ms` of its first byte (slowloris, half-open),
+//! an unused connection is closed after `idle_timeout_ms`, a client that does not read its
+//! replies is dropped after `send_timeout_ms` without write progress (which fails its pending
+//! requests and frees their permits), and a connection beyond `max_connections` gets EAGAIN
+//! with the reason and is closed. A frame's buffer grows as its bytes arrive, never to the
+//! announced size up front. On shutdown the listeners stop, in-flight requests finish, dirty
+//! cache objects are written back and every engine is synced and closed.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,12 +21,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ellipsis_core::protocol::{flags, Frame, FrameCodec, Header, Status, HEADER_SIZE};
-use futures::{SinkExt, StreamExt};
+use ellipsis_core::protocol::{flags, Command, Frame, FrameCodec, Header, Status, HEADER_SIZE};
+use futures::SinkExt;
 use parking_lot::RwLock;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedWrite;
 
 use crate::auth::AdminToken;
 use crate::backend::Backend;
@@ -37,6 +43,10 @@ use crate::worker::Workers;
 const CONN_REPLY_QUEUE: usize = 1024;
 /// Requests handled at once per node (network side).
 const MAX_INFLIGHT: usize = 4096;
+/// Connections beyond `max_connections` being answered at once (each holds a socket briefly).
+const REFUSALS_AT_ONCE: usize = 64;
+/// Longest wait for a refused connection's first request.
+const REFUSE_WAIT_MS: u64 = 1_000;
 
 /// A started node.
 #[derive(Debug)]
@@ -81,8 +91,8 @@ impl Server {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let node = build(&config, listener.local_addr()?, http.as_ref(), None).await?;
-        serve(node, listener, http, stop_rx).await
+        let (node, tls) = build(&config, listener.local_addr()?, http.as_ref(), None).await?;
+        serve(node, listener, http, tls, stop_rx).await
     }
 }
 
@@ -102,11 +112,11 @@ pub async fn start(
         Some(a) => Some(TcpListener::bind(a).await?),
         None => None,
     };
-    let node = build(&config, listener.local_addr()?, http.as_ref(), tracer).await?;
+    let (node, tls) = build(&config, listener.local_addr()?, http.as_ref(), tracer).await?;
     let (stop, stop_rx) = watch::channel(false);
     let addr = node.addr;
     let http_addr = node.http_addr;
-    let task = tokio::spawn(serve(node.clone(), listener, http, stop_rx));
+    let task = tokio::spawn(serve(node.clone(), listener, http, tls, stop_rx));
     Ok(RunningNode {
         addr,
         http_addr,
@@ -121,10 +131,12 @@ async fn build(
     addr: SocketAddr,
     http: Option<&TcpListener>,
     tracer: Option<react_trace::Tracer>,
-) -> Result<Arc<Node>, NodeError> {
+) -> Result<(Arc<Node>, Option<crate::http::TlsAcceptor>), NodeError> {
     config
         .validate()
         .map_err(|e| NodeError::Startup(e.to_string()))?;
+    // Before the backends open: a bad certificate must stop the start, not a running node.
+    let tls = crate::http::load_tls(config)?;
     let mut backends = BTreeMap::new();
     for (i, bc) in config.backends.iter().enumerate() {
         let bc = bc.clone();
@@ -163,13 +175,14 @@ async fn build(
         client: tokio::sync::OnceCell::new(),
     });
     node.announce_self();
-    Ok(node)
+    Ok((node, tls))
 }
 
 async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
     http: Option<TcpListener>,
+    tls: Option<crate::http::TlsAcceptor>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
     tracing::info!(addr = %node.addr, http = ?node.http_addr, backends = node.backends.len(), "node up");
@@ -183,40 +196,51 @@ async fn serve(
         tasks.push(tokio::spawn(crate::http::serve(
             node.clone(),
             h,
+            tls,
             stop.clone(),
         )));
     }
     let conns = tokio_util::task::TaskTracker::new();
     let mut next_conn = 0u64;
     let mut stop_accept = stop.clone();
-    let conn_slots = Arc::new(Semaphore::new(node.config.max_connections.max(1) as usize));
+    let limit = node.config.max_connections.max(1);
+    let conn_slots = Arc::new(Semaphore::new(limit as usize));
+    // Refusals in progress; beyond this, excess connections are closed without a word.
+    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
+    let refuse_wait = Duration::from_millis(match node.config.frame_read_timeout_ms {
+        0 => REFUSE_WAIT_MS,
+        t => t.min(REFUSE_WAIT_MS),
+    });
     loop {
-        // At the connection limit, stop accepting: new connections wait in the kernel backlog.
-        let slot = tokio::select! {
-            s = conn_slots.clone().acquire_owned() => match s {
-                Ok(s) => s,
-                Err(_) => break,
-            },
-            _ = stop_accept.changed() => break,
-        };
-        tokio::select! {
+        let (sock, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((sock, peer)) => {
-                    next_conn += 1;
-                    let (node, stop) = (node.clone(), stop.clone());
-                    conns.spawn(async move {
-                        let _slot = slot;
-                        connection(node, sock, peer, next_conn, stop).await;
-                    });
-                }
+                Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
             },
             _ = stop_accept.changed() => break,
-        }
+        };
+        let Ok(slot) = conn_slots.clone().try_acquire_owned() else {
+            // At the limit: tell the client why (its first request gets EAGAIN) and close,
+            // rather than leave it hanging in the kernel backlog.
+            if let Ok(p) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    let _p = p;
+                    refuse(sock, peer, limit, refuse_wait).await;
+                });
+            }
+            continue;
+        };
+        next_conn += 1;
+        let (node, stop) = (node.clone(), stop.clone());
+        conns.spawn(async move {
+            let _slot = slot;
+            connection(node, sock, peer, next_conn, stop).await;
+        });
     }
     drop(listener);
     // Connections stop reading new requests and finish the ones in flight.
@@ -275,6 +299,172 @@ async fn maintenance_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Limits of one protocol connection, from the config (`None` = no limit).
+#[derive(Clone, Copy, Debug)]
+struct ConnLimits {
+    /// Largest payload accepted.
+    max_payload_bytes: u64,
+    /// Time allowed for one frame, from its first byte.
+    frame_read: Option<Duration>,
+    /// Time without traffic after which an unused connection is closed.
+    idle: Option<Duration>,
+    /// Time without write progress after which a non-reading client is dropped.
+    send: Option<Duration>,
+    /// Requests in flight on the connection.
+    max_requests: usize,
+}
+
+impl ConnLimits {
+    fn new(config: &NodeConfig) -> ConnLimits {
+        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+        ConnLimits {
+            max_payload_bytes: config.max_frame_bytes.saturating_sub(HEADER_SIZE as u64),
+            frame_read: ms(config.frame_read_timeout_ms),
+            idle: ms(config.idle_timeout_ms),
+            send: ms(config.send_timeout_ms),
+            max_requests: config.max_requests_per_connection.max(1) as usize,
+        }
+    }
+}
+
+/// Answer the first request of a connection beyond `max_connections` with EAGAIN and a message
+/// naming the limit, then close. Waits at most `wait` for that request: a refused client must
+/// not hold the socket either.
+async fn refuse(mut sock: TcpStream, peer: SocketAddr, limit: u32, wait: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = [0u8; HEADER_SIZE];
+    let answered = tokio::time::timeout(wait, async {
+        sock.read_exact(&mut head).await.ok()?;
+        let h = Header::decode(&head).ok()?;
+        let msg =
+            format!("too many connections: this node serves at most {limit} (max_connections)");
+        let mut reply = h.reply(Status::AGAIN);
+        reply.size = msg.len() as u64;
+        sock.write_all(&reply.encode()).await.ok()?;
+        sock.write_all(msg.as_bytes()).await.ok()?;
+        sock.shutdown().await.ok()
+    })
+    .await;
+    tracing::warn!(%peer, limit, answered = matches!(answered, Ok(Some(()))), "connection refused: max_connections reached");
+}
+
+/// The socket's write half, recording when bytes last left (the send-stall clock).
+struct ProgressWriter {
+    inner: tokio::net::tcp::OwnedWriteHalf,
+    progress: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl ProgressWriter {
+    fn mark(&self) {
+        self.progress
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl tokio::io::AsyncWrite for ProgressWriter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.mark();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Write queued replies until the queue closes, the socket fails, or the client stops reading
+/// for `send_timeout` (then the queue is dropped, which fails every pending send of the
+/// connection's requests at once and frees their in-flight permits).
+async fn write_replies(
+    w: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Frame>,
+    send_timeout: Option<Duration>,
+    peer: SocketAddr,
+) {
+    let epoch = Instant::now();
+    let progress = Arc::new(AtomicU64::new(0));
+    let mut w = FramedWrite::new(
+        ProgressWriter {
+            inner: w,
+            progress: progress.clone(),
+            epoch,
+        },
+        FrameCodec::new(u64::MAX),
+    );
+    while let Some(first) = rx.recv().await {
+        // Replies already queued go out in one write (one syscall for many small replies
+        // under pipelining); the codec flushes past its buffer boundary, so batches stay bounded.
+        let batch = async {
+            w.feed(first).await?;
+            while let Ok(f) = rx.try_recv() {
+                w.feed(f).await?;
+            }
+            w.flush().await
+        };
+        let Some(limit) = send_timeout else {
+            if batch.await.is_err() {
+                return;
+            }
+            continue;
+        };
+        progress.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let mut batch = std::pin::pin!(batch);
+        loop {
+            let last = epoch + Duration::from_millis(progress.load(Ordering::Relaxed));
+            tokio::select! {
+                r = &mut batch => {
+                    if r.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep_until((last + limit).into()) => {
+                    let last = epoch + Duration::from_millis(progress.load(Ordering::Relaxed));
+                    if last.elapsed() >= limit {
+                        tracing::info!(%peer, stalled_ms = last.elapsed().as_millis() as u64,
+                            "closing connection: the client does not read its replies");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bytes to read at a time; a frame's buffer grows by this much as its bytes arrive, so a
+/// header announcing a large payload does not reserve the payload up front.
+const READ_CHUNK: usize = 64 << 10;
+
+/// What ended a connection (for the log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    Eof,
+    ReadError,
+    BadFrame,
+    SlowFrame,
+    Idle,
+    NotReading,
+    Shutdown,
+}
+
 async fn connection(
     node: Arc<Node>,
     sock: TcpStream,
@@ -282,23 +472,14 @@ async fn connection(
     id: u64,
     mut stop: watch::Receiver<bool>,
 ) {
+    use tokio::io::AsyncReadExt;
     node.client_connections.fetch_add(1, Ordering::Relaxed);
+    let limits = ConnLimits::new(&node.config);
     let _ = sock.set_nodelay(true);
-    let (r, w) = sock.into_split();
-    let max = node
-        .config
-        .max_frame_bytes
-        .saturating_sub(HEADER_SIZE as u64);
-    let mut reader = FramedRead::new(r, FrameCodec::new(max));
-    let (tx, mut rx) = mpsc::channel::<Frame>(CONN_REPLY_QUEUE);
-    let writer = tokio::spawn(async move {
-        let mut w = FramedWrite::new(w, FrameCodec::new(u64::MAX));
-        while let Some(f) = rx.recv().await {
-            if w.send(f).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (mut r, w) = sock.into_split();
+    let mut codec = FrameCodec::new(limits.max_payload_bytes);
+    let (tx, rx) = mpsc::channel::<Frame>(CONN_REPLY_QUEUE);
+    let writer = tokio::spawn(write_replies(w, rx, limits.send, peer));
     let ctx = Arc::new(ConnCtx {
         id,
         peer,
@@ -306,47 +487,117 @@ async fn connection(
         authed: AtomicBool::new(false),
     });
     let requests = tokio_util::task::TaskTracker::new();
-    loop {
-        let next = tokio::select! {
-            f = reader.next() => f,
-            _ = stop.changed() => break,
-        };
-        match next {
-            None => break,
-            Some(Ok(frame)) => {
-                if frame.header.has(flags::REPLY) {
-                    continue;
+    let mut buf = bytes::BytesMut::with_capacity(4096);
+    // When the frame now in `buf` began (None while `buf` is empty).
+    let mut frame_started: Option<Instant> = None;
+    let mut last_activity = Instant::now();
+    // A NOTIFY watch is silent by nature: such connections are never idle-closed.
+    let mut watching = false;
+    let reason = 'conn: loop {
+        // Hand over every complete frame in the buffer.
+        loop {
+            match complete_frame(&mut codec, limits.max_payload_bytes, &mut buf) {
+                Ok(Some(frame)) => {
+                    frame_started = (!buf.is_empty()).then(Instant::now);
+                    if frame.header.has(flags::REPLY) {
+                        continue;
+                    }
+                    watching |= frame.header.cmd == Command::Notify;
+                    let permit = if requests.len() < limits.max_requests {
+                        node.inflight.clone().try_acquire_owned().ok()
+                    } else {
+                        None
+                    };
+                    let Some(permit) = permit else {
+                        let _ = ctx.tx.try_send(Frame::new(
+                            frame.header.reply(Status::AGAIN),
+                            bytes::Bytes::new(),
+                        ));
+                        continue;
+                    };
+                    let (node, ctx) = (node.clone(), ctx.clone());
+                    requests.spawn(async move {
+                        let _permit = permit;
+                        cmd::handle(node, ctx, frame).await;
+                    });
                 }
-                let Ok(permit) = node.inflight.clone().try_acquire_owned() else {
-                    let _ = ctx.tx.try_send(Frame::new(
-                        frame.header.reply(Status::AGAIN),
-                        bytes::Bytes::new(),
-                    ));
-                    continue;
-                };
-                let (node, ctx) = (node.clone(), ctx.clone());
-                requests.spawn(async move {
-                    let _permit = permit;
-                    cmd::handle(node, ctx, frame).await;
-                });
-            }
-            Some(Err(e)) => {
-                // The header that announced too much is still in the buffer: answer its
-                // transaction, then close (the rest of the stream cannot be framed).
-                if let Ok(h) = Header::decode(&reader.read_buffer()[..]) {
-                    let reply =
-                        Frame::new(h.reply(Status::TOO_BIG), bytes::Bytes::from(e.to_string()));
-                    let _ = ctx.tx.send(reply).await;
+                Ok(None) => break,
+                Err(e) => {
+                    // The header that announced too much is still in the buffer: answer its
+                    // transaction, then close (the rest of the stream cannot be framed).
+                    if let Ok(h) = Header::decode(&buf) {
+                        let reply =
+                            Frame::new(h.reply(Status::TOO_BIG), bytes::Bytes::from(e.to_string()));
+                        let _ = ctx.tx.send(reply).await;
+                    }
+                    tracing::info!(%peer, error = %e, "closing connection after a bad frame");
+                    break 'conn CloseReason::BadFrame;
                 }
-                tracing::info!(%peer, error = %e, "closing connection after a bad frame");
-                break;
             }
         }
-    }
+        let deadline = match (frame_started, limits.frame_read, limits.idle) {
+            (Some(t), Some(limit), _) => Some(t + limit),
+            (None, _, Some(idle)) if !watching => Some(last_activity + idle),
+            _ => None,
+        };
+        let timer = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        buf.reserve(READ_CHUNK);
+        tokio::select! {
+            n = r.read_buf(&mut buf) => match n {
+                Ok(0) => break CloseReason::Eof,
+                Ok(_) => {
+                    last_activity = Instant::now();
+                    frame_started.get_or_insert(last_activity);
+                }
+                Err(_) => break CloseReason::ReadError,
+            },
+            _ = timer => {
+                if frame_started.is_some() {
+                    tracing::info!(%peer, buffered_bytes = buf.len(), timeout_ms = node.config.frame_read_timeout_ms,
+                        "closing connection: a frame did not arrive in time");
+                    break CloseReason::SlowFrame;
+                }
+                if requests.is_empty() {
+                    tracing::debug!(%peer, "closing idle connection");
+                    break CloseReason::Idle;
+                }
+                // Busy with requests: not idle; count from now.
+                last_activity = Instant::now();
+            }
+            _ = ctx.tx.closed() => break CloseReason::NotReading,
+            _ = stop.changed() => break CloseReason::Shutdown,
+        }
+    };
+    drop(r);
+    tracing::debug!(%peer, ?reason, "connection closed");
     requests.close();
     requests.wait().await;
     node.notify.drop_conn(id);
     drop(ctx);
     let _ = writer.await;
     node.client_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The next whole frame in `buf`, if it is all there. Decodes only complete frames (or a
+/// header announcing too much), so the codec never reserves a payload that has not arrived.
+fn complete_frame(
+    codec: &mut FrameCodec,
+    max_payload_bytes: u64,
+    buf: &mut bytes::BytesMut,
+) -> Result<Option<Frame>, ellipsis_core::protocol::ProtocolError> {
+    use tokio_util::codec::Decoder;
+    if buf.len() < HEADER_SIZE {
+        return Ok(None);
+    }
+    let h = Header::decode(&buf[..HEADER_SIZE])?;
+    let have = (buf.len() - HEADER_SIZE) as u64;
+    if have < h.size && h.size <= max_payload_bytes {
+        return Ok(None);
+    }
+    codec.decode(buf)
 }

@@ -3,6 +3,7 @@
 // Helpers outside #[test] fns panic on failure: that is the test report.
 #![allow(clippy::unwrap_used)]
 
+mod badinput;
 mod ops;
 
 use std::time::Duration;

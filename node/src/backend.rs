@@ -103,7 +103,41 @@ fn engine_config(config: &BackendConfig) -> eblob::Config {
         SyncSetting::Never => eblob::SyncPolicy::Never,
         SyncSetting::EverySeconds(n) => eblob::SyncPolicy::EverySeconds(n),
     };
+    c.fault_injector = Some(Arc::new(SyncActions));
     c
+}
+
+thread_local! {
+    /// `fsync` actions open on this thread, one slot per sync in progress (`None` when the
+    /// request is not sampled), so every `after_sync` closes exactly what its `on_io` opened.
+    static OPEN_SYNCS: std::cell::RefCell<Vec<Option<tracing::span::EnteredSpan>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records engine fsyncs as `fsync` actions of the sampled request that waits for them: the
+/// engine knows nothing of tracing, so it brackets each sync with its IO hook calls, on the
+/// blocking thread that runs the request. Never injects a fault.
+#[derive(Debug)]
+struct SyncActions;
+
+impl eblob::FaultInjector for SyncActions {
+    fn on_io(
+        &self,
+        op: eblob::IoOp,
+        _path: &std::path::Path,
+        _offset: u64,
+        _len: u64,
+    ) -> eblob::Fault {
+        if op == eblob::IoOp::Sync {
+            let action = react_trace::is_sampled().then(|| react_trace::action!("fsync").entered());
+            OPEN_SYNCS.with(|open| open.borrow_mut().push(action));
+        }
+        eblob::Fault::None
+    }
+
+    fn after_sync(&self, _path: &std::path::Path) {
+        OPEN_SYNCS.with(|open| drop(open.borrow_mut().pop()));
+    }
 }
 
 /// Name of the persisted data-sort schedule inside a backend directory.
@@ -341,6 +375,7 @@ impl Backend {
                     cache_only: cache_use.cache_only,
                     lifetime: cache_use.lifetime,
                 };
+                let insert_action = react_trace::action!("cache.insert").entered();
                 let inserted = cache.insert(
                     *key,
                     Bytes::copy_from_slice(data),
@@ -348,6 +383,7 @@ impl Backend {
                     options,
                     Instant::now(),
                 );
+                drop(insert_action);
                 if inserted == Inserted::Cached {
                     return Ok(WriteOutcome::Cached {
                         size_bytes: data.len() as u64,
@@ -405,7 +441,11 @@ impl Backend {
     ) -> Result<ReadOutcome, BackendError> {
         let engine = self.engine()?;
         if let Some(cache) = &self.cache {
-            if let Some(found) = cache.get(key, Instant::now()) {
+            let cached = {
+                let _a = react_trace::action!("cache.lookup").entered();
+                cache.get(key, Instant::now())
+            };
+            if let Some(found) = cached {
                 let len = found.data.len() as u64;
                 if offset > len || (size > 0 && offset + size > len) {
                     return Err(BackendError::Engine(eblob::Error::OutOfRange {

@@ -48,6 +48,10 @@ pub enum Fault {
 pub trait FaultInjector: Send + Sync + fmt::Debug {
     /// Decide the fate of one operation on `path` covering `len` bytes at `offset`.
     fn on_io(&self, op: IoOp, path: &Path, offset: u64, len: u64) -> Fault;
+
+    /// Called after every sync of `path` finished (or failed), on the thread that ran it: with
+    /// [`FaultInjector::on_io`] it brackets the sync, so an embedder can time or trace it.
+    fn after_sync(&self, _path: &Path) {}
 }
 
 /// Engine configuration; [`Config::new`] gives the defaults.

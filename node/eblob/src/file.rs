@@ -98,9 +98,14 @@ impl BlobFile {
         if let Fault::Fail(kind) = self.fault(IoOp::Sync, 0, 0) {
             return Err(Error::io("fsync", &self.path, io::Error::from(kind)));
         }
-        self.file
+        let r = self
+            .file
             .sync_data()
-            .map_err(|e| Error::io("fsync", &self.path, e))
+            .map_err(|e| Error::io("fsync", &self.path, e));
+        if let Some(f) = &self.faults {
+            f.after_sync(&self.path);
+        }
+        r
     }
 
     /// Current file length.

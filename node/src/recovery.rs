@@ -9,13 +9,18 @@
 //!   change) are written to the owner (DIRECT, CAS on timestamp) and removed here unless
 //!   `safe`.
 //! - server-send: a list of keys, copied to target groups (default CAS / overwrite / move).
+//! - Uncommitted records (prepared, never committed) are visited too, as in Elliptics: when
+//!   every newest replica of a key is uncommitted and older than the prepare timeout, the key is
+//!   removed from every group (an upload that was abandoned); when a committed replica is the
+//!   newest, it wins as usual (and overwrites older uncommitted ones); a fresh uncommitted
+//!   record is left alone (an upload may still be in progress) and counted.
 //!
 //! Not a scheduler. Invariants: memory is bounded by one batch of `batch` record locations
 //! (plus one record's data per concurrent copy) whatever the key count; `dry_run` changes
 //! nothing; each job runs on its own thread and is visible in `/stats/workers` while it runs.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ellipsis_core::client::Client;
@@ -65,7 +70,16 @@ pub struct RecoveryRequest {
     pub safe: bool,
     /// Run only on this node (set by the fan-out; a client leaves it false).
     pub local_only: bool,
+    /// Uncommitted records older than this are abandoned uploads (default
+    /// [`DEFAULT_PREPARE_TIMEOUT_S`]).
+    pub prepare_timeout_s: Option<u64>,
 }
+
+/// How long a prepared record may stay uncommitted before recovery treats it as abandoned.
+pub const DEFAULT_PREPARE_TIMEOUT_S: u64 = 3600;
+
+/// The UNCOMMITTED bit of a LOOKUP reply's `record_flags` (see `cmd::lookup_info`).
+const RECORD_UNCOMMITTED: u64 = 1 << 2;
 
 impl Default for RecoveryRequest {
     fn default() -> Self {
@@ -79,6 +93,7 @@ impl Default for RecoveryRequest {
             bytes_per_s: 0,
             safe: false,
             local_only: false,
+            prepare_timeout_s: None,
         }
     }
 }
@@ -101,6 +116,11 @@ pub struct RecoveryReport {
     pub removed: u64,
     /// Bytes copied.
     pub bytes: u64,
+    /// Keys removed because every newest replica was uncommitted past the prepare timeout
+    /// (or that would be, in a dry run).
+    pub uncommitted_removed: u64,
+    /// Uncommitted records left alone: younger than the prepare timeout, or not the newest.
+    pub uncommitted_skipped: u64,
 }
 
 /// Start a recovery job on this node (and, unless `local_only`, on every other node of the
@@ -235,7 +255,11 @@ fn run(
             }
             true
         };
-        let opts = eblob::IterateOptions::default();
+        // Uncommitted records too: abandoned uploads are recovery's to clean up.
+        let opts = eblob::IterateOptions {
+            include_uncommitted: true,
+            ..eblob::IterateOptions::default()
+        };
         let r = engine.iterate(&opts, &mut |rec| {
             rep.iterated += 1;
             if !in_filters(req, &rec.lookup) {
@@ -267,6 +291,50 @@ fn version(ts_sec: u64, ts_nsec: u32, size: u64) -> (u64, u32, u64) {
     (ts_sec, ts_nsec, size)
 }
 
+fn now_unix_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One replica of a key as seen by recovery.
+#[derive(Clone, Copy, Debug)]
+struct Replica {
+    group: u32,
+    version: (u64, u32, u64),
+    uncommitted: bool,
+}
+
+/// What to do with a key whose newest replicas are all uncommitted.
+#[derive(Debug, PartialEq, Eq)]
+enum Uncommitted {
+    /// A committed replica is the newest (or shares the newest version): the usual rules.
+    NotNewest,
+    /// Abandoned upload: remove every replica.
+    Stale,
+    /// May still be committed: leave it.
+    Fresh,
+}
+
+/// Elliptics' rule: only when every newest replica is uncommitted does the key's uncommitted
+/// state decide, by the age of the newest one.
+fn classify(replicas: &[Replica], now_s: u64, prepare_timeout_s: u64) -> Uncommitted {
+    let Some(newest) = replicas.iter().map(|r| r.version).max() else {
+        return Uncommitted::NotNewest;
+    };
+    let all_uncommitted = replicas
+        .iter()
+        .filter(|r| r.version == newest)
+        .all(|r| r.uncommitted);
+    if !all_uncommitted {
+        Uncommitted::NotNewest
+    } else if newest.0.saturating_add(prepare_timeout_s) <= now_s {
+        Uncommitted::Stale
+    } else {
+        Uncommitted::Fresh
+    }
+}
+
 async fn process_batch(
     node: &Arc<Node>,
     client: &Arc<Client>,
@@ -277,26 +345,67 @@ async fn process_batch(
     rep: &mut RecoveryReport,
 ) -> u64 {
     let mut moved = 0;
+    let prepare_timeout_s = req.prepare_timeout_s.unwrap_or(DEFAULT_PREPARE_TIMEOUT_S);
+    let now_s = now_unix_s();
     for l in items {
         let id = Id(l.key.0);
         let local_v = version(l.timestamp.sec, l.timestamp.nsec, l.data_size_bytes);
+        let local = Replica {
+            group: b.group(),
+            version: local_v,
+            uncommitted: l.uncommitted,
+        };
         let targets: Vec<Target> = match req.kind {
             RecoveryKind::Dc => {
                 let others: Vec<u32> = groups.iter().copied().filter(|g| *g != b.group()).collect();
-                let mut t = Vec::new();
+                let mut replicas = vec![local];
+                let mut missing = Vec::new();
+                let mut lookup_failed = false;
                 for r in client.lookup_in(&others, &id).await {
                     match (r.status, r.info) {
-                        (s, Some(info)) if s.is_ok() => {
-                            let v =
-                                version(info.attr.ts_sec, info.attr.ts_nsec, info.attr.total_size);
-                            if v < local_v {
-                                t.push(Target::Group(r.group));
-                            } else {
-                                rep.skipped += 1;
-                            }
+                        (s, Some(info)) if s.is_ok() => replicas.push(Replica {
+                            group: r.group,
+                            version: version(
+                                info.attr.ts_sec,
+                                info.attr.ts_nsec,
+                                info.attr.total_size,
+                            ),
+                            uncommitted: info.attr.record_flags & RECORD_UNCOMMITTED != 0,
+                        }),
+                        (Status::NOT_FOUND, _) => missing.push(r.group),
+                        _ => {
+                            rep.failed += 1;
+                            lookup_failed = true;
                         }
-                        (Status::NOT_FOUND, _) => t.push(Target::Group(r.group)),
-                        _ => rep.failed += 1,
+                    }
+                }
+                match classify(&replicas, now_s, prepare_timeout_s) {
+                    Uncommitted::Stale if !lookup_failed => {
+                        // Every holder reaches the same verdict; removing twice is harmless.
+                        rep.uncommitted_removed += 1;
+                        if !req.dry_run {
+                            remove_everywhere(node, client, b, &l.key, &replicas, rep).await;
+                        }
+                        continue;
+                    }
+                    Uncommitted::Stale | Uncommitted::Fresh => {
+                        rep.uncommitted_skipped += 1;
+                        continue;
+                    }
+                    Uncommitted::NotNewest => {}
+                }
+                if local.uncommitted {
+                    // Not a source: a committed newer replica elsewhere reaches this group
+                    // from its own holder.
+                    rep.uncommitted_skipped += 1;
+                    continue;
+                }
+                let mut t: Vec<Target> = missing.into_iter().map(Target::Group).collect();
+                for r in &replicas[1..] {
+                    if r.version < local_v {
+                        t.push(Target::Group(r.group));
+                    } else {
+                        rep.skipped += 1;
                     }
                 }
                 t
@@ -305,6 +414,28 @@ async fn process_batch(
                 let owner = client.routes().owner(b.group(), &id);
                 match owner {
                     Some(o) if o.node == node.addr && o.backend == b.id() => vec![],
+                    Some(_) if l.uncommitted => {
+                        // An uncommitted record cannot be moved (it cannot be read); an
+                        // abandoned one is dropped, a fresh one waits for its commit.
+                        let replicas = [local];
+                        if classify(&replicas, now_s, prepare_timeout_s) == Uncommitted::Stale
+                            && !req.safe
+                        {
+                            rep.uncommitted_removed += 1;
+                            if !req.dry_run {
+                                let (b2, k) = (b.clone(), l.key);
+                                if crate::cmd::blocking(node, move || Ok(b2.remove(&k)?))
+                                    .await
+                                    .is_err()
+                                {
+                                    rep.failed += 1;
+                                }
+                            }
+                        } else {
+                            rep.uncommitted_skipped += 1;
+                        }
+                        continue;
+                    }
                     Some(o) => vec![Target::Backend(o)],
                     None => {
                         rep.failed += 1;
@@ -337,6 +468,44 @@ async fn process_batch(
         }
     }
     moved
+}
+
+/// Remove an abandoned upload from every other group holding a replica, then from this
+/// backend. NOT_FOUND counts as done: another holder may have removed it first.
+///
+/// Remote replicas go first: while this node's copy exists, a concurrent dc on another holder
+/// still sees the uncommitted newest replica here and reaches the same verdict, instead of
+/// finding it missing and copying an older committed version back.
+async fn remove_everywhere(
+    node: &Arc<Node>,
+    client: &Arc<Client>,
+    b: &Arc<Backend>,
+    key: &eblob::Key,
+    replicas: &[Replica],
+    rep: &mut RecoveryReport,
+) {
+    let others: Vec<u32> = replicas
+        .iter()
+        .map(|r| r.group)
+        .filter(|g| *g != b.group())
+        .collect();
+    let payload: Bytes = IoPayload::default().encode().into();
+    for r in client
+        .to_groups(Command::Del, &others, &Id(key.0), payload)
+        .await
+    {
+        match r.status {
+            Status::OK => rep.removed += 1,
+            Status::NOT_FOUND => {}
+            _ => rep.failed += 1,
+        }
+    }
+    let (b2, k) = (b.clone(), *key);
+    match crate::cmd::blocking(node, move || Ok(b2.remove(&k)?)).await {
+        Ok(()) => rep.removed += 1,
+        Err(e) if Status::from(&e) == Status::NOT_FOUND => {}
+        Err(_) => rep.failed += 1,
+    }
 }
 
 /// Where a copy goes.
@@ -375,8 +544,14 @@ pub(crate) async fn copy(
         {
             Ok(r) => r.data,
             Err(e) => {
-                out.failed += targets.len() as u64;
                 let s = Status::from(&e);
+                // Removed since the pass saw it (a concurrent recovery on another node removed
+                // an abandoned upload, or a client deleted it): nothing left to copy.
+                if s == Status::NOT_FOUND {
+                    out.skipped += targets.len() as u64;
+                } else {
+                    out.failed += targets.len() as u64;
+                }
                 out.statuses = targets.iter().map(|t| (*t, s)).collect();
                 return out;
             }
@@ -426,4 +601,52 @@ pub(crate) async fn copy(
         out.statuses.push((*t, status));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(ts: u64, uncommitted: bool) -> Replica {
+        Replica {
+            group: 1,
+            version: version(ts, 0, 10),
+            uncommitted,
+        }
+    }
+
+    #[test]
+    fn only_all_uncommitted_newest_replicas_are_judged_by_age() {
+        let (now, timeout) = (10_000, 3600);
+        // Every newest replica uncommitted and old: abandoned.
+        assert_eq!(
+            classify(&[r(100, true), r(100, true)], now, timeout),
+            Uncommitted::Stale
+        );
+        // An older committed replica does not save a newer abandoned upload.
+        assert_eq!(
+            classify(&[r(300, true), r(200, false)], now, timeout),
+            Uncommitted::Stale
+        );
+        // Young: may still be committed.
+        assert_eq!(
+            classify(&[r(now - 10, true), r(200, false)], now, timeout),
+            Uncommitted::Fresh
+        );
+        // A committed replica is the newest, or shares the newest version: the usual rules.
+        assert_eq!(
+            classify(&[r(200, false), r(100, true)], now, timeout),
+            Uncommitted::NotNewest
+        );
+        assert_eq!(
+            classify(&[r(100, false), r(100, true)], now, timeout),
+            Uncommitted::NotNewest
+        );
+        // Exactly at the timeout counts as stale.
+        assert_eq!(
+            classify(&[r(now - timeout, true)], now, timeout),
+            Uncommitted::Stale
+        );
+        assert_eq!(classify(&[], now, timeout), Uncommitted::NotNewest);
+    }
 }

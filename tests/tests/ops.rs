@@ -386,3 +386,166 @@ async fn a_defrag_schedule_changed_at_run_time_is_reported_and_survives_restart(
     check(&ellipsis_node::stats::collect(c.node(0)));
     c.shutdown().await;
 }
+
+/// Jobs started since `before` (job ids per node), once finished.
+async fn new_jobs(c: &Cluster, before: &[Vec<u64>]) -> Vec<JobStatus> {
+    let mut out = Vec::new();
+    for (n, node) in c.nodes.iter().enumerate() {
+        let Some(r) = node.running.as_ref() else {
+            continue;
+        };
+        for j in r.node.workers.list() {
+            if before[n].contains(&j.id) {
+                continue;
+            }
+            let node = r.node.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                node.workers.wait(j.id, Duration::from_secs(60))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(done.state, JobState::Done, "{done:?}");
+            out.push(done);
+        }
+    }
+    out
+}
+
+fn job_ids(c: &Cluster) -> Vec<Vec<u64>> {
+    c.nodes
+        .iter()
+        .map(|n| {
+            n.running
+                .as_ref()
+                .map(|r| r.node.workers.list().iter().map(|j| j.id).collect())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn uncommitted_report(jobs: &[JobStatus]) -> ellipsis_node::recovery::RecoveryReport {
+    let mut sum = report(jobs);
+    for j in jobs {
+        let r: ellipsis_node::recovery::RecoveryReport =
+            serde_json::from_str(j.result.as_deref().unwrap_or("{}")).unwrap();
+        sum.uncommitted_removed += r.uncommitted_removed;
+        sum.uncommitted_skipped += r.uncommitted_skipped;
+    }
+    sum
+}
+
+/// (status, uncommitted, timestamp) of `k` in `group`.
+async fn replica(c: &Client, group: u32, k: &Id) -> (Status, bool, u64) {
+    let r = &c.lookup_in(&[group], k).await[0];
+    let info = r.info.clone().unwrap_or_default();
+    (
+        r.status,
+        info.attr.record_flags & (1 << 2) != 0,
+        info.attr.ts_sec,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dc_removes_abandoned_uploads_everywhere_and_leaves_fresh_ones() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
+    let client = c.client(0, &[1, 2], Checker::All).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let prepare = |group: u32, k: Id, ts: u64| {
+        let client = client.clone();
+        async move {
+            let attr = IoAttr {
+                ts_sec: ts,
+                io_flags: ellipsis_core::protocol::io_flags::PREPARE,
+                total_size: 64,
+                ..IoAttr::default()
+            };
+            let r = client
+                .write_to(&[group], &k, Bytes::from_static(b"partial"), attr)
+                .await;
+            assert_eq!(r[0].status, Status::OK);
+        }
+    };
+    let commit = |group: u32, k: Id, ts: u64| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .write_to(&[group], &k, Bytes::from(format!("done-{ts}")), at(ts))
+                .await;
+            assert_eq!(r[0].status, Status::OK);
+        }
+    };
+    let (abandoned, fresh, committed_wins, stale_newest, fresh_newest) =
+        (key(1), key(2), key(3), key(4), key(5));
+    prepare(1, abandoned, 100).await;
+    prepare(2, abandoned, 100).await;
+    prepare(1, fresh, now).await;
+    prepare(2, fresh, now).await;
+    commit(1, committed_wins, 200).await;
+    prepare(2, committed_wins, 100).await;
+    prepare(1, stale_newest, 300).await;
+    commit(2, stale_newest, 200).await;
+    commit(1, fresh_newest, 200).await;
+    prepare(2, fresh_newest, now).await;
+    let recover = |body: serde_json::Value| {
+        let url = format!("http://{}/admin/recovery", c.http(0));
+        async move { assert_eq!(post_json(url, body).await.status(), 202) }
+    };
+
+    // Dry run: deterministic counts (nothing changes between the two nodes' passes).
+    let before = job_ids(&c);
+    recover(serde_json::json!({"kind": "dc", "dry_run": true})).await;
+    let dry = uncommitted_report(&new_jobs(&c, &before).await);
+    // abandoned and stale_newest, seen from both groups.
+    assert_eq!(dry.uncommitted_removed, 4, "{dry:?}");
+    // fresh and fresh_newest from both groups, committed_wins from its uncommitted side.
+    assert_eq!(dry.uncommitted_skipped, 5, "{dry:?}");
+    assert_eq!(dry.copied, 1, "{dry:?}");
+    assert_eq!(replica(&client, 1, &abandoned).await.0, Status::OK);
+
+    let before = job_ids(&c);
+    recover(serde_json::json!({"kind": "dc"})).await;
+    let done = uncommitted_report(&new_jobs(&c, &before).await);
+    assert_eq!(done.failed, 0, "{done:?}");
+    assert!(done.uncommitted_removed >= 2, "{done:?}");
+    for g in [1, 2] {
+        assert_eq!(replica(&client, g, &abandoned).await.0, Status::NOT_FOUND);
+        assert_eq!(
+            replica(&client, g, &stale_newest).await.0,
+            Status::NOT_FOUND
+        );
+        assert_eq!(replica(&client, g, &fresh).await, (Status::OK, true, now));
+        let (s, uncommitted, ts) = replica(&client, g, &committed_wins).await;
+        assert_eq!((s, uncommitted, ts), (Status::OK, false, 200), "group {g}");
+        assert_eq!(
+            group_read(&client, g, &committed_wins).await,
+            Some((Bytes::from_static(b"done-200"), 200))
+        );
+    }
+    assert_eq!(
+        replica(&client, 1, &fresh_newest).await,
+        (Status::OK, false, 200)
+    );
+    assert_eq!(
+        replica(&client, 2, &fresh_newest).await,
+        (Status::OK, true, now)
+    );
+
+    // The prepare timeout is per request: with 0, the fresh uploads count as abandoned too.
+    let before = job_ids(&c);
+    recover(serde_json::json!({"kind": "dc", "prepare_timeout_s": 0})).await;
+    let forced = uncommitted_report(&new_jobs(&c, &before).await);
+    assert_eq!(forced.failed, 0, "{forced:?}");
+    for g in [1, 2] {
+        assert_eq!(replica(&client, g, &fresh).await.0, Status::NOT_FOUND);
+        assert_eq!(
+            replica(&client, g, &fresh_newest).await.0,
+            Status::NOT_FOUND
+        );
+        assert_eq!(replica(&client, g, &committed_wins).await.0, Status::OK);
+    }
+    c.shutdown().await;
+}

@@ -6,7 +6,8 @@ use crate::model::{
     NodeModel, PeerRow, QueueModel, RingRange, TraceSummary,
 };
 
-/// A cluster of `nodes` nodes in `groups` groups, one backend each; node 2 (if any) is down.
+/// A cluster of `nodes` nodes in `groups` groups, one backend each; node 2 (if any) is down
+/// and, as after a failed poll, known only by its address, groups and error.
 pub fn cluster(nodes: usize, groups: u32, now_s: u64) -> ClusterModel {
     let addr = |i: usize| format!("127.0.0.1:{}", 1025 + i);
     let groups = groups.max(1);
@@ -19,6 +20,18 @@ pub fn cluster(nodes: usize, groups: u32, now_s: u64) -> ClusterModel {
         let up = i != 2;
         let records = 10_000 + i as u64 * 1_000;
         let scheduled = i % 2 == 0;
+        if !up {
+            // As the poller builds it: a node that did not answer has only its address,
+            // its groups (from the route table) and the error.
+            model.nodes.push(NodeModel {
+                addr: addr(i),
+                up,
+                error: Some("connection refused".to_owned()),
+                groups: vec![group],
+                ..NodeModel::default()
+            });
+            continue;
+        }
         model.nodes.push(NodeModel {
             addr: addr(i),
             up,
@@ -150,6 +163,25 @@ pub fn cluster(nodes: usize, groups: u32, now_s: u64) -> ClusterModel {
             rate_bytes_per_s: 50.0 * (1 << 20) as f64,
             errors: 1,
             last_error: Some("key 3f2a..: timeout".into()),
+            result: None,
+        });
+        model.jobs.push(JobRow {
+            node: addr(0),
+            id: 2,
+            kind: "recovery_dc".into(),
+            target: "groups 1,2 (dry run)".into(),
+            state: "done".into(),
+            done_keys: 1_000,
+            total_keys: Some(1_000),
+            done_bytes: 0,
+            total_bytes: None,
+            rate_bytes_per_s: 0.0,
+            errors: 0,
+            last_error: None,
+            result: Some(
+                r#"{"iterated":1000,"filtered":0,"copied":120,"skipped":880,"failed":0,"removed":0,"bytes":125829120}"#
+                    .into(),
+            ),
         });
         model.traces.push(TraceSummary {
             id: "00000000000000a1".into(),

@@ -357,6 +357,146 @@ pub async fn run(client: Arc<Client>, cfg: LoadConfig) -> LoadReport {
     }
 }
 
+/// Settings of the paced (open-loop) load `ell demo` runs in the background.
+#[derive(Clone, Debug)]
+pub struct PacedConfig {
+    /// Distinct keys (`bench-0` .. `bench-{keys-1}`, the names [`prefill`] writes).
+    pub keys: u64,
+    /// Bytes per written value.
+    pub value_bytes: usize,
+    /// Requests started per second.
+    pub ops_per_s: u32,
+    /// Fraction of requests that are reads, 0..=1.
+    pub read_ratio: f64,
+    /// Fraction of requests that are removes (the rest are writes); removes leave removed
+    /// records behind, so data-sort has something to do.
+    pub remove_ratio: f64,
+    /// Requests in flight at most; a tick that finds them all busy is skipped, so a slow
+    /// cluster gets less load instead of a growing queue.
+    pub max_in_flight: usize,
+    /// Key namespace.
+    pub namespace: Vec<u8>,
+    /// Seed of the key/operation choice.
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Read,
+    Write,
+    Remove,
+}
+
+/// Runs requests at `ops_per_s` until `stop` turns true (or its sender is dropped), then
+/// waits for the requests in flight and reports. Writes and removes are counted together as
+/// `writes`; reads and removes of absent keys count as `not_found`.
+pub async fn paced(
+    client: Arc<Client>,
+    cfg: PacedConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> LoadReport {
+    use futures::stream::FuturesUnordered;
+    use futures::StreamExt;
+    let value = Bytes::from(
+        (0..cfg.value_bytes)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let period = Duration::from_secs_f64(1.0 / f64::from(cfg.ops_per_s.max(1)));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut rng = cfg.seed;
+    let mut in_flight = FuturesUnordered::new();
+    let mut r = TaskResult::default();
+    let started = Instant::now();
+    let record = |r: &mut TaskResult, (op, us, outcome): (Op, u64, Result<(), ClientErrorText>)| {
+        match op {
+            Op::Read => r.reads.record(us),
+            Op::Write | Op::Remove => r.writes.record(us),
+        }
+        match outcome {
+            Ok(()) => {}
+            Err(ClientErrorText::NotFound) => r.not_found += 1,
+            Err(ClientErrorText::Other(msg)) => {
+                r.errors += 1;
+                if r.error_samples.len() < ERROR_SAMPLES && !r.error_samples.contains(&msg) {
+                    r.error_samples.push(msg);
+                }
+            }
+        }
+    };
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            changed = stop.changed() => if changed.is_err() { break },
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => record(&mut r, done),
+            _ = tick.tick() => {
+                if in_flight.len() >= cfg.max_in_flight.max(1) {
+                    continue;
+                }
+                let key = format!("bench-{}", next(&mut rng) % cfg.keys.max(1));
+                let id = Id::for_key(&cfg.namespace, key.as_bytes());
+                let unit = (next(&mut rng) >> 11) as f64 / (1u64 << 53) as f64;
+                let op = if unit < cfg.read_ratio {
+                    Op::Read
+                } else if unit < cfg.read_ratio + cfg.remove_ratio {
+                    Op::Remove
+                } else {
+                    Op::Write
+                };
+                let client = client.clone();
+                let value = value.clone();
+                in_flight.push(async move {
+                    let t0 = Instant::now();
+                    let outcome = match op {
+                        Op::Read => client.read(&id, 0, 0).await.map(|_| ()),
+                        Op::Write => client.write(&id, value, IoAttr::default()).await.map(|_| ()),
+                        Op::Remove => client.remove(&id).await.map(|_| ()),
+                    };
+                    let outcome = outcome.map_err(|e| {
+                        if e.status() == Status::NOT_FOUND {
+                            ClientErrorText::NotFound
+                        } else {
+                            ClientErrorText::Other(e.to_string())
+                        }
+                    });
+                    (op, t0.elapsed().as_micros() as u64, outcome)
+                });
+            }
+        }
+    }
+    // Requests in flight end by themselves within the client's timeout.
+    while let Some(done) = in_flight.next().await {
+        record(&mut r, done);
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let mut all = r.reads.clone();
+    all.merge(&r.writes);
+    LoadReport {
+        elapsed_s,
+        ops: all.count(),
+        ops_per_s: if elapsed_s > 0.0 {
+            all.count() as f64 / elapsed_s
+        } else {
+            0.0
+        },
+        not_found: r.not_found,
+        errors: r.errors,
+        error_samples: r.error_samples,
+        all: all.summary(),
+        reads: r.reads.summary(),
+        writes: r.writes.summary(),
+    }
+}
+
+/// A request's failure, reduced to what a report keeps.
+enum ClientErrorText {
+    NotFound,
+    Other(String),
+}
+
 impl LoadReport {
     /// Human-readable lines.
     pub fn to_text(&self) -> String {

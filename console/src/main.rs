@@ -7,6 +7,7 @@
 //! new function there.
 
 mod commands;
+mod demo;
 mod tui;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -111,6 +112,8 @@ pub enum Cmd {
     Defrag(DefragArgs),
     /// Start a recovery job.
     Recover(RecoverArgs),
+    /// Start an embedded local cluster with a light load and open the console on it.
+    Demo(demo::DemoArgs),
 }
 
 /// `ell top` options.
@@ -298,6 +301,7 @@ fn main() -> ExitCode {
             Cmd::Trace { id, limit } => commands::trace(&g, id.as_deref(), limit).await,
             Cmd::Defrag(a) => commands::defrag(&g, &a).await,
             Cmd::Recover(a) => commands::recover(&g, &a).await,
+            Cmd::Demo(a) => demo::demo(&g, &a).await,
         }
     });
     // Do not wait for lingering connection tasks at exit.

@@ -271,6 +271,8 @@ pub struct JobRow {
     pub errors: u64,
     /// Last error.
     pub last_error: Option<String>,
+    /// Final result as the node reports it (a recovery's counters as JSON), once finished.
+    pub result: Option<String>,
 }
 
 impl JobRow {
@@ -296,6 +298,11 @@ impl JobRow {
         (self.rate_bytes_per_s > 0.0).then(|| {
             (total.saturating_sub(self.done_bytes) as f64 / self.rate_bytes_per_s).ceil() as u64
         })
+    }
+
+    /// True for a recovery started as a dry run (the node marks its target so).
+    pub fn is_dry_run(&self) -> bool {
+        self.target.contains("dry run")
     }
 
     /// True while the job is not finished.

@@ -176,14 +176,12 @@ fn trace_start_us(tree: &ReactTree) -> u64 {
         .unwrap_or(0)
 }
 
-fn job_kind(kind: JobKind) -> &'static str {
-    match kind {
-        JobKind::DataSort => "data_sort",
-        JobKind::RecoveryMerge => "recovery_merge",
-        JobKind::RecoveryDc => "recovery_dc",
-        JobKind::ServerSend => "server_send",
-        JobKind::CacheSync => "cache_sync",
-        JobKind::Iterator => "iterator",
+/// The job kind's wire name (`data_sort`, `recovery_dc`...): taken from the schema's own
+/// serialisation, so a kind added to the schema shows by its name without a console change.
+fn job_kind(kind: JobKind) -> String {
+    match serde_json::to_value(kind) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => format!("{kind:?}"),
     }
 }
 
@@ -212,7 +210,7 @@ pub fn job_row(node: &str, j: &JobStatus) -> JobRow {
     JobRow {
         node: node.to_owned(),
         id: j.id,
-        kind: job_kind(j.kind).to_owned(),
+        kind: job_kind(j.kind),
         target: j.target.clone(),
         state: job_state(j.state).to_owned(),
         done_keys: j.done_keys,
@@ -222,6 +220,7 @@ pub fn job_row(node: &str, j: &JobStatus) -> JobRow {
         rate_bytes_per_s: j.rate_bytes_per_s,
         errors: j.errors,
         last_error: j.last_error.clone(),
+        result: j.result.clone(),
     }
 }
 

@@ -140,7 +140,18 @@ fn spawn_poller(
 }
 
 /// Runs the console until the user quits.
-pub async fn run(mut app: App, poller: Poller, admin: AdminClient) -> anyhow::Result<()> {
+pub async fn run(app: App, poller: Poller, admin: AdminClient) -> anyhow::Result<()> {
+    run_until(app, poller, admin, std::future::pending()).await
+}
+
+/// Runs the console until the user quits or `shutdown` resolves (`ell demo` passes its signal
+/// handler, so SIGTERM or SIGHUP still tears the embedded cluster down cleanly).
+pub async fn run_until(
+    mut app: App,
+    poller: Poller,
+    admin: AdminClient,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         restore();
@@ -161,16 +172,18 @@ pub async fn run(mut app: App, poller: Poller, admin: AdminClient) -> anyhow::Re
     // One pending refresh request is enough: more would only repeat it.
     let (refresh_tx, refresh_rx) = mpsc::channel::<()>(1);
     let poll_task = spawn_poller(poller, tx.clone(), control_rx, refresh_rx);
-    let result = event_loop(
-        &mut app,
-        &mut terminal,
-        &mut rx,
-        &tx,
-        &control_tx,
-        &refresh_tx,
-        &admin,
-    )
-    .await;
+    let result = tokio::select! {
+        r = event_loop(
+            &mut app,
+            &mut terminal,
+            &mut rx,
+            &tx,
+            &control_tx,
+            &refresh_tx,
+            &admin,
+        ) => r,
+        () = shutdown => Ok(()),
+    };
     stop.store(true, Ordering::Relaxed);
     poll_task.abort();
     drop(rx);

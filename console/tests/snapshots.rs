@@ -1,33 +1,47 @@
-//! Snapshot tests: every view rendered from a fixed state at 80×24 and 160×48, for a healthy
-//! cluster with one node down, and for an empty cluster. A rendering change shows up as a
-//! reviewed snapshot diff (`INSTA_UPDATE=always cargo test -p ellipsis-console` to accept).
+//! Snapshot tests: every view rendered from a fixed state at 80×24 and 160×48, for a cluster
+//! with one node down and for an empty cluster, plus the states a view has beyond its default
+//! (the node view of a down node, the data-sort planner's overlap warning, a recovery dry-run
+//! result next to a job in progress, the read-only console) and every overlay (help,
+//! confirmation, schedule editor). A rendering change shows up as a reviewed snapshot diff
+//! (`INSTA_UPDATE=always cargo test -p ellipsis-console` to accept, then review the diff).
 
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ellipsis_console::app::{App, Tab};
 use ellipsis_console::fixture;
+use ellipsis_console::model::ClusterModel;
 use ellipsis_console::ui::render_to_text;
 
 /// 2026-11-25 12:00:00 UTC: a fixed "now" so relative times are stable.
 const NOW_S: u64 = 1_795_608_000;
+const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
 
-fn app_with(model: ellipsis_console::model::ClusterModel, tab: Tab) -> App {
+fn app_with(model: ClusterModel, tab: Tab) -> App {
     let mut app = App::new(false, 1_000);
     app.on_model(model);
     app.tab = tab;
     app
 }
 
-fn name(tab: Tab) -> &'static str {
-    tab.command()
+fn key(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+/// Snapshots `app` at both sizes as `{name}_{w}x{h}` and returns the large frame.
+fn snapshot_both(name: &str, app: &App) -> String {
+    let mut large = String::new();
+    for (w, h) in SIZES {
+        let text = render_to_text(app, w, h);
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), text);
+        large = text;
+    }
+    large
 }
 
 #[test]
 fn every_view_with_a_down_node() {
     for tab in Tab::ALL {
         let app = app_with(fixture::cluster(4, 2, NOW_S), tab);
-        for (w, h) in [(80, 24), (160, 48)] {
-            let text = render_to_text(&app, w, h);
-            insta::assert_snapshot!(format!("{}_{w}x{h}", name(tab)), text);
-        }
+        snapshot_both(tab.command(), &app);
     }
 }
 
@@ -35,25 +49,80 @@ fn every_view_with_a_down_node() {
 fn every_view_of_an_empty_cluster() {
     for tab in Tab::ALL {
         let app = app_with(fixture::cluster(0, 0, NOW_S), tab);
-        for (w, h) in [(80, 24), (160, 48)] {
-            let text = render_to_text(&app, w, h);
-            insta::assert_snapshot!(format!("empty_{}_{w}x{h}", name(tab)), text);
-        }
+        let text = snapshot_both(&format!("empty_{}", tab.command()), &app);
+        assert!(text.contains("0/0 up"), "{text}");
     }
 }
 
 #[test]
+fn node_view_of_a_down_node_shows_why() {
+    let mut app = app_with(fixture::cluster(4, 2, NOW_S), Tab::Node);
+    app.node_index = 2;
+    let text = snapshot_both("node_down", &app);
+    assert!(text.contains("127.0.0.1:1027"), "{text}");
+    assert!(text.contains("connection refused"), "{text}");
+}
+
+#[test]
+fn planner_warns_when_every_replica_sorts_in_the_same_hour() {
+    let mut model = fixture::cluster(4, 2, NOW_S);
+    // Node 1 is group 2; give it the same window as group 1's node 0.
+    let d = &mut model.nodes[1].backends[0].defrag;
+    d.mode = "scheduled".into();
+    d.window = Some((3, 1));
+    d.next_start_s = Some(NOW_S + 7_200);
+    let app = app_with(model, Tab::DataSort);
+    let text = snapshot_both("defrag_warning", &app);
+    assert!(
+        text.contains("WARNING: every replica sorting at 02:00"),
+        "{text}"
+    );
+    assert!(text.contains("127.0.0.1:1026 b1 g2"), "{text}");
+}
+
+#[test]
+fn recovery_shows_a_dry_run_result_and_a_job_in_progress() {
+    let mut app = app_with(fixture::cluster(4, 2, NOW_S), Tab::Recovery);
+    let running = snapshot_both("recovery_running_selected", &app);
+    assert!(running.contains("40%"), "{running}");
+    app.on_key(key(KeyCode::Down));
+    let text = snapshot_both("recovery_dry_run_selected", &app);
+    assert!(
+        text.contains("result: dry run: would copy 120 records (120M) · 880 already in place"),
+        "{text}"
+    );
+    assert!(text.contains("recovery_dc dry"), "{text}");
+}
+
+#[test]
 fn overlays_help_confirm_and_schedule_editor() {
-    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-    let key = |c: KeyCode| KeyEvent::new(c, KeyModifiers::NONE);
     let mut app = app_with(fixture::cluster(4, 2, NOW_S), Tab::DataSort);
     app.on_key(key(KeyCode::Char('e')));
-    insta::assert_snapshot!("overlay_schedule_editor", render_to_text(&app, 80, 24));
+    let text = snapshot_both("overlay_schedule_editor", &app);
+    assert!(text.contains("Data-sort schedule"), "{text}");
     app.on_key(key(KeyCode::Enter));
-    insta::assert_snapshot!("overlay_confirm", render_to_text(&app, 80, 24));
+    let text = snapshot_both("overlay_confirm", &app);
+    assert!(text.contains("y confirm"), "{text}");
     app.on_key(key(KeyCode::Char('n')));
     app.on_key(key(KeyCode::Char('?')));
-    insta::assert_snapshot!("overlay_help", render_to_text(&app, 80, 24));
+    let text = snapshot_both("overlay_help", &app);
+    assert!(text.contains("S start  C compact"), "{text}");
+}
+
+#[test]
+fn read_only_console_hides_admin_keys() {
+    let mut app = App::new(true, 1_000);
+    app.on_model(fixture::cluster(4, 2, NOW_S));
+    app.tab = Tab::DataSort;
+    let defrag = snapshot_both("read_only_defrag", &app);
+    assert!(!defrag.contains("S start"), "{defrag}");
+    app.tab = Tab::Recovery;
+    let recovery = snapshot_both("read_only_recovery", &app);
+    assert!(recovery.contains("read-only console"), "{recovery}");
+    app.show_help = true;
+    let help = snapshot_both("read_only_help", &app);
+    assert!(help.contains("admin actions are hidden"), "{help}");
+    assert!(!help.contains("D/M start"), "{help}");
 }
 
 #[test]

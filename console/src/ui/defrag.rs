@@ -85,10 +85,12 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
         table_area,
     );
 
-    // The plan: one row per scheduled backend, one column per hour.
+    // The plan: one row per scheduled backend, one column per hour; labels such as
+    // `127.0.0.1:1025 b1 g1` fit whole.
+    const LABEL: usize = 24;
     let conflicts = conflicts(&app.model);
     let mut lines = vec![Line::from(format!(
-        "{:<20}{}",
+        "{:<LABEL$}{}",
         "hour (UTC)",
         (0..24).map(|h| format!("{}", h % 10)).collect::<String>()
     ))
@@ -98,8 +100,8 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
             continue;
         };
         let label = format!("{} b{} g{}", b.node, b.id, b.group);
-        let label: String = label.chars().take(19).collect();
-        let mut spans = vec![Span::raw(format!("{label:<20}"))];
+        let label: String = label.chars().take(LABEL - 1).collect();
+        let mut spans = vec![Span::raw(format!("{label:<LABEL$}"))];
         for (h, on) in hours.iter().enumerate() {
             let conflict = conflicts.iter().any(|c| usize::from(c.hour) == h);
             let (sym, color) = match (on, conflict) {

@@ -82,10 +82,21 @@ pub fn render(frame: &mut Frame, app: &App) {
         );
     }
     if let Some(confirm) = &app.confirm {
-        let area = popup(frame.area(), 60, 5);
+        // Sized to the description, so the "y confirm" line is never pushed out of the box:
+        // one line when the terminal is wide enough, wrapped (with room for word breaks)
+        // when not.
+        let description = confirm.request.describe();
+        let chars = description.chars().count() as u16;
+        let width = (chars + 4).clamp(40, frame.area().width.saturating_sub(4).max(40));
+        let inner = width.saturating_sub(2).max(1);
+        let lines = match chars.div_ceil(inner) {
+            0 | 1 => 1,
+            n => n + 1,
+        };
+        let area = popup(frame.area(), width, lines + 4);
         frame.render_widget(Clear, area);
         let text = vec![
-            Line::from(confirm.request.describe()),
+            Line::from(description),
             Line::from(""),
             Line::from(vec![
                 Span::styled(

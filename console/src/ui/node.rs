@@ -28,20 +28,30 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     } else {
         format!("DOWN: {}", n.error.as_deref().unwrap_or("no answer"))
     };
-    let head_text = [
-        format!(
-            "{state} · version {} · uptime {} · cpu {} · rss {} · load {}",
-            if n.version.is_empty() {
-                "-"
-            } else {
-                &n.version
-            },
-            duration_s(n.uptime_s),
-            n.cpu_percent.map_or("-".into(), |c| format!("{c:.0}%")),
-            n.rss_bytes.map_or("-".into(), bytes),
-            n.load1.map_or("-".into(), |l| format!("{l:.2}")),
-        ),
-        format!(
+    let head_text = if !n.up {
+        // A node that did not answer has no figures: say so rather than show zeros.
+        [
+            state,
+            format!(
+                "groups {:?} · no stats from it (last poll failed); the tables below stay empty until it answers",
+                n.groups
+            ),
+        ]
+    } else {
+        [
+            format!(
+                "{state} · version {} · uptime {} · cpu {} · rss {} · load {}",
+                if n.version.is_empty() {
+                    "-"
+                } else {
+                    &n.version
+                },
+                duration_s(n.uptime_s),
+                n.cpu_percent.map_or("-".into(), |c| format!("{c:.0}%")),
+                n.rss_bytes.map_or("-".into(), bytes),
+                n.load1.map_or("-".into(), |l| format!("{l:.2}")),
+            ),
+            format!(
             "engine queue: {} running / {} threads, {} waiting / {} limit, {} refused · peers: {}",
             n.queue.active,
             n.queue.threads,
@@ -58,7 +68,8 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
                     .join(", ")
             }
         ),
-    ];
+        ]
+    };
     let title = format!(
         " Node {} ({}/{}, n: next) ",
         n.addr,

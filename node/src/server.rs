@@ -243,6 +243,8 @@ async fn serve(
         });
     }
     drop(listener);
+    // A paused iterator or a recovery would hold its request (and so the shutdown) open.
+    node.workers.cancel_all();
     // Connections stop reading new requests and finish the ones in flight.
     conns.close();
     conns.wait().await;

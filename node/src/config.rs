@@ -23,6 +23,9 @@ pub const ADMIN_TOKEN_ENV: &str = "ELLIPSIS_ADMIN_TOKEN";
 pub struct NodeConfig {
     /// Wire-protocol listen addresses. Loopback by default: exposing a node is a decision.
     pub listen: Vec<SocketAddr>,
+    /// The address announced to peers and clients in route lists, when it differs from the
+    /// bound one (NAT, port forwarding, a proxy); `None` announces the first listen address.
+    pub advertise_addr: Option<SocketAddr>,
     /// Nodes to join at start (`host:port`); the rest of the ring is learned from them.
     pub remotes: Vec<String>,
     /// HTTP port for stats, metrics, traces, admin and the object API; `None` disables it.
@@ -82,6 +85,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 1025))],
+            advertise_addr: None,
             remotes: Vec::new(),
             http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             admin_token: None,
@@ -305,6 +309,11 @@ impl NodeConfig {
         })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The address this node announces, given the address its listener is bound to.
+    pub fn advertised(&self, bound: SocketAddr) -> SocketAddr {
+        self.advertise_addr.unwrap_or(bound)
     }
 
     /// The admin token: the environment variable wins over the file.

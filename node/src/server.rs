@@ -91,7 +91,13 @@ impl Server {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let (node, tls) = build(&config, listener.local_addr()?, http.as_ref(), None).await?;
+        let (node, tls) = build(
+            &config,
+            config.advertised(listener.local_addr()?),
+            http.as_ref(),
+            None,
+        )
+        .await?;
         serve(node, listener, http, tls, stop_rx).await
     }
 }
@@ -112,7 +118,13 @@ pub async fn start(
         Some(a) => Some(TcpListener::bind(a).await?),
         None => None,
     };
-    let (node, tls) = build(&config, listener.local_addr()?, http.as_ref(), tracer).await?;
+    let (node, tls) = build(
+        &config,
+        config.advertised(listener.local_addr()?),
+        http.as_ref(),
+        tracer,
+    )
+    .await?;
     let (stop, stop_rx) = watch::channel(false);
     let addr = node.addr;
     let http_addr = node.http_addr;

@@ -17,6 +17,8 @@ use ellipsis_node::server::RunningNode;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+pub mod proxy;
+
 /// The admin token every test node uses.
 pub const TOKEN: &str = "test-admin-token";
 
@@ -140,12 +142,25 @@ impl Cluster {
     /// Start one more node (joining the first) and return its index; call
     /// [`Cluster::converge`] to spread its routes.
     pub async fn add_node(&mut self, spec: &NodeSpec) -> usize {
+        self.add_node_with(spec, |_| {}).await
+    }
+
+    /// [`Cluster::add_node`] with the config adjusted by `tweak` first. A node given an
+    /// `advertise_addr` needs a fixed listen port (the harness cannot see the bound one).
+    pub async fn add_node_with(
+        &mut self,
+        spec: &NodeSpec,
+        tweak: impl FnOnce(&mut NodeConfig),
+    ) -> usize {
         let mut config = self.node_config(spec);
+        tweak(&mut config);
         let running = ellipsis_node::server::start(config.clone(), Some(tracer()))
             .await
             .expect("node starts");
         // Keep the chosen ports for restarts.
-        config.listen = vec![running.addr];
+        if config.advertise_addr.is_none() {
+            config.listen = vec![running.addr];
+        }
         config.http_listen = running.http_addr;
         self.nodes.push(TestNode {
             config,

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod badinput;
+mod corruption;
 mod ops;
+mod partition;
 
 use std::time::Duration;
 

@@ -1,0 +1,233 @@
+//! Security of a real node's edges: HTTPS with a certificate made in the test (rcgen) and a
+//! client that trusts only it; the admin token never reaches the logs, whether presented right
+//! or wrong, over HTTP or the wire protocol's AUTH.
+//!
+//! One test binary with its own global `tracing` subscriber (capturing every event at TRACE
+//! from every crate), which is why these tests are not in the shared `cluster` binary.
+
+// Test drivers panic on failure: that is the report.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use ellipsis_core::client::Conn;
+use ellipsis_core::protocol::cmd::auth::Auth;
+use ellipsis_core::protocol::cmd::backend_control::{BackendAction, BackendControl};
+use ellipsis_core::protocol::cmd::Payload;
+use ellipsis_core::protocol::{Command, Header, Status};
+use ellipsis_core::Id;
+use ellipsis_node::config::{BackendConfig, NodeConfig, SyncSetting};
+use ellipsis_node::server::RunningNode;
+
+const TOKEN: &str = "the-real-admin-token-7f3a9c";
+const WRONG: &str = "a-wrong-admin-token-5e2b81";
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything every crate logs, at every level, in this process.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .init();
+        logs
+    })
+    .clone()
+}
+
+fn config(dir: &std::path::Path) -> NodeConfig {
+    NodeConfig {
+        listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        admin_token: Some(TOKEN.into()),
+        blocking_threads: 2,
+        backends: vec![BackendConfig {
+            id: 1,
+            group: 1,
+            dir: dir.join("backend-1"),
+            ring_ids: 2,
+            sync: SyncSetting::Never,
+            min_free_space_bytes: 0,
+            ..BackendConfig::default()
+        }],
+        ..NodeConfig::default()
+    }
+}
+
+async fn start(config: NodeConfig) -> RunningNode {
+    ellipsis_node::server::start(config, None).await.unwrap()
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, written as PEM files in `dir`.
+fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert_pem = ck.cert.pem();
+    let (cert, key) = (dir.join("node.crt"), dir.join("node.key"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    (cert, key, cert_pem)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_a_trusting_client_and_refuses_plain_http_and_untrusting_clients() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, cert_pem) = certificate(dir.path());
+    let mut c = config(dir.path());
+    c.http_tls_cert = Some(cert);
+    c.http_tls_key = Some(key);
+    let node = start(c).await;
+    let http = node.http_addr.unwrap();
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let r = trusting
+        .get(format!("https://127.0.0.1:{}/stats/io", http.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().starts_with('{'));
+    // Writes with the token work over TLS too.
+    let put = trusting
+        .put(format!("https://127.0.0.1:{}/objects/tls-key", http.port()))
+        .bearer_auth(TOKEN)
+        .body("over tls")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    // The port speaks HTTPS only.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/stats/io", http.port()))
+        .timeout(TIMEOUT)
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
+    // A client that does not trust the certificate refuses the connection.
+    let untrusting = reqwest::Client::new()
+        .get(format!("https://127.0.0.1:{}/stats/io", http.port()))
+        .timeout(TIMEOUT)
+        .send()
+        .await;
+    assert!(untrusting.is_err(), "an untrusted certificate was accepted");
+    node.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_bad_certificate_stops_the_start_with_a_clear_error() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.http_tls_cert = Some(dir.path().join("absent.crt"));
+    c.http_tls_key = Some(dir.path().join("absent.key"));
+    let err = ellipsis_node::server::start(c.clone(), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("http_tls_cert"), "{err}");
+    std::fs::write(dir.path().join("absent.crt"), "not a certificate").unwrap();
+    let err = ellipsis_node::server::start(c.clone(), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("http_tls_cert"), "{err}");
+    // A cert without its key is refused by validation.
+    c.http_tls_key = None;
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("http_tls_key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_never_appears_in_the_logs() {
+    let logs = logs();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(config(dir.path())).await;
+    let base = format!("http://{}", node.http_addr.unwrap());
+    let http = reqwest::Client::new();
+    for token in [WRONG, TOKEN] {
+        for path in ["/admin/backends/1/read-only", "/admin/backends/1/writable"] {
+            let r = http
+                .post(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let expected = if token == TOKEN { 200 } else { 401 };
+            assert_eq!(r.status(), expected, "{path} with {token}");
+        }
+        let r = http
+            .put(format!("{base}/objects/logged"))
+            .bearer_auth(token)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), if token == TOKEN { 201 } else { 401 });
+    }
+    // The wire protocol: AUTH wrong, an admin command (refused), AUTH right, the command.
+    let conn = Conn::connect(node.addr, 1 << 20, TIMEOUT).await.unwrap();
+    let ctl = BackendControl {
+        backend: 1,
+        action: BackendAction::Writable,
+    }
+    .encode();
+    let call = |cmd: Command, payload: Vec<u8>| {
+        let conn = conn.clone();
+        async move {
+            let h = Header::request(cmd, Id::ZERO, 1, 0);
+            match conn.call(h, payload.into(), TIMEOUT).await {
+                Ok(f) => f.header.status,
+                Err(e) => e.status(),
+            }
+        }
+    };
+    let auth = |t: &str| {
+        Auth {
+            token: t.to_owned(),
+        }
+        .encode()
+    };
+    assert_eq!(call(Command::Auth, auth(WRONG)).await, Status::ACCESS);
+    assert_eq!(
+        call(Command::BackendControl, ctl.clone()).await,
+        Status::ACCESS
+    );
+    assert_eq!(call(Command::Auth, auth(TOKEN)).await, Status::OK);
+    assert_eq!(call(Command::BackendControl, ctl).await, Status::OK);
+    node.stop().await.unwrap();
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    // The capture works (the audit lines are there) and holds neither token.
+    assert!(
+        text.contains("admin operation"),
+        "audit lines were captured"
+    );
+    assert!(!text.contains(TOKEN), "the admin token was logged");
+    assert!(
+        !text.contains(WRONG),
+        "a presented (wrong) token was logged"
+    );
+}

@@ -7,6 +7,7 @@ mod badinput;
 mod corruption;
 mod ops;
 mod partition;
+mod traces;
 
 use std::time::Duration;
 

@@ -123,6 +123,21 @@ pub struct RecoveryReport {
     pub uncommitted_skipped: u64,
 }
 
+impl RecoveryReport {
+    /// Adds `o`'s counters to these.
+    pub fn add(&mut self, o: &RecoveryReport) {
+        self.iterated += o.iterated;
+        self.filtered += o.filtered;
+        self.copied += o.copied;
+        self.skipped += o.skipped;
+        self.failed += o.failed;
+        self.removed += o.removed;
+        self.bytes += o.bytes;
+        self.uncommitted_removed += o.uncommitted_removed;
+        self.uncommitted_skipped += o.uncommitted_skipped;
+    }
+}
+
 /// Start a recovery job on this node (and, unless `local_only`, on every other node of the
 /// cluster through their admin HTTP). Returns this node's job.
 pub async fn start(node: &Arc<Node>, req: RecoveryRequest) -> Result<JobStatus, NodeError> {
@@ -335,6 +350,11 @@ fn classify(replicas: &[Replica], now_s: u64, prepare_timeout_s: u64) -> Uncommi
     }
 }
 
+/// Keys of one batch copied at once. Each holds at most one record's data, so a job's memory
+/// stays within `COPIES_IN_FLIGHT` records; several in flight keep the disk, both nodes' CPUs
+/// and the connection busy at the same time instead of one round trip after another.
+const COPIES_IN_FLIGHT: usize = 16;
+
 async fn process_batch(
     node: &Arc<Node>,
     client: &Arc<Client>,
@@ -344,130 +364,149 @@ async fn process_batch(
     items: Vec<eblob::Lookup>,
     rep: &mut RecoveryReport,
 ) -> u64 {
-    let mut moved = 0;
+    use futures::StreamExt;
     let prepare_timeout_s = req.prepare_timeout_s.unwrap_or(DEFAULT_PREPARE_TIMEOUT_S);
     let now_s = now_unix_s();
-    for l in items {
-        let id = Id(l.key.0);
-        let local_v = version(l.timestamp.sec, l.timestamp.nsec, l.data_size_bytes);
-        let local = Replica {
-            group: b.group(),
-            version: local_v,
-            uncommitted: l.uncommitted,
-        };
-        let targets: Vec<Target> = match req.kind {
-            RecoveryKind::Dc => {
-                let others: Vec<u32> = groups.iter().copied().filter(|g| *g != b.group()).collect();
-                let mut replicas = vec![local];
-                let mut missing = Vec::new();
-                let mut lookup_failed = false;
-                for r in client.lookup_in(&others, &id).await {
-                    match (r.status, r.info) {
-                        (s, Some(info)) if s.is_ok() => replicas.push(Replica {
-                            group: r.group,
-                            version: version(
-                                info.attr.ts_sec,
-                                info.attr.ts_nsec,
-                                info.attr.total_size,
-                            ),
-                            uncommitted: info.attr.record_flags & RECORD_UNCOMMITTED != 0,
-                        }),
-                        (Status::NOT_FOUND, _) => missing.push(r.group),
-                        _ => {
-                            rep.failed += 1;
-                            lookup_failed = true;
-                        }
-                    }
-                }
-                match classify(&replicas, now_s, prepare_timeout_s) {
-                    Uncommitted::Stale if !lookup_failed => {
-                        // Every holder reaches the same verdict; removing twice is harmless.
-                        rep.uncommitted_removed += 1;
-                        if !req.dry_run {
-                            remove_everywhere(node, client, b, &l.key, &replicas, rep).await;
-                        }
-                        continue;
-                    }
-                    Uncommitted::Stale | Uncommitted::Fresh => {
-                        rep.uncommitted_skipped += 1;
-                        continue;
-                    }
-                    Uncommitted::NotNewest => {}
-                }
-                if local.uncommitted {
-                    // Not a source: a committed newer replica elsewhere reaches this group
-                    // from its own holder.
-                    rep.uncommitted_skipped += 1;
-                    continue;
-                }
-                let mut t: Vec<Target> = missing.into_iter().map(Target::Group).collect();
-                for r in &replicas[1..] {
-                    if r.version < local_v {
-                        t.push(Target::Group(r.group));
-                    } else {
-                        rep.skipped += 1;
-                    }
-                }
-                t
-            }
-            RecoveryKind::Merge => {
-                let owner = client.routes().owner(b.group(), &id);
-                match owner {
-                    Some(o) if o.node == node.addr && o.backend == b.id() => vec![],
-                    Some(_) if l.uncommitted => {
-                        // An uncommitted record cannot be moved (it cannot be read); an
-                        // abandoned one is dropped, a fresh one waits for its commit.
-                        let replicas = [local];
-                        if classify(&replicas, now_s, prepare_timeout_s) == Uncommitted::Stale
-                            && !req.safe
-                        {
-                            rep.uncommitted_removed += 1;
-                            if !req.dry_run {
-                                let (b2, k) = (b.clone(), l.key);
-                                if crate::cmd::blocking(node, move || Ok(b2.remove(&k)?))
-                                    .await
-                                    .is_err()
-                                {
-                                    rep.failed += 1;
-                                }
-                            }
-                        } else {
-                            rep.uncommitted_skipped += 1;
-                        }
-                        continue;
-                    }
-                    Some(o) => vec![Target::Backend(o)],
-                    None => {
-                        rep.failed += 1;
-                        vec![]
-                    }
-                }
-            }
-        };
-        if targets.is_empty() {
-            rep.filtered += u64::from(req.kind == RecoveryKind::Merge);
-            continue;
-        }
-        if req.dry_run {
-            rep.copied += targets.len() as u64;
-            rep.bytes += l.data_size_bytes * targets.len() as u64;
-            continue;
-        }
-        let r = copy(node, client, b, &id, &l, &targets, SendMode::Default).await;
-        rep.copied += r.copied;
-        rep.skipped += r.skipped;
-        rep.failed += r.failed;
-        rep.bytes += r.bytes;
-        moved += r.bytes;
-        if req.kind == RecoveryKind::Merge && !req.safe && r.failed == 0 {
-            let (b2, k) = (b.clone(), l.key);
-            match crate::cmd::blocking(node, move || Ok(b2.remove(&k)?)).await {
-                Ok(()) => rep.removed += 1,
-                Err(_) => rep.failed += 1,
-            }
-        }
+    let mut results = futures::stream::iter(items)
+        .map(|l| process_key(node, client, req, groups, b, l, now_s, prepare_timeout_s))
+        .buffer_unordered(COPIES_IN_FLIGHT);
+    let mut moved = 0;
+    while let Some((r, m)) = results.next().await {
+        rep.add(&r);
+        moved += m;
     }
     moved
+}
+
+/// Recovery of one key; returns its counters and the bytes it moved.
+#[allow(clippy::too_many_arguments)]
+async fn process_key(
+    node: &Arc<Node>,
+    client: &Arc<Client>,
+    req: &RecoveryRequest,
+    groups: &[u32],
+    b: &Arc<Backend>,
+    l: eblob::Lookup,
+    now_s: u64,
+    prepare_timeout_s: u64,
+) -> (RecoveryReport, u64) {
+    let mut rep = RecoveryReport::default();
+    let mut moved = 0;
+    let id = Id(l.key.0);
+    let local_v = version(l.timestamp.sec, l.timestamp.nsec, l.data_size_bytes);
+    let local = Replica {
+        group: b.group(),
+        version: local_v,
+        uncommitted: l.uncommitted,
+    };
+    let targets: Vec<Target> = match req.kind {
+        RecoveryKind::Dc => {
+            let others: Vec<u32> = groups.iter().copied().filter(|g| *g != b.group()).collect();
+            let mut replicas = vec![local];
+            let mut missing = Vec::new();
+            let mut lookup_failed = false;
+            for r in client.lookup_in(&others, &id).await {
+                match (r.status, r.info) {
+                    (s, Some(info)) if s.is_ok() => replicas.push(Replica {
+                        group: r.group,
+                        version: version(info.attr.ts_sec, info.attr.ts_nsec, info.attr.total_size),
+                        uncommitted: info.attr.record_flags & RECORD_UNCOMMITTED != 0,
+                    }),
+                    (Status::NOT_FOUND, _) => missing.push(r.group),
+                    _ => {
+                        rep.failed += 1;
+                        lookup_failed = true;
+                    }
+                }
+            }
+            match classify(&replicas, now_s, prepare_timeout_s) {
+                Uncommitted::Stale if !lookup_failed => {
+                    // Every holder reaches the same verdict; removing twice is harmless.
+                    rep.uncommitted_removed += 1;
+                    if !req.dry_run {
+                        remove_everywhere(node, client, b, &l.key, &replicas, &mut rep).await;
+                    }
+                    return (rep, moved);
+                }
+                Uncommitted::Stale | Uncommitted::Fresh => {
+                    rep.uncommitted_skipped += 1;
+                    return (rep, moved);
+                }
+                Uncommitted::NotNewest => {}
+            }
+            if local.uncommitted {
+                // Not a source: a committed newer replica elsewhere reaches this group
+                // from its own holder.
+                rep.uncommitted_skipped += 1;
+                return (rep, moved);
+            }
+            let mut t: Vec<Target> = missing.into_iter().map(Target::Group).collect();
+            for r in &replicas[1..] {
+                if r.version < local_v {
+                    t.push(Target::Group(r.group));
+                } else {
+                    rep.skipped += 1;
+                }
+            }
+            t
+        }
+        RecoveryKind::Merge => {
+            let owner = client.routes().owner(b.group(), &id);
+            match owner {
+                Some(o) if o.node == node.addr && o.backend == b.id() => vec![],
+                Some(_) if l.uncommitted => {
+                    // An uncommitted record cannot be moved (it cannot be read); an
+                    // abandoned one is dropped, a fresh one waits for its commit.
+                    let replicas = [local];
+                    if classify(&replicas, now_s, prepare_timeout_s) == Uncommitted::Stale
+                        && !req.safe
+                    {
+                        rep.uncommitted_removed += 1;
+                        if !req.dry_run {
+                            let (b2, k) = (b.clone(), l.key);
+                            if crate::cmd::blocking(node, move || Ok(b2.remove(&k)?))
+                                .await
+                                .is_err()
+                            {
+                                rep.failed += 1;
+                            }
+                        }
+                    } else {
+                        rep.uncommitted_skipped += 1;
+                    }
+                    return (rep, moved);
+                }
+                Some(o) => vec![Target::Backend(o)],
+                None => {
+                    rep.failed += 1;
+                    vec![]
+                }
+            }
+        }
+    };
+    if targets.is_empty() {
+        rep.filtered += u64::from(req.kind == RecoveryKind::Merge);
+        return (rep, moved);
+    }
+    if req.dry_run {
+        rep.copied += targets.len() as u64;
+        rep.bytes += l.data_size_bytes * targets.len() as u64;
+        return (rep, moved);
+    }
+    let r = copy(node, client, b, &id, &l, &targets, SendMode::Default).await;
+    rep.copied += r.copied;
+    rep.skipped += r.skipped;
+    rep.failed += r.failed;
+    rep.bytes += r.bytes;
+    moved += r.bytes;
+    if req.kind == RecoveryKind::Merge && !req.safe && r.failed == 0 {
+        let (b2, k) = (b.clone(), l.key);
+        match crate::cmd::blocking(node, move || Ok(b2.remove(&k)?)).await {
+            Ok(()) => rep.removed += 1,
+            Err(_) => rep.failed += 1,
+        }
+    }
+    (rep, moved)
 }
 
 /// Remove an abandoned upload from every other group holding a replica, then from this

@@ -3,8 +3,8 @@
 //! Exit codes: 0 success, 1 failure (unreachable cluster, refused write, nodes down for
 //! `status`), 2 usage errors, 3 key not found. The admin token comes from `ELL_ADMIN_TOKEN` or
 //! `--token-file` and is never printed. Each subcommand is one function in [`commands`]; a new
-//! one (such as `demo`, which will start an embedded cluster) is a new `Cmd` variant and a
-//! new function there.
+//! one is a new `Cmd` variant and a new function there. `demo` is the exception: it lives in
+//! [`demo`] because it alone links `ellipsis-node`.
 
 mod commands;
 mod demo;

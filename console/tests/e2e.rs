@@ -4,7 +4,8 @@
 //! The test types keys as an operator would: it visits every view, schedules a data-sort
 //! window through the editor and its confirmation, then runs a dc recovery as a dry run and
 //! for real, and checks each effect twice: on the cluster over HTTP (the node's schedule, the
-//! finished jobs, the copied keys) and on the screen. Waiting is polling `capture-pane` for
+//! finished jobs, the copied keys) and on the screen. Last, a node is stopped: the console
+//! must show it down in the overview, the events and the ring, and keep answering keys. Waiting is polling `capture-pane` for
 //! the expected text with a deadline: the console is an external process.
 //!
 //! tmux runs on a private socket (`tmux -L <unique>`) with no user config, and its server is
@@ -151,7 +152,7 @@ fn operator_session_in_tmux_schedules_data_sort_and_runs_dc_recovery() {
         NodeSpec::groups(&[1]),
         NodeSpec::groups(&[2]),
     ];
-    let cluster = rt.block_on(Cluster::start(&specs));
+    let mut cluster = rt.block_on(Cluster::start(&specs));
     // Keys in group 1 only: dc recovery must copy them to group 2.
     let ids: Vec<Id> = (0..KEYS)
         .map(|i| Id::for_key(b"", format!("e2e-{i}").as_bytes()))
@@ -273,6 +274,18 @@ fn operator_session_in_tmux_schedules_data_sort_and_runs_dc_recovery() {
                 .any(|l| l.contains("recovery_dc ") && !l.contains("dry") && l.contains("done"))
     });
     assert!(screen.contains("Selected job"), "{screen}");
+
+    // A node goes away: the console says so everywhere and keeps answering keys.
+    let gone = (first + 1) % n;
+    rt.block_on(cluster.stop_node(gone));
+    tmux.keys(&["1"]);
+    tmux.wait("3/4 up with the node marked DOWN", |s| {
+        s.contains("3/4 up") && s.contains("DOWN")
+    });
+    tmux.keys(&["7"]);
+    tmux.wait_text(&format!("node {} down", addrs[gone]));
+    tmux.keys(&["2"]);
+    tmux.wait_text("owner down: range unserved");
 
     // Quit: the console exits cleanly and gives the terminal back.
     tmux.keys(&["q"]);

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod badinput;
+mod client;
 mod corruption;
 mod ops;
 mod partition;

@@ -189,13 +189,19 @@ pub struct ReadResult {
     pub failed: Vec<(u32, Status)>,
 }
 
+/// One connection attempt to a node, shared by every caller that arrives while it runs: they
+/// all get its outcome, so n concurrent callers to a silent node wait one timeout, not n in
+/// turn. A failed attempt is forgotten once it has answered its waiters; the next caller tries
+/// afresh.
+type Attempt = Arc<tokio::sync::OnceCell<Result<Arc<Conn>, ConnError>>>;
+
 /// A client session; clone the `Arc` to share it.
 #[derive(Debug)]
 pub struct Client {
     cfg: ClientConfig,
     routes: RwLock<RouteTable>,
     http: RwLock<BTreeMap<SocketAddr, Option<SocketAddr>>>,
-    conns: Mutex<HashMap<SocketAddr, Arc<tokio::sync::OnceCell<Arc<Conn>>>>>,
+    conns: Mutex<HashMap<SocketAddr, Attempt>>,
     /// Smoothed latency per group in microseconds (for weighted reads).
     latency_us: Mutex<BTreeMap<u32, f64>>,
 }
@@ -290,8 +296,8 @@ impl Client {
     pub async fn conn(&self, addr: SocketAddr) -> Result<Arc<Conn>, ConnError> {
         loop {
             let cell = self.conns.lock().entry(addr).or_default().clone();
-            let conn = cell
-                .get_or_try_init(|| async {
+            let outcome = cell
+                .get_or_init(|| async {
                     let c = Conn::connect(addr, self.cfg.max_frame_bytes, self.timeout()).await?;
                     if let Some(token) = &self.cfg.admin_token {
                         let h = Header::request(Command::Auth, Id::ZERO, 0, 0);
@@ -302,16 +308,23 @@ impl Client {
                     }
                     Ok::<_, ConnError>(c)
                 })
-                .await?
+                .await
                 .clone();
-            if !conn.is_closed() {
-                return Ok(conn);
+            if let Ok(conn) = &outcome {
+                if !conn.is_closed() {
+                    return Ok(conn.clone());
+                }
             }
-            // Broken: forget it (unless someone already replaced it) and reconnect.
-            let mut conns = self.conns.lock();
-            if conns.get(&addr).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                conns.remove(&addr);
+            // Broken or failed: forget it (unless someone already replaced it). A broken
+            // connection is reopened now; a failed attempt's error goes to each of its waiters,
+            // and the next caller tries afresh.
+            {
+                let mut conns = self.conns.lock();
+                if conns.get(&addr).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    conns.remove(&addr);
+                }
             }
+            outcome?;
         }
     }
 

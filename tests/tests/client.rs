@@ -31,7 +31,10 @@ async fn concurrent_callers_to_a_silent_node_share_one_attempt() {
     let started = Instant::now();
     let results = futures::future::join_all((0..callers).map(|_| client.conn(addr))).await;
     let waited = started.elapsed();
-    assert!(results.iter().all(|r| r.is_err()), "a silent node never yields a connection");
+    assert!(
+        results.iter().all(|r| r.is_err()),
+        "a silent node never yields a connection"
+    );
     // One shared attempt: callers wait about one timeout, not one timeout each in turn
     // (20 x 400 ms = 8 s before the fix). The bound is loose: this is about hangs, not speed.
     assert!(

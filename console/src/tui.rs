@@ -187,7 +187,17 @@ pub async fn run_until(
     stop.store(true, Ordering::Relaxed);
     poll_task.abort();
     drop(rx);
-    let _ = input.join();
+    // The input thread sees `stop` within one INPUT_POLL, except when the terminal is gone
+    // (closed window, killed tmux pane): crossterm's poll can then spin without returning.
+    // Wait a bounded time and otherwise leave it behind: it ends with the process, and the
+    // caller's teardown (the demo's nodes and directory) must not wait on a dead terminal.
+    for _ in 0..3 {
+        if input.is_finished() {
+            let _ = input.join();
+            break;
+        }
+        tokio::time::sleep(INPUT_POLL).await;
+    }
     drop(terminal);
     drop(guard);
     result

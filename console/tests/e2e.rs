@@ -8,6 +8,9 @@
 //! must show it down in the overview, the events and the ring, and keep answering keys. Waiting is polling `capture-pane` for
 //! the expected text with a deadline: the console is an external process.
 //!
+//! A second test closes the terminal under `ell demo` and checks that the demo still tears
+//! its cluster down and removes its directory.
+//!
 //! tmux runs on a private socket (`tmux -L <unique>`) with no user config, and its server is
 //! killed by a drop guard even when an assertion fails. Without tmux the test fails and says
 //! so (CI installs it).
@@ -35,7 +38,7 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start(command: &str) -> Tmux {
+    fn start(name: &str, command: &str) -> Tmux {
         match Command::new("tmux").arg("-V").output() {
             Ok(o) if o.status.success() => {}
             _ => panic!(
@@ -44,7 +47,7 @@ impl Tmux {
             ),
         }
         let tmux = Tmux {
-            socket: format!("ell-e2e-{}", std::process::id()),
+            socket: format!("ell-e2e-{name}-{}", std::process::id()),
         };
         let out = tmux.run(&[
             "new-session",
@@ -182,7 +185,7 @@ fn operator_session_in_tmux_schedules_data_sort_and_runs_dc_recovery() {
         http.join(","),
         shell_quote(&token_file.display().to_string()),
     );
-    let tmux = Tmux::start(&format!("sh -c {}", shell_quote(&command)));
+    let tmux = Tmux::start("operator", &format!("sh -c {}", shell_quote(&command)));
 
     // Overview with every node up.
     tmux.wait("4/4 up and the node table", |s| {
@@ -292,4 +295,24 @@ fn operator_session_in_tmux_schedules_data_sort_and_runs_dc_recovery() {
     tmux.wait_text("ell exited with 0");
     drop(tmux);
     rt.block_on(cluster.shutdown());
+}
+
+#[test]
+fn demo_tears_down_when_its_terminal_goes_away() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let command = format!(
+        "{} demo --ops-per-s 50 --refresh-ms 300 --dir {}",
+        shell_quote(env!("CARGO_BIN_EXE_ell")),
+        shell_quote(&parent.path().display().to_string()),
+    );
+    let tmux = Tmux::start("demo", &command);
+    tmux.wait("the demo's console with 4/4 up", |s| {
+        s.contains("4/4 up") && s.contains("q quits and removes the cluster")
+    });
+    let entries = || std::fs::read_dir(parent.path()).expect("readable").count();
+    assert_eq!(entries(), 1, "the demo's directory exists while it runs");
+    // Closing the terminal hangs up on the demo (SIGHUP): it must stop its nodes and remove
+    // its directory rather than die and leave them behind, or hang on the dead terminal.
+    drop(tmux);
+    wait_cluster("the demo to remove its directory", || entries() == 0);
 }

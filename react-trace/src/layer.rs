@@ -675,7 +675,11 @@ impl ReactLayer {
         let mut fields = Fields::root();
         attrs.record(&mut fields);
         let seq = inner.next_seq.fetch_add(1, Ordering::Relaxed);
-        let trace_id = fields.trace_id.unwrap_or_else(random_u64);
+        // 0 is "no id" on the wire (a request the client did not trace): give the tree its own.
+        let trace_id = fields
+            .trace_id
+            .filter(|&t| t != 0)
+            .unwrap_or_else(random_u64);
         let root_name = fields.cmd.take().unwrap_or_else(|| ROOT_NAME.to_owned());
         let mut root = NodeRec {
             name: attrs.metadata().name(),

@@ -87,8 +87,8 @@ pub const ROOT_NAME: &str = "request";
 
 /// A request root span: `request!(cmd, trace_id, force_sample [, more fields])`.
 ///
-/// `cmd` becomes the root action's name, `trace_id: u64` the tree id, `force_sample: bool` the
-/// trace bit. Extra fields use `tracing`'s field syntax and become tree annotations.
+/// `cmd` becomes the root action's name, `trace_id: u64` the tree id (0: none given, the tree
+/// gets a random one), `force_sample: bool` the trace bit. Extra fields use `tracing`'s field syntax and become tree annotations.
 #[macro_export]
 macro_rules! request {
     ($cmd:expr, $trace_id:expr, $force:expr $(, $($fields:tt)*)?) => {

@@ -261,6 +261,22 @@ fn the_ring_keeps_the_newest_trees_and_counts_the_dropped() {
 }
 
 #[test]
+fn a_zero_trace_id_means_none_and_each_tree_gets_its_own() {
+    let t = tracer(TracerConfig::default());
+    with(&t, || {
+        for _ in 0..3 {
+            request!("READ", 0u64, true).in_scope(|| {});
+        }
+    });
+    let mut ids: Vec<String> = t.recent(10).into_iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), 3);
+    assert!(!ids.contains(&"0000000000000000".to_owned()), "{ids:?}");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "distinct ids");
+}
+
+#[test]
 fn json_output_matches_the_react_format() {
     let t = tracer(TracerConfig::default());
     with(&t, || {

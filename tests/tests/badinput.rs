@@ -392,6 +392,15 @@ async fn http_headers_must_arrive_within_the_header_timeout() {
         .await
         .unwrap();
     closed_by_node(&mut slow).await;
+    // A keep-alive connection left idle after a request is closed too.
+    let mut kept = TcpStream::connect(one.http()).await.unwrap();
+    kept.write_all(b"GET /stats/io HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut status = [0u8; 12];
+    kept.read_exact(&mut status).await.unwrap();
+    assert_eq!(&status, b"HTTP/1.1 200");
+    closed_by_node(&mut kept).await;
     // Prompt clients are served.
     let r = reqwest::get(format!("http://{}/stats/io", one.http()))
         .await

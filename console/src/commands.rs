@@ -15,11 +15,15 @@ use ellipsis_console::poll::{trace_summary, PollConfig, Poller};
 use ellipsis_console::ui::{bytes as fmt_bytes, render_to_text};
 use ellipsis_core::client::{Client, ClientConfig, ClientError};
 use ellipsis_core::protocol::{IoAttr, Status};
+use ellipsis_core::stats::{JobState, JobStatus};
 use ellipsis_core::Id;
 use serde_json::json;
 
 use crate::tui;
-use crate::{BenchArgs, DefragAction, DefragArgs, Fail, Global, RecoverArgs, RecoverKind, TopArgs};
+use crate::{
+    BackendArgs, BackendCtl, BenchArgs, DefragAction, DefragArgs, Fail, Global, RecoverArgs,
+    RecoverKind, TopArgs,
+};
 
 /// Largest object `ell put` reads into memory (the node's default frame bound).
 const MAX_PUT_BYTES: u64 = ellipsis_core::protocol::DEFAULT_MAX_FRAME_BYTES;
@@ -522,6 +526,9 @@ fn refuse_read_only(g: &Global) -> Result<(), Fail> {
 
 /// `ell defrag`.
 pub async fn defrag(g: &Global, a: &DefragArgs) -> Result<(), Fail> {
+    if a.action == DefragAction::Status {
+        return defrag_status(g, a).await;
+    }
     refuse_read_only(g)?;
     let admin =
         AdminClient::new(token(g)?, g.timeout_ms).map_err(|e| Fail::failure(e.to_string()))?;
@@ -543,6 +550,8 @@ pub async fn defrag(g: &Global, a: &DefragArgs) -> Result<(), Fail> {
                 .await
         }
         DefragAction::Stop => admin.backend_action(&http, a.backend, "defrag-stop").await,
+        // Answered above, without a token.
+        DefragAction::Status => Ok(()),
         DefragAction::Schedule => {
             if !["auto", "timed", "scheduled", "none"].contains(&a.mode.as_str()) {
                 return Err(Fail::usage("--mode must be auto, timed, scheduled or none"));
@@ -611,13 +620,174 @@ pub async fn recover(g: &Global, a: &RecoverArgs) -> Result<(), Fail> {
         .start_recovery(&http, kind, a.dry_run, &groups)
         .await
         .map_err(|e| Fail::failure(e.to_string()))?;
-    if g.json {
-        print_json(&serde_json::to_value(&job).map_err(|e| Fail::failure(e.to_string()))?)?;
-    } else {
+    if a.detach {
+        if g.json {
+            print_json(&serde_json::to_value(&job).map_err(|e| Fail::failure(e.to_string()))?)?;
+        } else {
+            println!(
+                "job {} on {node}: {:?} {:?} ({})",
+                job.id, job.kind, job.state, job.target
+            );
+        }
+        return Ok(());
+    }
+    if !g.json {
         println!(
             "job {} on {node}: {:?} {:?} ({})",
             job.id, job.kind, job.state, job.target
         );
+    }
+    let job = watch_job(g, &http, job).await?;
+    if g.json {
+        print_json(&serde_json::to_value(&job).map_err(|e| Fail::failure(e.to_string()))?)?;
+    } else {
+        println!(
+            "job {} on {node}: {:?}: {}",
+            job.id,
+            job.state,
+            job.result.as_deref().unwrap_or("")
+        );
+    }
+    match job.state {
+        JobState::Done => Ok(()),
+        other => Err(Fail::failure(format!("job {} ended {other:?}", job.id))),
+    }
+}
+
+/// Polls `/stats/workers` on `http` until `job` finishes; draws a progress bar on stderr
+/// meanwhile (unless `--json`). Returns the finished job.
+async fn watch_job(g: &Global, http: &str, job: JobStatus) -> Result<JobStatus, Fail> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(g.timeout_ms))
+        .build()
+        .map_err(|e| Fail::failure(e.to_string()))?;
+    let url = format!("http://{http}/stats/workers");
+    let mut last = job;
+    // A live bar for a human; polling a remote node's stats is the only way to see progress.
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let jobs: Vec<JobStatus> = match client.get(&url).send().await {
+            Ok(r) => r
+                .json()
+                .await
+                .map_err(|e| Fail::failure(format!("{url}: {e}")))?,
+            Err(e) => return Err(Fail::failure(format!("{url}: {e}"))),
+        };
+        let Some(now) = jobs.into_iter().find(|j| j.id == last.id) else {
+            return Err(Fail::failure(format!(
+                "job {} is no longer listed on {http}",
+                last.id
+            )));
+        };
+        last = now;
+        if !g.json {
+            eprint!("\r{}", progress_line(&last));
+            let _ = std::io::stderr().flush();
+        }
+        if last.state.is_finished() {
+            if !g.json {
+                eprintln!();
+            }
+            return Ok(last);
+        }
+    }
+}
+
+/// `[#####.....]  50%  512/1024 keys  12.5 MB/s  running`.
+fn progress_line(j: &JobStatus) -> String {
+    const WIDTH: usize = 30;
+    let fraction = match j.total_keys {
+        Some(t) if t > 0 => (j.done_keys as f64 / t as f64).min(1.0),
+        _ if j.state.is_finished() => 1.0,
+        _ => 0.0,
+    };
+    let filled = (fraction * WIDTH as f64).round() as usize;
+    format!(
+        "[{}{}] {:>3.0}%  {}/{} keys  {}/s  {:?}  ",
+        "#".repeat(filled),
+        ".".repeat(WIDTH - filled),
+        fraction * 100.0,
+        j.done_keys,
+        j.total_keys.map_or("?".to_owned(), |t| t.to_string()),
+        fmt_bytes(j.rate_bytes_per_s as u64),
+        j.state
+    )
+}
+
+/// `ell defrag status`: the backend's data-sort state, from the node's stats (no token).
+async fn defrag_status(g: &Global, a: &DefragArgs) -> Result<(), Fail> {
+    let mut p = poller(g, 0).await?;
+    let m = p.poll().await;
+    let http = p
+        .http_addr_of(&a.node)
+        .ok_or_else(|| Fail::failure(format!("no node {} in the cluster", a.node)))?;
+    let node = m
+        .nodes
+        .iter()
+        .find(|n| n.addr == a.node || p.http_addr_of(&n.addr).as_deref() == Some(&http))
+        .ok_or_else(|| Fail::failure(format!("node {} did not answer", a.node)))?;
+    let b = node
+        .backends
+        .iter()
+        .find(|b| b.id == a.backend)
+        .ok_or_else(|| Fail::failure(format!("no backend {} on {}", a.backend, a.node)))?;
+    if g.json {
+        print_json(&serde_json::to_value(b).map_err(|e| Fail::failure(e.to_string()))?)?;
+    } else {
+        let d = &b.defrag;
+        println!(
+            "backend {} on {}: mode {}{}, state {}{}, next start {}, {} of {} bases want defrag",
+            b.id,
+            node.addr,
+            d.mode,
+            d.window.map_or(String::new(), |(h, s)| format!(
+                " (window {h:02}:00 ± {s} h)"
+            )),
+            d.state,
+            d.progress
+                .map_or(String::new(), |p| format!(" {:.0}%", p * 100.0)),
+            d.next_start_s
+                .map_or("none".to_owned(), |s| format!("at unix {s}")),
+            b.want_defrag_bases,
+            b.bases
+        );
+        if let Some(r) = &d.last_result {
+            println!("last run: {r}");
+        }
+    }
+    Ok(())
+}
+
+/// `ell backend enable|disable|ro|rw`.
+pub async fn backend(g: &Global, a: &BackendArgs) -> Result<(), Fail> {
+    refuse_read_only(g)?;
+    let admin =
+        AdminClient::new(token(g)?, g.timeout_ms).map_err(|e| Fail::failure(e.to_string()))?;
+    if !admin.has_token() {
+        return Err(Fail::usage(
+            "no admin token: set ELL_ADMIN_TOKEN or pass --token-file",
+        ));
+    }
+    let mut p = poller(g, 0).await?;
+    let _ = p.poll().await;
+    let http = p
+        .http_addr_of(&a.node)
+        .ok_or_else(|| Fail::failure(format!("no node {} in the cluster", a.node)))?;
+    let action = match a.action {
+        BackendCtl::Enable => "enable",
+        BackendCtl::Disable => "disable",
+        BackendCtl::Ro => "read-only",
+        BackendCtl::Rw => "writable",
+    };
+    admin
+        .backend_action(&http, a.backend, action)
+        .await
+        .map_err(|e| Fail::failure(e.to_string()))?;
+    if g.json {
+        print_json(&json!({ "ok": true, "node": a.node, "backend": a.backend, "action": action }))?;
+    } else {
+        println!("done: {action} backend {} on {}", a.backend, a.node);
     }
     Ok(())
 }

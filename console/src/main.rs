@@ -112,6 +112,8 @@ pub enum Cmd {
     Defrag(DefragArgs),
     /// Start a recovery job.
     Recover(RecoverArgs),
+    /// Enable, disable, or switch one backend read-only / writable.
+    Backend(BackendArgs),
     /// Start an embedded local cluster with a light load and open the console on it.
     Demo(demo::DemoArgs),
 }
@@ -162,6 +164,8 @@ pub struct BenchArgs {
 /// Data-sort actions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DefragAction {
+    /// Show mode, window, next planned start, state and progress.
+    Status,
     /// Start now.
     Start,
     /// Start now, only bases that want it.
@@ -198,6 +202,32 @@ pub struct DefragArgs {
     pub compact: bool,
 }
 
+/// Backend control actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendCtl {
+    /// Open it and announce its ring ranges.
+    Enable,
+    /// Withdraw its ranges and close it.
+    Disable,
+    /// Refuse writes.
+    Ro,
+    /// Accept writes again.
+    Rw,
+}
+
+/// `ell backend` options.
+#[derive(Clone, Debug, Args)]
+pub struct BackendArgs {
+    /// What to do.
+    pub action: BackendCtl,
+    /// Node (protocol or HTTP address).
+    #[arg(long)]
+    pub node: String,
+    /// Backend id on it.
+    #[arg(long)]
+    pub backend: u32,
+}
+
 /// Recovery kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RecoverKind {
@@ -218,6 +248,9 @@ pub struct RecoverArgs {
     /// Node to run it on (default: the first node that answers).
     #[arg(long)]
     pub node: Option<String>,
+    /// Return once the job started instead of following it to its end.
+    #[arg(long)]
+    pub detach: bool,
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -301,6 +334,7 @@ fn main() -> ExitCode {
             Cmd::Trace { id, limit } => commands::trace(&g, id.as_deref(), limit).await,
             Cmd::Defrag(a) => commands::defrag(&g, &a).await,
             Cmd::Recover(a) => commands::recover(&g, &a).await,
+            Cmd::Backend(a) => commands::backend(&g, &a).await,
             Cmd::Demo(a) => demo::demo(&g, &a).await,
         }
     });

@@ -854,7 +854,7 @@ fn admin_commands_use_the_token_from_env_or_file_and_never_print_it() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out = run(
-        args(&["recover", "merge", "--dry-run", "--json"]),
+        args(&["recover", "merge", "--dry-run", "--json", "--detach"]),
         &[("ELL_ADMIN_TOKEN", TOKEN)],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

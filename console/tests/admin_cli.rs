@@ -1,0 +1,195 @@
+//! `ell backend`, `ell defrag status` and `ell recover` through the real binary against a real
+//! in-process cluster (`ellipsis-tests`): the command changes what the nodes do, and recovery
+//! shows a progress bar until its job ends.
+
+// Test drivers panic on failure: that is the report.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Output;
+
+use bytes::Bytes;
+use ellipsis_core::client::Checker;
+use ellipsis_core::protocol::{IoAttr, Status};
+use ellipsis_core::stats::{JobKind, JobState, JobStatus};
+use ellipsis_core::Id;
+use ellipsis_tests::{Cluster, NodeSpec, TOKEN};
+
+async fn ell(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_ell"))
+        .args(args)
+        .env("ELL_ADMIN_TOKEN", TOKEN)
+        .env_remove("ELL_REMOTE")
+        .env_remove("ELL_HTTP")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn key(i: u64) -> Id {
+    Id::for_key(b"", format!("cli-{i}").as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_commands_switch_read_only_and_enabled_state() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    let remote = c.addr(0).to_string();
+    let client = c.client(0, &[1], Checker::All).await;
+    let run = |action: &'static str, json: bool| {
+        let remote = remote.clone();
+        async move {
+            let mut args = vec![
+                "--remote",
+                &remote,
+                "backend",
+                action,
+                "--node",
+                &remote,
+                "--backend",
+                "1",
+            ];
+            if json {
+                args.push("--json");
+            }
+            let out = ell(&args).await;
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+            out
+        }
+    };
+    let out = run("ro", true).await;
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (reply["ok"].as_bool(), reply["action"].as_str()),
+        (Some(true), Some("read-only"))
+    );
+    let refused = client
+        .write(&key(1), Bytes::from_static(b"x"), IoAttr::default())
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("READ_ONLY"), "{refused}");
+    run("rw", false).await;
+    client
+        .write(&key(1), Bytes::from_static(b"x"), IoAttr::default())
+        .await
+        .unwrap();
+    run("disable", false).await;
+    assert!(c.node(0).backend(1).unwrap().engine().is_err(), "closed");
+    run("enable", false).await;
+    assert_eq!(
+        &client.read(&key(1), 0, 0).await.unwrap().data[..],
+        b"x",
+        "reopened with its data"
+    );
+    // A backend that does not exist: exit 1 with the node's reason.
+    let out = ell(&[
+        "--remote",
+        &remote,
+        "backend",
+        "ro",
+        "--node",
+        &remote,
+        "--backend",
+        "9",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("backend 9"),
+        "{}",
+        text(&out.stderr)
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_shows_progress_until_the_job_ends_and_json_prints_the_final_job() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
+    let remote = c.addr(0).to_string();
+    let g1 = c.client(0, &[1], Checker::All).await;
+    for i in 0..50 {
+        g1.write(&key(i), Bytes::from(format!("v{i}")), IoAttr::default())
+            .await
+            .unwrap();
+    }
+    // Dry run with a bar on stderr: the job (on the node holding the keys) is followed to its
+    // end.
+    let out = ell(&[
+        "--remote",
+        &remote,
+        "recover",
+        "dc",
+        "--dry-run",
+        "--node",
+        &remote,
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let bar = text(&out.stderr);
+    assert!(bar.contains("100%") && bar.contains("50/50 keys"), "{bar}");
+    assert!(text(&out.stdout).contains("Done"), "{}", text(&out.stdout));
+    let g2 = c.client(0, &[2], Checker::All).await;
+    assert_eq!(
+        g2.read(&key(0), 0, 0).await.unwrap_err().status(),
+        Status::NOT_FOUND,
+        "a dry run copies nothing"
+    );
+
+    let out = ell(&[
+        "--remote", &remote, "--json", "recover", "dc", "--node", &remote,
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let job: JobStatus = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((job.kind, job.state), (JobKind::RecoveryDc, JobState::Done));
+    let result: serde_json::Value = serde_json::from_str(job.result.as_deref().unwrap()).unwrap();
+    assert_eq!(result["copied"], 50, "{result}");
+    assert!(
+        !text(&out.stderr).contains('['),
+        "no bar with --json: {}",
+        text(&out.stderr)
+    );
+    for i in 0..50 {
+        assert_eq!(
+            g2.read(&key(i), 0, 0).await.unwrap().data,
+            Bytes::from(format!("v{i}"))
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defrag_status_reports_the_schedule_without_a_token() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    let remote = c.addr(0).to_string();
+    let out = ell(&[
+        "--remote",
+        &remote,
+        "defrag",
+        "schedule",
+        &remote,
+        "1",
+        "--mode",
+        "timed",
+        "--timeout-s",
+        "600",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ell"))
+        .args([
+            "--remote", &remote, "--json", "defrag", "status", &remote, "1",
+        ])
+        .env_remove("ELL_ADMIN_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(b["id"], 1);
+    assert_eq!(b["defrag"]["mode"], "timed", "{b}");
+    assert_eq!(b["defrag"]["timeout_s"], 600, "{b}");
+    c.shutdown().await;
+}

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{Backend, CacheUse};
 use crate::error::NodeError;
 use crate::node::Node;
-use crate::worker::{JobHandle, RateLimit};
+use crate::worker::{JobHandle, RateLimit, Throttle};
 
 /// Which recovery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +66,9 @@ pub struct RecoveryRequest {
     pub batch: usize,
     /// Throughput limit in bytes per second (0 = none).
     pub bytes_per_s: u64,
+    /// Share of wall time the job may work (0.01..=1.0; 1.0 = no pauses): after each batch
+    /// it rests in proportion, so foreground requests keep the disk and CPUs most of the time.
+    pub work_share: f64,
     /// Merge: keep the local copy after moving it.
     pub safe: bool,
     /// Run only on this node (set by the fan-out; a client leaves it false).
@@ -91,6 +94,7 @@ impl Default for RecoveryRequest {
             since_unix_s: None,
             batch: 256,
             bytes_per_s: 0,
+            work_share: 1.0,
             safe: false,
             local_only: false,
             prepare_timeout_s: None,
@@ -238,6 +242,7 @@ fn run(
 ) -> Result<RecoveryReport, NodeError> {
     let mut rep = RecoveryReport::default();
     let mut limit = RateLimit::new(req.bytes_per_s);
+    let throttle = Throttle::new(req.work_share);
     let batch_size = req.batch.clamp(1, 4096);
     let backends: Vec<Arc<Backend>> = node
         .backends
@@ -261,11 +266,14 @@ fn run(
             }
             let items = std::mem::take(batch);
             let n = items.len() as u64;
+            let started = Instant::now();
             let moved = rt.block_on(process_batch(node, client, req, groups, &b, items, rep));
             job.progress(n, moved);
-            let pause = limit.pause_for(moved, Instant::now());
+            let pause = limit
+                .pause_for(moved, Instant::now())
+                .max(throttle.pause_after(started.elapsed()));
             if !pause.is_zero() {
-                // The rate limit itself: this thread only moves data.
+                // The rate limit and throttle themselves: this thread only moves data.
                 std::thread::sleep(pause);
             }
             true
@@ -279,6 +287,8 @@ fn run(
             rep.iterated += 1;
             if !in_filters(req, &rec.lookup) {
                 rep.filtered += 1;
+                // Progress is through the backend's records, filtered ones included.
+                job.progress(1, 0);
                 return std::ops::ControlFlow::Continue(());
             }
             batch.push(rec.lookup);

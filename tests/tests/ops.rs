@@ -549,3 +549,95 @@ async fn dc_removes_abandoned_uploads_everywhere_and_leaves_fresh_ones() {
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dc_since_and_key_range_filters_limit_what_is_copied() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
+    let g1 = c.client(0, &[1], Checker::All).await;
+    let both = c.client(0, &[1, 2], Checker::All).await;
+    for i in 0..40 {
+        let ts = if i < 20 { 100 } else { 300 };
+        g1.write(&key(i), Bytes::from(format!("f{i}")), at(ts))
+            .await
+            .unwrap();
+    }
+    let in_group2 = |range: std::ops::Range<u64>| {
+        let both = both.clone();
+        async move {
+            let mut found = Vec::new();
+            for i in range {
+                if group_read(&both, 2, &key(i)).await.is_some() {
+                    found.push(i);
+                }
+            }
+            found
+        }
+    };
+    let recover = |body: serde_json::Value| {
+        let url = format!("http://{}/admin/recovery", c.http(0));
+        async move { assert_eq!(post_json(url, body).await.status(), 202) }
+    };
+    // --since: only the records written at or after 200 (throttled to half the wall time,
+    // which changes the pace, not the outcome).
+    let before = job_ids(&c);
+    recover(serde_json::json!({"kind": "dc", "since_unix_s": 200, "work_share": 0.5})).await;
+    let rep = report(&new_jobs(&c, &before).await);
+    assert_eq!(rep.copied, 20, "{rep:?}");
+    assert_eq!(in_group2(0..40).await, (20..40).collect::<Vec<_>>());
+    // Key range (inclusive): five of the older keys, by id order.
+    let mut older: Vec<(Id, u64)> = (0..20).map(|i| (key(i), i)).collect();
+    older.sort();
+    let (lo, hi) = (older[5].0, older[9].0);
+    let mut expected: Vec<u64> = older[5..10].iter().map(|x| x.1).collect();
+    expected.sort_unstable();
+    let before = job_ids(&c);
+    recover(serde_json::json!({"kind": "dc", "key_range": [lo, hi], "batch": 2})).await;
+    let rep = report(&new_jobs(&c, &before).await);
+    assert_eq!(rep.copied, 5, "{rep:?}");
+    assert_eq!(in_group2(0..20).await, expected);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_merge_copies_to_the_new_owner_and_keeps_the_old_copy() {
+    let mut c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    let client = c.client(0, &[1], Checker::All).await;
+    for i in 0..40 {
+        client
+            .write(&key(i), Bytes::from(format!("s{i}")), at(10))
+            .await
+            .unwrap();
+    }
+    let n = c.add_node(&NodeSpec::groups(&[1])).await;
+    c.converge().await;
+    client.refresh_routes().await.unwrap();
+    let moved: Vec<u64> = (0..40)
+        .filter(|i| client.routes().owner(1, &key(*i)).unwrap().node == c.addr(n))
+        .collect();
+    assert!(!moved.is_empty());
+    let before = job_ids(&c);
+    let r = post_json(
+        format!("http://{}/admin/recovery", c.http(0)),
+        serde_json::json!({"kind": "merge", "safe": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let rep = report(&new_jobs(&c, &before).await);
+    assert_eq!(
+        (rep.copied, rep.removed),
+        (moved.len() as u64, 0),
+        "{rep:?}"
+    );
+    let old = c.node(0).backend(1).unwrap().engine().unwrap();
+    for i in &moved {
+        assert_eq!(
+            client.read(&key(*i), 0, 0).await.unwrap().data,
+            Bytes::from(format!("s{i}"))
+        );
+        assert!(
+            old.lookup(&eblob::Key(key(*i).0)).is_ok(),
+            "kept at the source"
+        );
+    }
+    c.shutdown().await;
+}

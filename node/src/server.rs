@@ -466,6 +466,8 @@ async fn write_replies(
 /// Bytes to read at a time; a frame's buffer grows by this much as its bytes arrive, so a
 /// header announcing a large payload does not reserve the payload up front.
 const READ_CHUNK: usize = 64 << 10;
+/// Read buffer of a connection between frames.
+const IDLE_READ_BYTES: usize = 4 << 10;
 
 /// What ended a connection (for the log line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -501,7 +503,7 @@ async fn connection(
         authed: AtomicBool::new(false),
     });
     let requests = tokio_util::task::TaskTracker::new();
-    let mut buf = bytes::BytesMut::with_capacity(4096);
+    let mut buf = bytes::BytesMut::new();
     // When the frame now in `buf` began (None while `buf` is empty).
     let mut frame_started: Option<Instant> = None;
     let mut last_activity = Instant::now();
@@ -560,7 +562,16 @@ async fn connection(
                 None => std::future::pending().await,
             }
         };
-        buf.reserve(READ_CHUNK);
+        // Between frames a connection keeps only a small buffer (thousands of idle clients
+        // cost little); it grows by READ_CHUNK while a frame is arriving.
+        if buf.is_empty() {
+            if buf.capacity() > IDLE_READ_BYTES {
+                buf = bytes::BytesMut::new();
+            }
+            buf.reserve(IDLE_READ_BYTES);
+        } else {
+            buf.reserve(READ_CHUNK);
+        }
         tokio::select! {
             n = r.read_buf(&mut buf) => match n {
                 Ok(0) => break CloseReason::Eof,

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use ellipsis_core::client::{Checker, Client, ClientConfig};
+use ellipsis_core::stats::{JobState, JobStatus};
 use ellipsis_node::config::{BackendConfig, NodeConfig, SyncSetting};
 use ellipsis_node::node::Node;
 use ellipsis_node::server::RunningNode;
@@ -231,6 +232,51 @@ impl Cluster {
         })
         .await
         .expect("client connects")
+    }
+
+    /// Job ids per node (empty for a stopped node), to tell later jobs apart with
+    /// [`Cluster::wait_jobs_since`].
+    pub fn job_ids(&self) -> Vec<Vec<u64>> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                n.running
+                    .as_ref()
+                    .map(|r| r.node.workers.list().iter().map(|j| j.id).collect())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Wait for every background job on every running node to end; panics unless each one
+    /// ended `Done` (within 60 s).
+    pub async fn wait_jobs(&self) -> Vec<JobStatus> {
+        self.wait_jobs_since(&[]).await
+    }
+
+    /// [`Cluster::wait_jobs`] for the jobs not listed in `before` (from [`Cluster::job_ids`]).
+    pub async fn wait_jobs_since(&self, before: &[Vec<u64>]) -> Vec<JobStatus> {
+        let mut out = Vec::new();
+        for (n, node) in self.nodes.iter().enumerate() {
+            let Some(r) = node.running.as_ref() else {
+                continue;
+            };
+            for j in r.node.workers.list() {
+                if before.get(n).is_some_and(|ids| ids.contains(&j.id)) {
+                    continue;
+                }
+                let node = r.node.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    node.workers.wait(j.id, std::time::Duration::from_secs(60))
+                })
+                .await
+                .expect("wait task")
+                .expect("job ends within 60 s");
+                assert_eq!(done.state, JobState::Done, "{done:?}");
+                out.push(done);
+            }
+        }
+        out
     }
 
     /// Stop every node.

@@ -9,14 +9,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use bytes::Bytes;
 use ellipsis_core::client::{Checker, Client, ClientConfig};
 use ellipsis_core::protocol::cmd::send::{SendMode, SendRequest, SendResult};
 use ellipsis_core::protocol::cmd::Payload;
 use ellipsis_core::protocol::{flags, Command, Header, IoAttr, Status};
-use ellipsis_core::stats::{JobState, NodeStats};
+use ellipsis_core::stats::NodeStats;
 use ellipsis_core::Id;
 use ellipsis_tests::{Cluster, NodeSpec, TOKEN};
 
@@ -87,21 +86,6 @@ async fn stats(c: &Cluster, i: usize) -> NodeStats {
         .unwrap()
 }
 
-async fn wait_all_jobs(c: &Cluster) {
-    for n in c.nodes.iter().filter_map(|n| n.running.as_ref()) {
-        for j in n.node.workers.list() {
-            let node = n.node.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                node.workers.wait(j.id, Duration::from_secs(60))
-            })
-            .await
-            .unwrap()
-            .unwrap();
-            assert_eq!(done.state, JobState::Done, "{done:?}");
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_bytes_are_reported_never_served_and_repaired_from_the_other_group() {
     let mut c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
@@ -125,7 +109,7 @@ async fn flipped_bytes_are_reported_never_served_and_repaired_from_the_other_gro
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    wait_all_jobs(&c).await;
+    c.wait_jobs().await;
     for i in SORTED..TOTAL {
         all.write(&key(i), value(i), IoAttr::default())
             .await
@@ -218,7 +202,7 @@ async fn flipped_bytes_are_reported_never_served_and_repaired_from_the_other_gro
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    wait_all_jobs(&c).await;
+    c.wait_jobs().await;
     // dc judges copies by version (timestamp, size) from lookups, which do not read the data:
     // a damaged copy with the same version as the intact one looks current and is left alone.
     // What dc restores is every key the damaged group lost from its indexes. The rest is

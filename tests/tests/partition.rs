@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ellipsis_core::client::{Checker, Client, ClientConfig};
 use ellipsis_core::protocol::{IoAttr, Status};
-use ellipsis_core::stats::JobState;
 use ellipsis_core::Id;
 use ellipsis_tests::proxy::Proxy;
 use ellipsis_tests::{Cluster, NodeSpec, TOKEN};
@@ -144,18 +143,7 @@ async fn a_cut_off_group_times_out_then_converges_after_heal_and_dc() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    for n in c.nodes.iter().filter_map(|n| n.running.as_ref()) {
-        for j in n.node.workers.list() {
-            let node = n.node.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                node.workers.wait(j.id, Duration::from_secs(60))
-            })
-            .await
-            .unwrap()
-            .unwrap();
-            assert_eq!(done.state, JobState::Done, "{done:?}");
-        }
-    }
+    c.wait_jobs().await;
     for g in [1, 2] {
         let single = client(&c, &[g], Checker::All).await;
         for i in 0..66 {

@@ -14,7 +14,8 @@
 //! Not axum's `serve`: the accept loop is ours so that every limit is explicit. Invariants:
 //! at most `http_max_connections` connections (more get 503); request headers must arrive
 //! within `http_header_timeout_ms` (slowloris, idle keep-alive); bodies are at most
-//! `http_max_body_bytes` (413) and must arrive within `http_body_timeout_ms` (408); with
+//! `http_max_body_bytes` (413) and must arrive within `http_body_timeout_ms` (408); a client
+//! that stops reading responses is dropped after `send_timeout_ms` without progress; with
 //! `http_tls_cert`/`http_tls_key` the port speaks HTTPS only. No name taken from a URL ever
 //! becomes a file path: object keys are hashed, ids are parsed as numbers.
 
@@ -122,6 +123,8 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let header_timeout = Duration::from_millis(node.config.http_header_timeout_ms.max(1));
+    let send_timeout = (node.config.send_timeout_ms > 0)
+        .then(|| Duration::from_millis(node.config.send_timeout_ms));
     let slots = Arc::new(Semaphore::new(
         node.config.http_max_connections.max(1) as usize
     ));
@@ -156,10 +159,16 @@ pub async fn serve(
             let _slot = slot;
             let _ = sock.set_nodelay(true);
             match tls {
-                None => drive(TokioIo::new(sock), app, header_timeout, stop).await,
+                None => {
+                    let io = StallGuard::new(sock, send_timeout);
+                    drive(TokioIo::new(io), app, header_timeout, stop).await
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(sock)).await {
-                        Ok(Ok(s)) => drive(TokioIo::new(s), app, header_timeout, stop).await,
+                        Ok(Ok(s)) => {
+                            let io = StallGuard::new(s, send_timeout);
+                            drive(TokioIo::new(io), app, header_timeout, stop).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -170,6 +179,95 @@ pub async fn serve(
     drop(listener);
     conns.close();
     conns.wait().await;
+}
+
+/// A connection's stream whose writes fail once they have made no progress for `limit`: a
+/// client that stops reading its responses cannot hold the connection (and the response it
+/// is not reading) for ever.
+struct StallGuard<S> {
+    inner: S,
+    limit: Option<Duration>,
+    /// Started when a write first found the socket full; cleared by any progress.
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> StallGuard<S> {
+    fn new(inner: S, limit: Option<Duration>) -> StallGuard<S> {
+        StallGuard {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Called when the inner write is pending: fail once the stall has lasted `limit`.
+    fn pending<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::future::Future;
+        let Some(limit) = self.limit else {
+            return std::task::Poll::Pending;
+        };
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client does not read its responses (send_timeout_ms)",
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for StallGuard<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StallGuard<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_write(cx, buf) {
+            std::task::Poll::Ready(r) => {
+                this.stalled = None;
+                std::task::Poll::Ready(r)
+            }
+            std::task::Poll::Pending => this.pending(cx),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_flush(cx) {
+            std::task::Poll::Ready(r) => {
+                this.stalled = None;
+                std::task::Poll::Ready(r)
+            }
+            std::task::Poll::Pending => this.pending(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// Answer a connection beyond the limit with a 503 (bounded in time) and close it.

@@ -653,3 +653,45 @@ async fn names_that_look_like_paths_are_refused_or_hashed() {
     assert!(!std::path::Path::new("/tmp/ellipsis-escape").exists());
     one.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_client_that_never_reads_responses_is_dropped_while_others_are_served() {
+    let one = One::start(|c| c.send_timeout_ms = LIMIT_MS).await;
+    let url = format!("http://{}/objects/big", one.http());
+    let put = reqwest::Client::new()
+        .put(&url)
+        .bearer_auth(TOKEN)
+        .body(vec![0x5au8; 1 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut hog = sock.connect(one.http()).await.unwrap();
+    let get = b"GET /objects/big HTTP/1.1\r\nHost: x\r\n\r\n";
+    let started = Instant::now();
+    let mut sent = 0u64;
+    // Pipelined GETs of 1 MiB, never reading a response, until the node hangs up.
+    let dropped = loop {
+        match tokio::time::timeout(DEADLINE, hog.write_all(get)).await {
+            Ok(Ok(())) => sent += 1,
+            Ok(Err(_)) => break true,
+            Err(_) => break false,
+        }
+        if started.elapsed() > DEADLINE {
+            break false;
+        }
+        if sent % 64 == 0 {
+            let r = reqwest::get(format!("http://{}/stats/io", one.http()))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "others are served meanwhile");
+        }
+    };
+    assert!(
+        dropped,
+        "the node kept a non-reading HTTP client ({sent} requests)"
+    );
+    one.stop().await;
+}

@@ -39,6 +39,9 @@ pub struct NodeConfig {
     pub check_timeout_s: u64,
     /// Default per-request timeout, for forwarded requests and the node's own client calls.
     pub wait_timeout_ms: u64,
+    /// A prepared record still uncommitted after this long is an abandoned upload: recovery
+    /// removes it when every newest replica of its key is one (a recovery request may override).
+    pub prepare_timeout_s: u64,
     /// Largest accepted wire frame (header + payload); bigger frames close the connection.
     pub max_frame_bytes: u64,
     /// Protocol connections served at once; one more is accepted, its first request is answered
@@ -50,8 +53,8 @@ pub struct NodeConfig {
     /// A protocol connection with no request in flight, no NOTIFY watch and nothing received
     /// for this long is closed; 0 disables the limit.
     pub idle_timeout_ms: u64,
-    /// A protocol or HTTP connection whose replies cannot be written for this long (the client
-    /// does not read) is closed; 0 disables the limit.
+    /// A connection whose replies cannot be written for this long (the client does not read)
+    /// is closed; 0 disables the limit.
     pub send_timeout_ms: u64,
     /// Requests in flight on one protocol connection; more are answered with EAGAIN.
     pub max_requests_per_connection: u32,
@@ -92,6 +95,7 @@ impl Default for NodeConfig {
             log_level: "info".to_owned(),
             check_timeout_s: 60,
             wait_timeout_ms: 5_000,
+            prepare_timeout_s: 3_600,
             max_frame_bytes: 64 << 20,
             max_connections: 1_024,
             frame_read_timeout_ms: 30_000,

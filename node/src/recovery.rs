@@ -10,10 +10,11 @@
 //!   `safe`.
 //! - server-send: a list of keys, copied to target groups (default CAS / overwrite / move).
 //! - Uncommitted records (prepared, never committed) are visited too, as in Elliptics: when
-//!   every newest replica of a key is uncommitted and older than the prepare timeout, the key is
-//!   removed from every group (an upload that was abandoned); when a committed replica is the
-//!   newest, it wins as usual (and overwrites older uncommitted ones); a fresh uncommitted
-//!   record is left alone (an upload may still be in progress) and counted.
+//!   every newest replica of a key is uncommitted and older than the prepare timeout (node
+//!   config `prepare_timeout_s`, or the request's), the key is removed from every group (an
+//!   upload that was abandoned); when a committed replica is the newest, it wins as usual (and
+//!   overwrites older uncommitted ones); a fresh uncommitted record is left alone (an upload may
+//!   still be in progress) and counted.
 //!
 //! Not a scheduler. Invariants: memory is bounded by one batch of `batch` record locations
 //! (plus one record's data per concurrent copy) whatever the key count; `dry_run` changes
@@ -73,13 +74,10 @@ pub struct RecoveryRequest {
     pub safe: bool,
     /// Run only on this node (set by the fan-out; a client leaves it false).
     pub local_only: bool,
-    /// Uncommitted records older than this are abandoned uploads (default
-    /// [`DEFAULT_PREPARE_TIMEOUT_S`]).
+    /// Uncommitted records older than this are abandoned uploads (default: the node's
+    /// `prepare_timeout_s`, one hour unless configured).
     pub prepare_timeout_s: Option<u64>,
 }
-
-/// How long a prepared record may stay uncommitted before recovery treats it as abandoned.
-pub const DEFAULT_PREPARE_TIMEOUT_S: u64 = 3600;
 
 /// The UNCOMMITTED bit of a LOOKUP reply's `record_flags` (see `cmd::lookup_info`).
 const RECORD_UNCOMMITTED: u64 = 1 << 2;
@@ -375,7 +373,9 @@ async fn process_batch(
     rep: &mut RecoveryReport,
 ) -> u64 {
     use futures::StreamExt;
-    let prepare_timeout_s = req.prepare_timeout_s.unwrap_or(DEFAULT_PREPARE_TIMEOUT_S);
+    let prepare_timeout_s = req
+        .prepare_timeout_s
+        .unwrap_or(node.config.prepare_timeout_s);
     let now_s = now_unix_s();
     let mut results = futures::stream::iter(items)
         .map(|l| process_key(node, client, req, groups, b, l, now_s, prepare_timeout_s))

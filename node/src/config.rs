@@ -53,8 +53,8 @@ pub struct NodeConfig {
     /// A protocol connection with no request in flight, no NOTIFY watch and nothing received
     /// for this long is closed; 0 disables the limit.
     pub idle_timeout_ms: u64,
-    /// A connection whose replies cannot be written for this long (the client does not read)
-    /// is closed; 0 disables the limit.
+    /// A protocol or HTTP connection whose replies cannot be written for this long (the client
+    /// does not read) is closed; 0 disables the limit.
     pub send_timeout_ms: u64,
     /// Requests in flight on one protocol connection; more are answered with EAGAIN.
     pub max_requests_per_connection: u32,

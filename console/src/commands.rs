@@ -279,12 +279,16 @@ pub async fn put(g: &Global, key: &str, file: Option<&Path>) -> Result<(), Fail>
 }
 
 /// `ell get`.
-pub async fn get(g: &Global, key: &str, output: Option<&Path>) -> Result<(), Fail> {
+pub async fn get(g: &Global, key: &str, output: Option<&Path>, trace: bool) -> Result<(), Fail> {
     let client = connect(g).await?;
     let r = client
-        .read(&key_id(g, key), 0, 0)
+        .read_traced(&key_id(g, key), 0, 0, trace)
         .await
         .map_err(|e| client_fail(key, &e))?;
+    if trace && !g.json {
+        // stderr: stdout carries the object's bytes.
+        eprintln!("trace {:016x} (ell trace {:016x})", r.trace_id, r.trace_id);
+    }
     if let Some(p) = output {
         std::fs::write(p, &r.data)
             .map_err(|e| Fail::failure(format!("cannot write {}: {e}", p.display())))?;
@@ -297,6 +301,9 @@ pub async fn get(g: &Global, key: &str, output: Option<&Path>) -> Result<(), Fai
             "timestamp": { "sec": r.attr.ts_sec, "nsec": r.attr.ts_nsec },
             "user_flags": r.attr.user_flags,
         });
+        if trace {
+            v["trace_id"] = json!(format!("{:016x}", r.trace_id));
+        }
         match (output, std::str::from_utf8(&r.data)) {
             (Some(p), _) => v["output"] = json!(p.display().to_string()),
             (None, Ok(text)) => v["data"] = json!(text),

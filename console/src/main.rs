@@ -87,6 +87,9 @@ pub enum Cmd {
         /// Write the data here instead of stdout.
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
+        /// Trace the read on the node that serves it; prints its trace id (see `ell trace`).
+        #[arg(long)]
+        trace: bool,
     },
     /// Remove KEY from every group.
     Rm {
@@ -327,7 +330,9 @@ fn main() -> ExitCode {
             Cmd::Top(a) => commands::top(&g, &a).await,
             Cmd::Status => commands::status(&g).await,
             Cmd::Put { key, file } => commands::put(&g, &key, file.as_deref()).await,
-            Cmd::Get { key, output } => commands::get(&g, &key, output.as_deref()).await,
+            Cmd::Get { key, output, trace } => {
+                commands::get(&g, &key, output.as_deref(), trace).await
+            }
             Cmd::Rm { key } => commands::rm(&g, &key).await,
             Cmd::Lookup { key } => commands::lookup(&g, &key).await,
             Cmd::Bench(a) => commands::bench(&g, &a).await,

@@ -415,12 +415,7 @@ fn own_trees(node: &Node, limit: usize) -> Vec<react_trace::ReactTree> {
     let Some(t) = &node.tracer else {
         return Vec::new();
     };
-    let me = node.addr.to_string();
-    t.recent(usize::MAX)
-        .into_iter()
-        .filter(|tree| tree.annotations.get("node").and_then(|v| v.as_str()) == Some(me.as_str()))
-        .take(limit)
-        .collect()
+    t.recent_where(limit, ("node", &node.addr.to_string()))
 }
 
 async fn traces(State(st): State<Shared>, Query(q): Query<TraceQuery>) -> Response {
@@ -435,7 +430,7 @@ async fn trace(State(st): State<Shared>, Path(id): Path<String>) -> Response {
     let Some(t) = &st.node.tracer else {
         return error(StatusCode::NOT_FOUND, "tracing is off on this node");
     };
-    match t.get(id) {
+    match t.get_where(id, Some(("node", &st.node.addr.to_string()))) {
         Some(tree) => Json(tree).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no trace {id:016x}")),
     }

@@ -314,6 +314,30 @@ impl Tracer {
 
     /// The newest finished tree with this trace id.
     pub fn get(&self, trace_id: u64) -> Option<ReactTree> {
+        self.get_where(trace_id, None)
+    }
+
+    /// Up to `limit` finished trees whose root span recorded the string field `field = value`
+    /// (e.g. `("node", "127.0.0.1:1025")` when several nodes of one process share a tracer),
+    /// newest first. Only the matching trees are turned into JSON.
+    pub fn recent_where(&self, limit: usize, field: (&str, &str)) -> Vec<ReactTree> {
+        self.expire_old_trees();
+        let snapshot: Vec<Arc<Finished>> = self
+            .inner
+            .ring
+            .lock()
+            .iter()
+            .rev()
+            .filter(|f| f.root_field_is(field))
+            .take(limit)
+            .cloned()
+            .collect();
+        snapshot.iter().map(|f| f.to_react()).collect()
+    }
+
+    /// The newest finished tree with this trace id and, when given, the root field
+    /// `field = value`: one trace id names the trees of one request on every node it crossed.
+    pub fn get_where(&self, trace_id: u64, field: Option<(&str, &str)>) -> Option<ReactTree> {
         self.expire_old_trees();
         let found = self
             .inner
@@ -321,7 +345,7 @@ impl Tracer {
             .lock()
             .iter()
             .rev()
-            .find(|f| f.trace_id == trace_id)
+            .find(|f| f.trace_id == trace_id && field.is_none_or(|kv| f.root_field_is(kv)))
             .cloned();
         found.map(|f| f.to_react())
     }

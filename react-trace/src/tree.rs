@@ -199,6 +199,15 @@ fn annotation_map(node: &NodeRec) -> BTreeMap<String, Value> {
 }
 
 impl Finished {
+    /// Whether the root span recorded the string field `name = value`.
+    pub(crate) fn root_field_is(&self, (name, value): (&str, &str)) -> bool {
+        self.nodes.first().is_some_and(|root| {
+            root.annotations
+                .iter()
+                .any(|(k, v)| *k == name && v.as_str() == Some(value))
+        })
+    }
+
     /// Build the React JSON tree (off the hot path: called by readers of the ring).
     pub(crate) fn to_react(&self) -> ReactTree {
         let root_start = self.nodes.first().map_or(0, |n| n.start_ns);

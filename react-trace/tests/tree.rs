@@ -418,3 +418,32 @@ fn a_fmt_layer_with_env_filter_keeps_logging_beside_it() {
     assert!(!out.contains("filtered out"), "{out}");
     assert_eq!(names(&t.get(11).expect("tree").actions[0]), ["work"]);
 }
+
+#[test]
+fn trees_are_found_by_a_root_field_when_nodes_share_a_tracer() {
+    let t = tracer(TracerConfig::default());
+    with(&t, || {
+        // One request crossing two nodes of one process: same id, one tree each.
+        request!("READ", 42u64, true, node = "a").in_scope(|| {});
+        request!("READ", 42u64, true, node = "b").in_scope(|| {});
+        request!("WRITE", 43u64, true, node = "a").in_scope(|| {});
+    });
+    let on_a: Vec<String> = t
+        .recent_where(10, ("node", "a"))
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        on_a,
+        ["000000000000002b", "000000000000002a"],
+        "newest first"
+    );
+    assert_eq!(t.recent_where(1, ("node", "a")).len(), 1, "limit holds");
+    assert!(t.recent_where(10, ("node", "c")).is_empty());
+    let b = t.get_where(42, Some(("node", "b"))).expect("b's tree");
+    assert_eq!(b.annotations["node"], "b");
+    let a = t.get_where(42, Some(("node", "a"))).expect("a's tree");
+    assert_eq!(a.annotations["node"], "a");
+    assert!(t.get_where(43, Some(("node", "b"))).is_none());
+    assert_eq!(t.get(42).expect("any").id, "000000000000002a");
+}

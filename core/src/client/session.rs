@@ -187,6 +187,9 @@ pub struct ReadResult {
     pub data: Bytes,
     /// Groups that failed before it, with their statuses.
     pub failed: Vec<(u32, Status)>,
+    /// The request's trace id as the node echoed it: the id of its call trees
+    /// (`GET /traces/{id}`) on every node it crossed when it was sampled.
+    pub trace_id: u64,
 }
 
 /// One connection attempt to a node, shared by every caller that arrives while it runs: they
@@ -655,14 +658,15 @@ impl Client {
             let (_, r) = self
                 .keyed(Command::Read, g, key, payload.clone(), trace)
                 .await;
-            match r.and_then(|f| Ok(IoPayload::decode(&f.payload)?)) {
-                Ok(p) => {
+            match r.and_then(|f| Ok((f.header.trace_id, IoPayload::decode(&f.payload)?))) {
+                Ok((trace_id, p)) => {
                     self.note_latency(g, started);
                     return Ok(ReadResult {
                         group: g,
                         attr: p.attr,
                         data: p.data,
                         failed,
+                        trace_id,
                     });
                 }
                 Err(e) => {

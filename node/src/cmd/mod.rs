@@ -103,8 +103,14 @@ impl Responder<'_> {
 }
 
 /// Handle one request frame: route, run, reply, count.
-pub async fn handle(node: Arc<Node>, ctx: Arc<ConnCtx>, frame: Frame) {
+pub async fn handle(node: Arc<Node>, ctx: Arc<ConnCtx>, mut frame: Frame) {
     let started = Instant::now();
+    // Every request gets a trace id here unless it brought one: replies echo it, forwarded
+    // requests carry it, so a sampled request's trees on every node it crossed share the id
+    // the client reads back from the reply.
+    if frame.header.trace_id == 0 {
+        frame.header.trace_id = rand::random::<u64>().max(1);
+    }
     let h = frame.header;
     let span = react_trace::request!(
         h.cmd.name(),
@@ -250,6 +256,10 @@ async fn forward(
         .map_err(|e| NodeError::Unreachable(e.to_string()))?;
     let mut h = f.header;
     h.flags |= flags::FORWARDED;
+    // Sampled here (by rate or trace bit): the owner records its part under the same id.
+    if react_trace::is_sampled() {
+        h.flags |= flags::TRACE;
+    }
     let mut replies = conn
         .request(h, f.payload.clone(), node.peers.timeout())
         .await

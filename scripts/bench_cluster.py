@@ -40,6 +40,23 @@ def wait_port(port: int, timeout_s: float = 20.0) -> None:
     raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
+def wait_routes(http_port: int, nodes: int, timeout_s: float = 20.0) -> None:
+    """Wait until the node at `http_port` knows `nodes` nodes (its /stats/routes)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            url = f"http://127.0.0.1:{http_port}/stats/routes"
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if len(json.load(r).get("nodes", [])) >= nodes:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"node with HTTP port {http_port} did not learn {nodes} nodes")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,6 +69,7 @@ class Cluster:
     def __init__(self, groups: int, sync: str):
         self.dir = Path(tempfile.mkdtemp(prefix="ell-bench-"))
         self.procs = []
+        self.https = []
         self.ports = [free_port() for _ in range(groups)]
         for i, port in enumerate(self.ports):
             http = free_port()
@@ -78,6 +96,11 @@ class Cluster:
                 )
             )
             wait_port(port)
+            self.https.append(http)
+        # A bound port is not a joined cluster: wait until every node's route table names
+        # every node, or the first client may fetch routes that lack a group.
+        for http in self.https:
+            wait_routes(http, groups)
 
     def remotes(self) -> str:
         return ",".join(f"127.0.0.1:{p}" for p in self.ports)

@@ -338,3 +338,65 @@ async fn frames_cross_a_real_tcp_connection_pipelined() {
     drop(framed);
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn requests_a_peer_never_answers_free_their_slot_when_they_time_out() {
+    use ellipsis_core::client::{Conn, ConnError};
+    use futures::StreamExt;
+    use std::time::Duration;
+    use tokio_util::codec::Framed;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    // A peer that reads every request and answers none of them.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel::<Header>(16);
+    let server = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let mut framed = Framed::new(sock, FrameCodec::default());
+        while let Some(Ok(f)) = framed.next().await {
+            if seen_tx.send(f.header).await.is_err() {
+                break;
+            }
+        }
+    });
+    let conn = Conn::connect(addr, 1 << 20, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let timeout = Duration::from_millis(20);
+    for round in 0..3u64 {
+        let calls = (0..50).map(|_| {
+            let h = Header::request(Command::Ping, Id::default(), 0, 0);
+            let conn = conn.clone();
+            async move { conn.call(h, bytes::Bytes::new(), timeout).await }
+        });
+        let results = futures::future::join_all(calls).await;
+        for r in results {
+            assert!(
+                matches!(r, Err(ConnError::TimedOut { .. })),
+                "round {round}: {r:?}"
+            );
+        }
+        assert_eq!(
+            conn.in_flight(),
+            0,
+            "round {round}: timed-out requests hold no slot"
+        );
+    }
+    // An abandoned stream (dropped before its final reply) frees its slot too.
+    let h = Header::request(Command::Ping, Id::default(), 0, 0);
+    let replies = conn
+        .request(h, bytes::Bytes::new(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(conn.in_flight(), 1);
+    drop(replies);
+    assert_eq!(conn.in_flight(), 0);
+    // The peer saw every request: each timed out waiting for a reply, not in the send queue.
+    let mut seen = 0;
+    while seen < 151 {
+        seen_rx.recv().await.unwrap();
+        seen += 1;
+    }
+    drop(conn);
+    drop(seen_rx);
+    server.abort();
+}

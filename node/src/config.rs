@@ -446,6 +446,60 @@ mod tests {
         assert_eq!(sample, expected);
     }
 
+    /// Keys of every table in `v`, with their table path (`backend.cache.size_bytes`).
+    fn keys(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+        let table = match v {
+            toml::Value::Table(t) => t,
+            toml::Value::Array(a) => {
+                a.iter().for_each(|v| keys(prefix, v, out));
+                return;
+            }
+            _ => return,
+        };
+        for (k, v) in table {
+            let path = format!("{prefix}{k}");
+            match v {
+                toml::Value::Table(_) => keys(&format!("{path}."), v, out),
+                toml::Value::Array(a) if a.first().is_some_and(toml::Value::is_table) => {
+                    keys(&format!("{path}."), v, out)
+                }
+                _ => out.push(path),
+            }
+        }
+    }
+
+    #[test]
+    fn sample_file_names_every_option() {
+        // Equal values do not prove a key is documented: a missing key parses to its default.
+        // Every option must appear, set or as a commented-out `# key =` example.
+        let mut cfg = NodeConfig::default();
+        cfg.backends.push(BackendConfig::default());
+        cfg.advertise_addr = Some(SocketAddr::from(([127, 0, 0, 1], 1)));
+        cfg.admin_token = Some("x".repeat(16));
+        cfg.http_tls_cert = Some(PathBuf::from("c"));
+        cfg.http_tls_key = Some(PathBuf::from("k"));
+        cfg.backends[0].total_size_limit_bytes = Some(1);
+        let value = toml::Value::try_from(&cfg).expect("config serialises");
+        let mut all = Vec::new();
+        keys("", &value, &mut all);
+        let documented: Vec<&str> = SAMPLE
+            .lines()
+            .filter_map(|l| l.trim_start_matches("# ").split_once(" = ").map(|(k, _)| k))
+            .collect();
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|path| {
+                let leaf = path.rsplit('.').next().unwrap_or(path);
+                !documented.contains(&leaf)
+            })
+            .collect();
+        assert!(all.len() > 30, "walked the whole config: {all:?}");
+        assert!(
+            missing.is_empty(),
+            "options missing from the sample: {missing:?}"
+        );
+    }
+
     #[test]
     fn default_listen_addresses_are_loopback() {
         let c = NodeConfig::default();

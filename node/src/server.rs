@@ -51,8 +51,10 @@ const REFUSE_WAIT_MS: u64 = 1_000;
 /// A started node.
 #[derive(Debug)]
 pub struct RunningNode {
-    /// Protocol address.
+    /// Protocol address (announced in route lists).
     pub addr: SocketAddr,
+    /// Every bound protocol address, in `listen` order.
+    pub listen_addrs: Vec<SocketAddr>,
     /// HTTP address, if enabled.
     pub http_addr: Option<SocketAddr>,
     /// Shared state (tests and the demo read it).
@@ -98,7 +100,7 @@ impl Server {
             None,
         )
         .await?;
-        serve(node, listener, http, tls, stop_rx).await
+        serve(node, vec![listener], http, tls, stop_rx).await
     }
 }
 
@@ -108,19 +110,22 @@ pub async fn start(
     config: NodeConfig,
     tracer: Option<react_trace::Tracer>,
 ) -> Result<RunningNode, NodeError> {
-    let listen = config
-        .listen
-        .first()
-        .copied()
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1025)));
-    let listener = TcpListener::bind(listen).await?;
+    let mut listeners = Vec::with_capacity(config.listen.len().max(1));
+    for a in &config.listen {
+        listeners.push(TcpListener::bind(a).await?);
+    }
+    if listeners.is_empty() {
+        listeners.push(TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 1025))).await?);
+    }
     let http = match config.http_listen {
         Some(a) => Some(TcpListener::bind(a).await?),
         None => None,
     };
+    // The first listen address is the one announced (unless `advertise_addr` says otherwise).
+    let first = listeners.first().map(TcpListener::local_addr).transpose()?;
     let (node, tls) = build(
         &config,
-        config.advertised(listener.local_addr()?),
+        config.advertised(first.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1025)))),
         http.as_ref(),
         tracer,
     )
@@ -128,9 +133,14 @@ pub async fn start(
     let (stop, stop_rx) = watch::channel(false);
     let addr = node.addr;
     let http_addr = node.http_addr;
-    let task = tokio::spawn(serve(node.clone(), listener, http, tls, stop_rx));
+    let listen_addrs = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<Result<_, _>>()?;
+    let task = tokio::spawn(serve(node.clone(), listeners, http, tls, stop_rx));
     Ok(RunningNode {
         addr,
+        listen_addrs,
         http_addr,
         node,
         stop,
@@ -190,9 +200,18 @@ async fn build(
     Ok((node, tls))
 }
 
+/// The next connection on any of `listeners`.
+async fn accept_any(listeners: &[TcpListener]) -> std::io::Result<(TcpStream, SocketAddr)> {
+    if let [one] = listeners {
+        return one.accept().await;
+    }
+    let accepts = listeners.iter().map(|l| Box::pin(l.accept()));
+    futures::future::select_all(accepts).await.0
+}
+
 async fn serve(
     node: Arc<Node>,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     http: Option<TcpListener>,
     tls: Option<crate::http::TlsAcceptor>,
     stop: watch::Receiver<bool>,
@@ -225,7 +244,7 @@ async fn serve(
     });
     loop {
         let (sock, peer) = tokio::select! {
-            r = listener.accept() => match r {
+            r = accept_any(&listeners) => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -254,7 +273,7 @@ async fn serve(
             connection(node, sock, peer, next_conn, stop).await;
         });
     }
-    drop(listener);
+    drop(listeners);
     // A paused iterator or a recovery would hold its request (and so the shutdown) open.
     node.workers.cancel_all();
     // Connections stop reading new requests and finish the ones in flight.

@@ -94,6 +94,17 @@ pub struct Replies {
     rx: mpsc::Receiver<Frame>,
     done: bool,
     timeout: Duration,
+    /// This request's entry in the connection's table, removed when the replies are dropped
+    /// (timed out, abandoned or finished): a request the peer never answers must not hold one
+    /// of the `MAX_IN_FLIGHT` slots for the connection's lifetime.
+    trans: u64,
+    pending: Pending,
+}
+
+impl Drop for Replies {
+    fn drop(&mut self) {
+        self.pending.lock().remove(&self.trans);
+    }
 }
 
 impl Replies {
@@ -274,6 +285,8 @@ impl Conn {
             rx,
             done: false,
             timeout,
+            trans,
+            pending: self.pending.clone(),
         })
     }
 

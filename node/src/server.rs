@@ -528,15 +528,28 @@ async fn connection(
     let mut last_activity = Instant::now();
     // A NOTIFY watch is silent by nature: such connections are never idle-closed.
     let mut watching = false;
+    // The trace of the frame now arriving, opened as soon as its header is in.
+    let mut arriving: Option<cmd::Arrival> = None;
     let reason = 'conn: loop {
         // Hand over every complete frame in the buffer.
         loop {
+            let header_in = (arriving.is_none() && buf.len() >= HEADER_SIZE)
+                .then(|| Header::decode(&buf).ok())
+                .flatten();
+            if let Some(h) = header_in {
+                if !h.has(flags::REPLY) {
+                    arriving = Some(cmd::Arrival::begin(&node, &h));
+                }
+            }
             match complete_frame(&mut codec, limits.max_payload_bytes, &mut buf) {
                 Ok(Some(frame)) => {
                     frame_started = (!buf.is_empty()).then(Instant::now);
+                    let arrival = arriving.take();
                     if frame.header.has(flags::REPLY) {
                         continue;
                     }
+                    let arrival =
+                        arrival.unwrap_or_else(|| cmd::Arrival::begin(&node, &frame.header));
                     watching |= frame.header.cmd == Command::Notify;
                     let permit = if requests.len() < limits.max_requests {
                         node.inflight.clone().try_acquire_owned().ok()
@@ -553,7 +566,7 @@ async fn connection(
                     let (node, ctx) = (node.clone(), ctx.clone());
                     requests.spawn(async move {
                         let _permit = permit;
-                        cmd::handle(node, ctx, frame).await;
+                        cmd::handle(node, ctx, frame, arrival).await;
                     });
                 }
                 Ok(None) => break,

@@ -82,10 +82,12 @@ async fn sampled_requests_record_cache_engine_and_fsync_actions() {
 
     let writes = actions_of(&c, "WRITE").await;
     assert!(
-        writes.iter().any(|a| ["eblob.write", "fsync", "reply"]
+        writes
             .iter()
-            .all(|x| a.iter().any(|n| n == x))),
-        "a synced write records the engine write, its fsync and the reply: {writes:?}"
+            .any(|a| ["network.receive", "eblob.write", "fsync", "reply"]
+                .iter()
+                .all(|x| a.iter().any(|n| n == x))),
+        "a synced write records its receive, the engine write, its fsync and the reply: {writes:?}"
     );
     assert!(
         writes.iter().any(|a| a.iter().any(|n| n == "cache.insert")),

@@ -102,23 +102,53 @@ impl Responder<'_> {
     }
 }
 
-/// Handle one request frame: route, run, reply, count.
-pub async fn handle(node: Arc<Node>, ctx: Arc<ConnCtx>, mut frame: Frame) {
-    let started = Instant::now();
-    // Every request gets a trace id here unless it brought one: replies echo it, forwarded
-    // requests carry it, so a sampled request's trees on every node it crossed share the id
-    // the client reads back from the reply.
-    if frame.header.trace_id == 0 {
-        frame.header.trace_id = rand::random::<u64>().max(1);
+/// A request's trace from the moment its header is in: the root span and its
+/// `network.receive` action, which lasts until the whole frame has arrived.
+#[derive(Debug)]
+pub struct Arrival {
+    trace_id: u64,
+    root: tracing::Span,
+    receive: tracing::Span,
+}
+
+impl Arrival {
+    /// Open the request's trace for header `h` (its payload may still be arriving).
+    pub fn begin(node: &Node, h: &Header) -> Arrival {
+        // Every request gets a trace id here unless it brought one: replies echo it,
+        // forwarded requests carry it, so a sampled request's trees on every node it crossed
+        // share the id the client reads back from the reply.
+        let trace_id = match h.trace_id {
+            0 => rand::random::<u64>().max(1),
+            t => t,
+        };
+        let root = react_trace::request!(
+            h.cmd.name(),
+            trace_id,
+            h.has(flags::TRACE),
+            node = %node.addr,
+            group = h.group
+        );
+        let receive = root.in_scope(|| react_trace::action!("network.receive", bytes = h.size));
+        Arrival {
+            trace_id,
+            root,
+            receive,
+        }
     }
+}
+
+/// Handle one request frame: route, run, reply, count.
+pub async fn handle(node: Arc<Node>, ctx: Arc<ConnCtx>, mut frame: Frame, arrival: Arrival) {
+    let started = Instant::now();
+    let Arrival {
+        trace_id,
+        root: span,
+        receive,
+    } = arrival;
+    // The frame is whole: its receive action ends here.
+    drop(receive);
+    frame.header.trace_id = trace_id;
     let h = frame.header;
-    let span = react_trace::request!(
-        h.cmd.name(),
-        h.trace_id,
-        h.has(flags::TRACE),
-        node = %node.addr,
-        group = h.group
-    );
     let result = dispatch(&node, &ctx, &frame).instrument(span.clone()).await;
     let (status, reply) = match result {
         Ok(r) => (Status::OK, r),

@@ -46,3 +46,61 @@ async fn concurrent_callers_to_a_silent_node_share_one_attempt() {
     held.abort();
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_reads_prefer_the_faster_group_and_leave_a_dead_one() {
+    use bytes::Bytes;
+    use ellipsis_core::client::Checker;
+    use ellipsis_core::protocol::cmd::backend_control::{BackendAction, BackendControl};
+    use ellipsis_core::protocol::cmd::Payload;
+    use ellipsis_core::protocol::{Command, Header, IoAttr};
+    use ellipsis_core::Id;
+    let mut c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
+    let k = Id::for_key(b"weighted", b"k");
+    let admin = c.client(0, &[1, 2], Checker::All).await;
+    admin
+        .write(&k, Bytes::from_static(b"v"), IoAttr::default())
+        .await
+        .unwrap();
+    let delay = |delay_ms| {
+        let ctl = BackendControl {
+            backend: 1,
+            action: BackendAction::SetDelay { delay_ms },
+        };
+        (
+            Header::request(Command::BackendControl, Id::ZERO, 0, 0),
+            Bytes::from(ctl.encode()),
+        )
+    };
+    // Group 1 answers 100 ms late.
+    let (h, p) = delay(100);
+    admin.call_node(c.addr(0), h, p).await.unwrap();
+    let client = Client::connect(ClientConfig {
+        remotes: vec![c.addr(0)],
+        groups: vec![1, 2],
+        latency_weighted_reads: true,
+        timeout_ms: 2_000,
+        admin_token: Some(TOKEN.into()),
+        ..ClientConfig::default()
+    })
+    .await
+    .unwrap();
+    // The first read measures group 1 (untried groups go first, in order) ...
+    assert_eq!(client.read(&k, 0, 0).await.unwrap().group, 1);
+    // ... then group 2 is untried and, once measured, faster: every read goes there.
+    for _ in 0..10 {
+        assert_eq!(client.read(&k, 0, 0).await.unwrap().group, 2);
+    }
+    // Group 2's node dies: one read finds out and falls back; later reads start with group 1.
+    let (h, p) = delay(0);
+    admin.call_node(c.addr(0), h, p).await.unwrap();
+    c.stop_node(1).await;
+    let r = client.read(&k, 0, 0).await.unwrap();
+    assert_eq!(r.group, 1);
+    assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+    for _ in 0..10 {
+        let r = client.read(&k, 0, 0).await.unwrap();
+        assert_eq!((r.group, r.failed.len()), (1, 0), "{:?}", r.failed);
+    }
+    c.shutdown().await;
+}

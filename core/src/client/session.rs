@@ -621,7 +621,24 @@ impl Client {
     }
 
     fn note_latency(&self, group: u32, started: Instant) {
-        let us = started.elapsed().as_micros() as f64;
+        self.note_latency_us(group, started.elapsed().as_micros() as f64);
+    }
+
+    /// A read that failed for want of an answer (unreachable, timed out, overloaded) counts
+    /// as one that took the whole timeout: a dead group must not stay first in the weighted
+    /// order and make every read wait for it. A group that answered (even NOT_FOUND) counts
+    /// its real latency.
+    fn note_read_failure(&self, group: u32, started: Instant, status: Status) {
+        let unanswered = [Status::UNREACHABLE, Status::TIMED_OUT, Status::AGAIN];
+        let us = if unanswered.contains(&status) {
+            started.elapsed().max(self.timeout()).as_micros() as f64
+        } else {
+            started.elapsed().as_micros() as f64
+        };
+        self.note_latency_us(group, us);
+    }
+
+    fn note_latency_us(&self, group: u32, us: f64) {
         let mut lat = self.latency_us.lock();
         let e = lat.entry(group).or_insert(us);
         *e = 0.8 * *e + 0.2 * us;
@@ -670,6 +687,7 @@ impl Client {
                     });
                 }
                 Err(e) => {
+                    self.note_read_failure(g, started, e.status());
                     failed.push((g, e.status()));
                     last = e;
                 }

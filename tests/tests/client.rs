@@ -104,3 +104,28 @@ async fn weighted_reads_prefer_the_faster_group_and_leave_a_dead_one() {
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_follows_a_node_that_joins_later_without_a_failure() {
+    let mut c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    let client = Client::connect(ClientConfig {
+        remotes: vec![c.addr(0)],
+        route_refresh_ms: 50,
+        admin_token: Some(TOKEN.into()),
+        ..ClientConfig::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(client.groups(), [1]);
+    let joined = c.add_node(&NodeSpec::groups(&[2])).await;
+    c.converge().await;
+    let addr = c.addr(joined);
+    // Nothing failed: only the periodic refresh can teach the client about the new node.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !client.routes().nodes().contains(&addr) {
+        assert!(Instant::now() < deadline, "the client never learned {addr}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(client.groups(), [1, 2]);
+    c.shutdown().await;
+}

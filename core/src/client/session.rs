@@ -71,6 +71,9 @@ pub struct ClientConfig {
     pub admin_token: Option<String>,
     /// Read from the group with the lowest observed latency first.
     pub latency_weighted_reads: bool,
+    /// Fetch the route table again this often, so nodes that joined and backends enabled or
+    /// disabled are followed without waiting for a failure; 0 = only on failures.
+    pub route_refresh_ms: u64,
 }
 
 impl Default for ClientConfig {
@@ -83,6 +86,7 @@ impl Default for ClientConfig {
             max_frame_bytes: crate::protocol::DEFAULT_MAX_FRAME_BYTES + (1 << 20),
             admin_token: None,
             latency_weighted_reads: false,
+            route_refresh_ms: 60_000,
         }
     }
 }
@@ -192,6 +196,19 @@ pub struct ReadResult {
     pub trace_id: u64,
 }
 
+/// Refresh the client's routes every `period` until the client is dropped (it holds only a
+/// weak reference, so a dropped client ends its refresher at the next tick).
+async fn refresh_loop(client: std::sync::Weak<Client>, period: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(c) = client.upgrade() else { return };
+        // A failed refresh keeps the old table; the next tick tries again.
+        let _ = c.refresh_routes().await;
+    }
+}
+
 /// One connection attempt to a node, shared by every caller that arrives while it runs: they
 /// all get its outcome, so n concurrent callers to a silent node wait one timeout, not n in
 /// turn. A failed attempt is forgotten once it has answered its waiters; the next caller tries
@@ -220,6 +237,12 @@ impl Client {
             latency_us: Mutex::new(BTreeMap::new()),
         });
         client.refresh_routes().await?;
+        if client.cfg.route_refresh_ms > 0 {
+            tokio::spawn(refresh_loop(
+                Arc::downgrade(&client),
+                Duration::from_millis(client.cfg.route_refresh_ms),
+            ));
+        }
         Ok(client)
     }
 
@@ -696,6 +719,10 @@ impl Client {
         // Not found anywhere is the common answer: report it as such.
         if !failed.is_empty() && failed.iter().all(|(_, s)| *s == Status::NOT_FOUND) {
             return Err(ClientError::Status(Status::NOT_FOUND));
+        }
+        if failed.iter().any(|(_, s)| *s == Status::UNREACHABLE) {
+            // An owner may have moved; the next call uses fresh routes.
+            let _ = self.refresh_routes().await;
         }
         Err(last)
     }

@@ -23,6 +23,10 @@ use ellipsis_core::client::Checker;
 pub struct Cli {
     #[command(flatten)]
     global: Global,
+    /// `ell` alone is `ell top`: its options are taken without the subcommand too
+    /// (`ell --once` is `ell top --once`).
+    #[command(flatten)]
+    top: TopArgs,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -119,7 +123,7 @@ pub enum Cmd {
 }
 
 /// `ell top` options.
-#[derive(Clone, Debug, Args)]
+#[derive(Clone, Debug, PartialEq, Args)]
 pub struct TopArgs {
     /// Print one frame as plain text and exit (no terminal needed).
     #[arg(long)]
@@ -136,6 +140,19 @@ pub struct TopArgs {
     /// View to open: overview, ring, node, defrag, recovery, traces, events.
     #[arg(long, default_value = "overview")]
     pub view: String,
+}
+
+impl Default for TopArgs {
+    /// The clap defaults: what `ell` alone means.
+    fn default() -> TopArgs {
+        TopArgs {
+            once: false,
+            width: 160,
+            height: 48,
+            refresh_ms: 1_000,
+            view: "overview".into(),
+        }
+    }
 }
 
 /// `ell bench` options.
@@ -317,13 +334,16 @@ fn main() -> ExitCode {
     };
     let g = cli.global;
     let result = runtime.block_on(async move {
-        match cli.cmd.unwrap_or(Cmd::Top(TopArgs {
-            once: false,
-            width: 160,
-            height: 48,
-            refresh_ms: 1_000,
-            view: "overview".into(),
-        })) {
+        let cmd = match cli.cmd {
+            None => Cmd::Top(cli.top),
+            Some(cmd) if cli.top == TopArgs::default() => cmd,
+            Some(_) => {
+                return Err(Fail::usage(
+                    "top options (--once, --view, --width, --height, --refresh-ms) go with `ell top` or no subcommand",
+                ))
+            }
+        };
+        match cmd {
             Cmd::Top(a) => commands::top(&g, &a).await,
             Cmd::Status => commands::status(&g).await,
             Cmd::Put { key, file } => commands::put(&g, &key, file.as_deref()).await,

@@ -249,8 +249,8 @@ pub fn backend_row(node: &str, b: &BackendStats) -> BackendRow {
         removed_records: e.removed_records,
         removed_bytes: e.removed_bytes,
         used_bytes: e.size_bytes,
-        // The stats schema has no filesystem figure yet.
-        free_bytes: None,
+        fs_total_bytes: b.fs_total_bytes,
+        free_bytes: b.fs_free_bytes,
         ram_bytes: e.ram_index_bytes + e.ram_bloom_bytes + e.ram_index_blocks_bytes,
         want_defrag_bases: e.bases.iter().filter(|x| x.want_defrag).count() as u64,
         corrupted: e.corrupted,
@@ -370,12 +370,15 @@ impl ModelBuilder {
             cpu_percent,
             load1: s.procfs.load_avg.map(|l| l[0]),
             queue: QueueModel {
-                active: s.io.nonblocking_queue,
-                queued: s.io.blocking_queue,
-                threads: s.procfs.threads.unwrap_or(0),
-                limit: s.io.blocking_queue_limit,
-                // The stats schema does not count refused engine calls yet.
-                refused: 0,
+                engine_running: s.io.blocking_active,
+                engine_threads: s.io.blocking_threads,
+                engine_waiting: s.io.blocking_waiting,
+                engine_waiting_limit: s.io.blocking_waiting_limit,
+                engine_refused: s.io.blocking_refused,
+                network: s.io.nonblocking_queue,
+                network_limit: s.io.nonblocking_queue_limit,
+                network_refused: s.io.nonblocking_refused,
+                client_connections: s.io.client_connections,
             },
             peers: s
                 .io
@@ -385,6 +388,8 @@ impl ModelBuilder {
                     addr: p.addr.clone(),
                     state: p.state.clone(),
                     send_queue: p.send_queue,
+                    send_queue_limit: p.send_queue_limit,
+                    in_flight: p.in_flight,
                 })
                 .collect(),
             commands,

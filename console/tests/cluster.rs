@@ -85,9 +85,16 @@ fn node_stats(i: usize, http: &[String]) -> NodeStats {
             ..CommandStat::default()
         },
     );
-    s.io.blocking_queue = 3;
-    s.io.blocking_queue_limit = 100;
+    s.io.blocking_queue = 4;
+    s.io.blocking_queue_limit = 102;
+    s.io.blocking_active = 1;
+    s.io.blocking_threads = 2;
+    s.io.blocking_waiting = 3;
+    s.io.blocking_waiting_limit = 100;
+    s.io.blocking_refused = 7;
     s.io.nonblocking_queue = 5;
+    s.io.nonblocking_queue_limit = 64;
+    s.io.nonblocking_refused = 9;
     s.io.peers.push(PeerStats {
         addr: proto_addr((i + 1) % n),
         state: "connected".into(),
@@ -454,9 +461,20 @@ async fn whole_cluster_is_discovered_from_one_seed_and_a_silent_node_is_down() {
 
     let n0 = &m.nodes[0];
     assert_eq!(n0.version, "0.1.0");
+    let q = &n0.queue;
     assert_eq!(
-        (n0.queue.queued, n0.queue.limit, n0.queue.active),
-        (3, 100, 5)
+        (q.engine_running, q.engine_threads, q.engine_waiting),
+        (1, 2, 3)
+    );
+    assert_eq!(
+        (q.engine_waiting_limit, q.engine_refused),
+        (100, 7),
+        "the engine queue is the blocking pool's"
+    );
+    assert_eq!(
+        (q.network, q.network_limit, q.network_refused),
+        (5, 64, 9),
+        "the network side is reported apart"
     );
     assert_eq!(n0.commands.len(), 1);
     assert_eq!(n0.commands[0].p99_us, 1_500);

@@ -137,3 +137,53 @@ fn down_node_is_visible_in_overview_and_ring() {
     let ring = render_to_text(&app_with(fixture::cluster(4, 2, NOW_S), Tab::Ring), 160, 48);
     assert!(ring.contains("owner down: range unserved"), "{ring}");
 }
+
+#[test]
+fn an_80_column_terminal_keeps_what_each_view_is_for() {
+    let at_80 = |tab| render_to_text(&app_with(fixture::cluster(4, 2, NOW_S), tab), 80, 24);
+    let overview = at_80(Tab::Overview);
+    assert!(
+        overview.contains("jobs 1") && overview.contains("errors 4"),
+        "{overview}"
+    );
+    assert!(overview.contains("free 150G"), "{overview}");
+    let node = at_80(Tab::Node);
+    // The node's own figures: the blocking pool, the network side, each peer's send queue.
+    assert!(
+        node.contains("engine 1/16 running, 2/1024 waiting, 0 refused"),
+        "{node}"
+    );
+    assert!(node.contains("network 3/4096, 0 refused"), "{node}");
+    assert!(node.contains("127.0.0.1:1026 connected 1/1024"), "{node}");
+    assert!(
+        node.contains("data-sort") && node.contains("idle"),
+        "{node}"
+    );
+    let recovery = at_80(Tab::Recovery);
+    // 600 MiB left at 50 MiB/s.
+    assert!(
+        recovery.contains("eta") && recovery.contains("12s"),
+        "{recovery}"
+    );
+    let defrag = at_80(Tab::DataSort);
+    assert!(
+        defrag.contains("last result") && defrag.contains("ok: 3 bases"),
+        "{defrag}"
+    );
+}
+
+#[test]
+fn an_empty_cluster_is_really_empty() {
+    let app = app_with(fixture::cluster(0, 0, NOW_S), Tab::Overview);
+    let text = render_to_text(&app, 160, 48);
+    assert!(!text.contains("-0"), "{text}");
+    assert!(
+        text.contains("0 ops/s") && text.contains("all clear"),
+        "{text}"
+    );
+    let ring = render_to_text(&app_with(fixture::cluster(0, 0, NOW_S), Tab::Ring), 80, 24);
+    assert!(
+        ring.contains("no route table yet: no node has answered"),
+        "{ring}"
+    );
+}

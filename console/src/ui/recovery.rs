@@ -1,8 +1,9 @@
 //! View 5: recovery and other background jobs: progress bars, rate, ETA, errors, and the
 //! selected job's detail with its result (what a dry run would copy); start and cancel.
 //!
-//! Narrow terminals (< 110 columns) drop the rate, ETA, moved and last-error columns rather
-//! than squeezing every column unreadable; the detail panel still shows them.
+//! Narrow terminals (< 110 columns) drop the rate, moved and last-error columns and draw a
+//! shorter progress bar rather than squeezing every column unreadable; the ETA stays, and
+//! the detail panel shows everything.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
@@ -64,6 +65,13 @@ pub fn result_text(job: &JobRow) -> Option<String> {
     Some(text)
 }
 
+/// Time left for a running job at its current rate; `-` when finished or unknown.
+fn eta(j: &JobRow) -> String {
+    j.eta_s()
+        .filter(|_| j.is_active())
+        .map_or("-".into(), duration_s)
+}
+
 fn kind_label(j: &JobRow) -> String {
     if j.is_dry_run() {
         format!("{} dry", j.kind)
@@ -92,7 +100,11 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     let wide = area.width >= WIDE;
     let mut header = vec!["node", "job", "kind", "state", "progress"];
     if wide {
-        header.extend(["rate", "eta", "moved"]);
+        header.push("rate");
+    }
+    header.push("eta");
+    if wide {
+        header.push("moved");
     }
     header.push("errors");
     if wide {
@@ -111,16 +123,14 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
             j.id.to_string(),
             kind_label(j),
             j.state.clone(),
-            bar(j.progress(), 10),
+            bar(j.progress(), if wide { 10 } else { 6 }),
         ];
         if wide {
-            cells.extend([
-                format!("{}/s", bytes(j.rate_bytes_per_s as u64)),
-                j.eta_s()
-                    .filter(|_| j.is_active())
-                    .map_or("-".into(), duration_s),
-                bytes(j.done_bytes),
-            ]);
+            cells.push(format!("{}/s", bytes(j.rate_bytes_per_s as u64)));
+        }
+        cells.push(eta(j));
+        if wide {
+            cells.push(bytes(j.done_bytes));
         }
         cells.push(j.errors.to_string());
         if wide {
@@ -138,14 +148,14 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(4),
         Constraint::Length(18),
         Constraint::Length(9),
-        Constraint::Length(17),
+        Constraint::Length(if wide { 17 } else { 13 }),
     ];
     if wide {
-        widths.extend([
-            Constraint::Length(8),
-            Constraint::Length(6),
-            Constraint::Length(6),
-        ]);
+        widths.push(Constraint::Length(8));
+    }
+    widths.push(Constraint::Length(6));
+    if wide {
+        widths.push(Constraint::Length(6));
     }
     widths.push(Constraint::Length(6));
     if wide {
@@ -167,13 +177,14 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
                 (None, None) => format!("{} keys", j.done_keys),
             };
             let mut lines = vec![Line::from(format!(
-                "job {} {} on {} · {} · {} · {progress} · {}/s",
+                "job {} {} on {} · {} · {} · {progress} · {}/s · eta {}",
                 j.id,
                 kind_label(j),
                 j.node,
                 j.target,
                 j.state,
-                bytes(j.rate_bytes_per_s as u64)
+                bytes(j.rate_bytes_per_s as u64),
+                eta(j)
             ))];
             match result_text(j) {
                 Some(r) => lines.push(

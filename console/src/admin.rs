@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ellipsis_core::stats::JobStatus;
 
-use crate::app::{AdminRequest, RecoveryKind};
+use crate::app::{AdminReply, AdminRequest, RecoveryKind};
 use crate::poll::{read_body, transport, PollError};
 
 /// Why an admin call failed.
@@ -207,14 +207,14 @@ impl AdminClient {
     /// Performs a confirmed console request. `http_of` maps a node's protocol address to its
     /// HTTP address; `schedule_base` gives the backend's current `(timeout_s, compact)` so a
     /// schedule change keeps them; `groups` are the groups a recovery covers. Returns a short
-    /// result for the status line.
+    /// result for the status line and the job started, if any.
     pub async fn execute(
         &self,
         request: &AdminRequest,
         http_of: impl Fn(&str) -> Option<String>,
         schedule_base: (u64, bool),
         groups: &[u32],
-    ) -> Result<String, AdminError> {
+    ) -> Result<AdminReply, AdminError> {
         let node = match request {
             AdminRequest::DefragStart { node, .. }
             | AdminRequest::DefragStop { node, .. }
@@ -233,11 +233,11 @@ impl AdminClient {
                     "defrag-start"
                 };
                 self.backend_action(&http, *backend, action).await?;
-                Ok(String::new())
+                Ok(AdminReply::default())
             }
             AdminRequest::DefragStop { backend, .. } => {
                 self.backend_action(&http, *backend, "defrag-stop").await?;
-                Ok(String::new())
+                Ok(AdminReply::default())
             }
             AdminRequest::DefragSchedule {
                 backend,
@@ -254,15 +254,18 @@ impl AdminClient {
                     compact: schedule_base.1,
                 };
                 self.set_schedule(&http, *backend, &body).await?;
-                Ok(String::new())
+                Ok(AdminReply::default())
             }
             AdminRequest::RecoveryStart { kind, dry_run, .. } => {
                 let job = self.start_recovery(&http, *kind, *dry_run, groups).await?;
-                Ok(format!("job {} {:?}", job.id, job.state).to_lowercase())
+                Ok(AdminReply {
+                    text: format!("job {} {:?}", job.id, job.state).to_lowercase(),
+                    job: Some(job.id),
+                })
             }
             AdminRequest::JobCancel { job, .. } => {
                 self.cancel_job(&http, *job).await?;
-                Ok(String::new())
+                Ok(AdminReply::default())
             }
         }
     }

@@ -289,7 +289,81 @@ pub struct JobRow {
     pub result: Option<String>,
 }
 
+/// What a recovery job reports when it ends (its `result` JSON), as the console uses it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RecoveryCounts {
+    /// Records looked at.
+    pub iterated: u64,
+    /// Copies written, or that would be in a dry run.
+    pub copied: u64,
+    /// Bytes of those copies.
+    pub bytes: u64,
+    /// Copies not needed (the target already held it).
+    pub skipped: u64,
+    /// Copies that failed.
+    pub failed: u64,
+    /// Local copies removed (merge).
+    pub removed: u64,
+}
+
+/// One backend's share of its group's ring, as the ring view lists it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ShareRow {
+    /// The group.
+    pub group: u32,
+    /// Owning node.
+    pub node: String,
+    /// Backend on it.
+    pub backend: u32,
+    /// Ring ids (ranges) it owns.
+    pub ids: usize,
+    /// Its share of the group's ring, 0.0 to 1.0.
+    pub share: f64,
+    /// The share every backend of the group would have if the ring were even.
+    pub fair: f64,
+    /// Every range's owner answered the last poll.
+    pub up: bool,
+}
+
+/// A backend's share is "imbalanced" when it is off the group's fair share by this factor.
+pub const IMBALANCE_FACTOR: f64 = 1.5;
+
+impl ShareRow {
+    /// `owner down: range unserved`, `overloaded`, `underused` or empty.
+    pub fn note(&self) -> &'static str {
+        if !self.up {
+            "owner down: range unserved"
+        } else if self.share > self.fair * IMBALANCE_FACTOR {
+            "overloaded"
+        } else if self.share < self.fair / IMBALANCE_FACTOR {
+            "underused"
+        } else {
+            ""
+        }
+    }
+}
+
 impl JobRow {
+    /// The counters of a finished recovery, when its result is a recovery report.
+    pub fn recovery_counts(&self) -> Option<RecoveryCounts> {
+        let raw = self.result.as_deref()?;
+        let serde_json::Value::Object(map) = serde_json::from_str(raw).ok()? else {
+            return None;
+        };
+        if !map.contains_key("copied") {
+            return None;
+        }
+        let n = |k: &str| map.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        Some(RecoveryCounts {
+            iterated: n("iterated"),
+            copied: n("copied"),
+            bytes: n("bytes"),
+            skipped: n("skipped"),
+            failed: n("failed"),
+            removed: n("removed"),
+        })
+    }
+
     /// Fraction done, from keys or bytes, when a total is known.
     pub fn progress(&self) -> Option<f64> {
         let frac = |done: u64, total: u64| {
@@ -338,6 +412,36 @@ impl ClusterModel {
         g.sort_unstable();
         g.dedup();
         g
+    }
+
+    /// Per group, each backend's share of the ring, in group then (node, backend) order.
+    pub fn shares(&self) -> Vec<ShareRow> {
+        let mut rows = Vec::new();
+        for ring in &self.rings {
+            let mut per_backend: std::collections::BTreeMap<(&str, u32), (usize, f64, bool)> =
+                std::collections::BTreeMap::new();
+            for r in &ring.ranges {
+                let e = per_backend
+                    .entry((r.node.as_str(), r.backend))
+                    .or_insert((0, 0.0, true));
+                e.0 += 1;
+                e.1 += r.share;
+                e.2 &= r.up;
+            }
+            let fair = 1.0 / per_backend.len().max(1) as f64;
+            for ((node, backend), (ids, share, up)) in per_backend {
+                rows.push(ShareRow {
+                    group: ring.group,
+                    node: node.to_owned(),
+                    backend,
+                    ids,
+                    share,
+                    fair,
+                    up,
+                });
+            }
+        }
+        rows
     }
 
     /// Every backend of every node.

@@ -633,7 +633,13 @@ async fn admin_requests_reach_their_endpoints_with_the_token() {
                 .expect("admin call"),
         );
     }
-    assert_eq!(replies[3], "job 42 queued");
+    assert_eq!(replies[3].text, "job 42 queued");
+    assert_eq!(
+        replies[3].job,
+        Some(42),
+        "the started job, for the dry-run-first flow"
+    );
+    assert_eq!(replies[4].job, None);
     let log = cluster.recorded();
     let paths: Vec<(&str, &str)> = log.iter().map(|r| (r.method, r.path.as_str())).collect();
     assert_eq!(

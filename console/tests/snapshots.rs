@@ -187,3 +187,96 @@ fn an_empty_cluster_is_really_empty() {
         "{ring}"
     );
 }
+
+#[test]
+fn real_recovery_is_confirmed_with_its_dry_run_result() {
+    use ellipsis_console::app::{AdminReply, AdminRequest, Effect};
+    let mut model = fixture::cluster(4, 2, NOW_S);
+    let mut app = app_with(model.clone(), Tab::Recovery);
+    let Effect::Admin(dry) = app.on_key(key(KeyCode::Char('D'))) else {
+        panic!("D starts with a dry run");
+    };
+    assert!(matches!(
+        dry,
+        AdminRequest::RecoveryStart { dry_run: true, .. }
+    ));
+    let waiting = render_to_text(&app, 160, 48);
+    assert!(
+        waiting.contains("the real run is offered when it ends"),
+        "{waiting}"
+    );
+    app.on_admin_result(
+        &dry,
+        Ok(AdminReply {
+            text: "job 3 queued".into(),
+            job: Some(3),
+        }),
+        NOW_S,
+    );
+    // The node fans the dry run out: one finished job per node that answered.
+    for (node, id, copied) in [("127.0.0.1:1025", 3, 120), ("127.0.0.1:1026", 7, 0)] {
+        let mut j = model.jobs[1].clone();
+        j.node = node.into();
+        j.id = id;
+        j.result = Some(format!(
+            r#"{{"iterated":1000,"copied":{copied},"skipped":880,"failed":0,"removed":0,"bytes":{}}}"#,
+            copied << 20
+        ));
+        model.jobs.push(j);
+    }
+    app.on_model(model);
+    let text = snapshot_both("overlay_confirm_recovery_after_dry_run", &app);
+    assert!(
+        text.contains("start dc recovery from 127.0.0.1:1025"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dry run: would move 120 keys (120M) from 2 nodes"),
+        "{text}"
+    );
+    assert!(text.contains("127.0.0.1:1026: 0 keys, 0B"), "{text}");
+    assert!(text.contains("y confirm"), "{text}");
+}
+
+#[test]
+fn sorted_tables_name_their_sort_column() {
+    let mut app = app_with(fixture::cluster(4, 2, NOW_S), Tab::Recovery);
+    app.on_key(key(KeyCode::Char('s')));
+    let text = snapshot_both("recovery_sorted_by_state", &app);
+    assert!(text.contains("Jobs (2, sort: state)"), "{text}");
+    app.tab = Tab::Node;
+    app.on_key(key(KeyCode::Char('s')));
+    let node = render_to_text(&app, 160, 48);
+    assert!(node.contains("Commands (sort: rate)"), "{node}");
+    app.tab = Tab::Overview;
+    app.on_key(key(KeyCode::Char('s')));
+    app.on_key(key(KeyCode::Char('s')));
+    let overview = render_to_text(&app, 160, 48);
+    assert!(overview.contains("Nodes (sort: p99"), "{overview}");
+    // p99 descending: 1028 (2.3 ms) first.
+    let first = overview
+        .lines()
+        .find(|l| l.starts_with("│127.0.0.1:"))
+        .unwrap_or("");
+    assert!(first.contains("127.0.0.1:1028"), "{overview}");
+}
+
+#[test]
+fn ring_highlights_overloaded_and_underused_backends() {
+    let mut model = fixture::cluster(4, 2, NOW_S);
+    // Group 2 is nodes 1 and 3: give node 1 four fifths of the ring.
+    let ranges = &mut model.rings[1].ranges;
+    ranges[0].share = 0.8;
+    ranges[1].start = (u64::MAX / 5) * 4;
+    ranges[1].share = 0.2;
+    let app = app_with(model, Tab::Ring);
+    let text = snapshot_both("ring_imbalance", &app);
+    let line = |node: &str| {
+        text.lines()
+            .find(|l| l.contains(node) && l.contains('%'))
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(line("127.0.0.1:1026").contains("overloaded"), "{text}");
+    assert!(line("127.0.0.1:1028").contains("underused"), "{text}");
+}

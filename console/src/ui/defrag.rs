@@ -9,7 +9,7 @@ use ratatui::Frame;
 
 use super::format::{bytes, relative};
 use super::selected_style;
-use crate::app::App;
+use crate::app::{App, Tab};
 use crate::plan::{backend_hours, conflicts};
 
 /// Below this width the table shows only its essential columns.
@@ -99,7 +99,10 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(
         Table::new(rows, widths)
             .header(header)
-            .block(Block::bordered().title(format!(" Data-sort{keys}"))),
+            .block(Block::bordered().title(format!(
+                " Data-sort (sort: {}){keys}",
+                app.sort_label(Tab::DataSort)
+            ))),
         table_area,
     );
 

@@ -7,7 +7,7 @@ use ratatui::Frame;
 
 use super::format::{bytes, duration_s, duration_us, rate};
 use super::selected_style;
-use crate::app::App;
+use crate::app::{App, Tab};
 
 /// Below this width the backends table shows only its essential columns.
 const WIDE: u16 = 110;
@@ -118,7 +118,8 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
         "command", "ok", "fail", "rate", "p50", "p99", "cache", "disk", "fwd",
     ])
     .style(Style::default().fg(Color::Yellow));
-    let rows = n.commands.iter().map(|c| {
+    let sort = app.sort_label(Tab::Node);
+    let rows = app.node_commands(n).into_iter().map(|c| {
         let fail_style = if c.failures > 0 {
             Style::default().fg(Color::Red)
         } else {
@@ -151,7 +152,11 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(
         Table::new(rows, widths)
             .header(header)
-            .block(Block::bordered().title(" Commands ")),
+            .block(Block::bordered().title(if sort.starts_with("backend") {
+                " Commands ".to_owned()
+            } else {
+                format!(" Commands (sort: {sort}) ")
+            })),
         commands_area,
     );
 
@@ -200,7 +205,7 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     }
     header.push("data-sort");
     let header = Row::new(header).style(Style::default().fg(Color::Yellow));
-    let rows = n.backends.iter().enumerate().map(|(i, b)| {
+    let rows = app.node_backends(n).into_iter().enumerate().map(|(i, b)| {
         let removed_pct = if b.records == 0 {
             0.0
         } else {
@@ -267,7 +272,12 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(
         Table::new(rows, widths)
             .header(header)
-            .block(Block::bordered().title(" Eblob backends ")),
+            .block(
+                Block::bordered().title(match sort.strip_prefix("backend ") {
+                    Some(by) => format!(" Eblob backends (sort: {by}) "),
+                    None => " Eblob backends ".to_owned(),
+                }),
+            ),
         backends_area,
     );
 }

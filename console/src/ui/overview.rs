@@ -8,7 +8,7 @@ use ratatui::Frame;
 
 use super::format::{bytes, duration_us, rate};
 use super::selected_style;
-use crate::app::App;
+use crate::app::{App, Tab};
 
 pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     let m = &app.model;
@@ -127,7 +127,7 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
                 r
             }
         });
-    let sort = ["address", "ops/s", "p99"][app.sort_column % 3];
+    let sort = app.sort_label(Tab::Overview);
     let widths = [
         Constraint::Min(16),
         Constraint::Length(5),

@@ -13,7 +13,7 @@ use ratatui::Frame;
 
 use super::format::{bytes, duration_s};
 use super::selected_style;
-use crate::app::App;
+use crate::app::{App, Tab};
 use crate::model::JobRow;
 
 /// Below this width the jobs table shows only its essential columns.
@@ -90,7 +90,7 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     let help = if app.read_only {
         "read-only console: recovery cannot be started here"
     } else {
-        "d/m dry-run dc/merge · D/M start dc/merge (confirmed) · c cancel selected job"
+        "d/m dry run dc/merge · D/M dry run, then real run (confirmed) · c cancel job"
     };
     frame.render_widget(
         Paragraph::new(help).block(Block::bordered().title(" Recovery ")),
@@ -111,7 +111,8 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
         header.push("last error");
     }
     let header = Row::new(header).style(Style::default().fg(Color::Yellow));
-    let rows = app.model.jobs.iter().enumerate().map(|(i, j)| {
+    let jobs = app.visible_jobs();
+    let rows = jobs.iter().enumerate().map(|(i, j)| {
         let color = match j.state.as_str() {
             "failed" => Color::Red,
             "done" => Color::Green,
@@ -164,11 +165,15 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(
         Table::new(rows, widths)
             .header(header)
-            .block(Block::bordered().title(format!(" Jobs ({}) ", app.model.jobs.len()))),
+            .block(Block::bordered().title(format!(
+                " Jobs ({}, sort: {}) ",
+                jobs.len(),
+                app.sort_label(Tab::Recovery)
+            ))),
         jobs_area,
     );
 
-    let detail: Vec<Line> = match app.model.jobs.get(app.selected) {
+    let detail: Vec<Line> = match jobs.get(app.selected) {
         None => vec![Line::from("no job selected")],
         Some(j) => {
             let progress = match (j.total_keys, j.total_bytes) {

@@ -7,12 +7,10 @@
 //! Node endpoints: `POST /admin/backends/{id}/{action}`, `PUT /admin/backends/{id}/defrag/schedule`,
 //! `POST /admin/recovery`, `POST /admin/jobs/{id}/cancel`.
 
-use std::time::Duration;
-
 use ellipsis_core::stats::JobStatus;
 
 use crate::app::{AdminReply, AdminRequest, RecoveryKind};
-use crate::poll::{read_body, transport, PollError};
+use crate::poll::{http_client, read_body, transport, PollError, TlsConfig};
 
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +33,7 @@ pub struct AdminClient {
     http: reqwest::Client,
     token: Option<String>,
     timeout_ms: u64,
+    tls: TlsConfig,
 }
 
 impl std::fmt::Debug for AdminClient {
@@ -86,17 +85,22 @@ pub fn load_token(
 }
 
 impl AdminClient {
-    /// A client presenting `token`.
+    /// A client presenting `token` over plain HTTP.
     pub fn new(token: Option<String>, timeout_ms: u64) -> Result<AdminClient, AdminError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(timeout_ms.max(1)))
-            .timeout(Duration::from_millis(timeout_ms.max(1)))
-            .build()
-            .map_err(|e| PollError::Client(e.to_string()))?;
+        AdminClient::with_tls(token, timeout_ms, TlsConfig::default())
+    }
+
+    /// A client presenting `token`, over HTTPS when `tls` says so.
+    pub fn with_tls(
+        token: Option<String>,
+        timeout_ms: u64,
+        tls: TlsConfig,
+    ) -> Result<AdminClient, AdminError> {
         Ok(AdminClient {
-            http,
+            http: http_client(timeout_ms, &tls)?,
             token,
             timeout_ms,
+            tls,
         })
     }
 
@@ -115,7 +119,7 @@ impl AdminClient {
         let token = self.token.as_deref().ok_or(AdminError::NoToken)?;
         let mut req = self
             .http
-            .request(method, format!("http://{http_addr}{path}"))
+            .request(method, self.tls.url(http_addr, path))
             .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);

@@ -418,6 +418,7 @@ fn poller(seed: &str, timeout_ms: u64) -> Poller {
         seeds: vec![seed.to_owned()],
         timeout_ms,
         traces_per_node: 10,
+        ..PollConfig::default()
     })
     .expect("poller")
 }
@@ -577,6 +578,7 @@ async fn a_dead_seed_is_reported_down_not_dropped() {
         seeds: vec![dead.clone(), cluster.http[0].clone()],
         timeout_ms: 300,
         traces_per_node: 0,
+        ..PollConfig::default()
     })
     .expect("poller");
     let m = p.poll().await;

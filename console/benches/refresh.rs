@@ -83,8 +83,14 @@ fn node_docs(i: usize, round: u64) -> [String; 7] {
     let io = IoStats {
         blocking_queue: 3,
         blocking_queue_limit: 1_024,
+        blocking_active: 2,
+        blocking_threads: 16,
+        blocking_waiting: 1,
+        blocking_waiting_limit: 1_008,
+        blocking_refused: 0,
         nonblocking_queue: 12,
         nonblocking_queue_limit: 4_096,
+        nonblocking_refused: 0,
         client_connections: 40,
         peers: (1..=8)
             .map(|p| PeerStats {

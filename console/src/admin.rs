@@ -7,12 +7,10 @@
 //! Node endpoints: `POST /admin/backends/{id}/{action}`, `PUT /admin/backends/{id}/defrag/schedule`,
 //! `POST /admin/recovery`, `POST /admin/jobs/{id}/cancel`.
 
-use std::time::Duration;
-
 use ellipsis_core::stats::JobStatus;
 
-use crate::app::{AdminRequest, RecoveryKind};
-use crate::poll::{read_body, transport, PollError};
+use crate::app::{AdminReply, AdminRequest, RecoveryKind};
+use crate::poll::{http_client, read_body, transport, PollError, TlsConfig};
 
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +33,7 @@ pub struct AdminClient {
     http: reqwest::Client,
     token: Option<String>,
     timeout_ms: u64,
+    tls: TlsConfig,
 }
 
 impl std::fmt::Debug for AdminClient {
@@ -86,17 +85,22 @@ pub fn load_token(
 }
 
 impl AdminClient {
-    /// A client presenting `token`.
+    /// A client presenting `token` over plain HTTP.
     pub fn new(token: Option<String>, timeout_ms: u64) -> Result<AdminClient, AdminError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(timeout_ms.max(1)))
-            .timeout(Duration::from_millis(timeout_ms.max(1)))
-            .build()
-            .map_err(|e| PollError::Client(e.to_string()))?;
+        AdminClient::with_tls(token, timeout_ms, TlsConfig::default())
+    }
+
+    /// A client presenting `token`, over HTTPS when `tls` says so.
+    pub fn with_tls(
+        token: Option<String>,
+        timeout_ms: u64,
+        tls: TlsConfig,
+    ) -> Result<AdminClient, AdminError> {
         Ok(AdminClient {
-            http,
+            http: http_client(timeout_ms, &tls)?,
             token,
             timeout_ms,
+            tls,
         })
     }
 
@@ -115,7 +119,7 @@ impl AdminClient {
         let token = self.token.as_deref().ok_or(AdminError::NoToken)?;
         let mut req = self
             .http
-            .request(method, format!("http://{http_addr}{path}"))
+            .request(method, self.tls.url(http_addr, path))
             .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
@@ -207,14 +211,14 @@ impl AdminClient {
     /// Performs a confirmed console request. `http_of` maps a node's protocol address to its
     /// HTTP address; `schedule_base` gives the backend's current `(timeout_s, compact)` so a
     /// schedule change keeps them; `groups` are the groups a recovery covers. Returns a short
-    /// result for the status line.
+    /// result for the status line and the job started, if any.
     pub async fn execute(
         &self,
         request: &AdminRequest,
         http_of: impl Fn(&str) -> Option<String>,
         schedule_base: (u64, bool),
         groups: &[u32],
-    ) -> Result<String, AdminError> {
+    ) -> Result<AdminReply, AdminError> {
         let node = match request {
             AdminRequest::DefragStart { node, .. }
             | AdminRequest::DefragStop { node, .. }
@@ -233,11 +237,11 @@ impl AdminClient {
                     "defrag-start"
                 };
                 self.backend_action(&http, *backend, action).await?;
-                Ok(String::new())
+                Ok(AdminReply::default())
             }
             AdminRequest::DefragStop { backend, .. } => {
                 self.backend_action(&http, *backend, "defrag-stop").await?;
-                Ok(String::new())
+                Ok(AdminReply::default())
             }
             AdminRequest::DefragSchedule {
                 backend,
@@ -254,15 +258,18 @@ impl AdminClient {
                     compact: schedule_base.1,
                 };
                 self.set_schedule(&http, *backend, &body).await?;
-                Ok(String::new())
+                Ok(AdminReply::default())
             }
             AdminRequest::RecoveryStart { kind, dry_run, .. } => {
                 let job = self.start_recovery(&http, *kind, *dry_run, groups).await?;
-                Ok(format!("job {} {:?}", job.id, job.state).to_lowercase())
+                Ok(AdminReply {
+                    text: format!("job {} {:?}", job.id, job.state).to_lowercase(),
+                    job: Some(job.id),
+                })
             }
             AdminRequest::JobCancel { job, .. } => {
                 self.cancel_job(&http, *job).await?;
-                Ok(String::new())
+                Ok(AdminReply::default())
             }
         }
     }

@@ -28,12 +28,20 @@ use crate::{
 /// Largest object `ell put` reads into memory (the node's default frame bound).
 const MAX_PUT_BYTES: u64 = ellipsis_core::protocol::DEFAULT_MAX_FRAME_BYTES;
 
+/// `ELL_ADMIN_TOKEN`, else `--token-file` (or the config's `token_file`), else the config's
+/// inline `token`.
 fn token(g: &Global) -> Result<Option<String>, Fail> {
-    load_token(
+    let t = load_token(
         std::env::var("ELL_ADMIN_TOKEN").ok(),
         g.token_file.as_deref(),
     )
-    .map_err(|e| Fail::usage(format!("admin token: {e}")))
+    .map_err(|e| Fail::usage(format!("admin token: {e}")))?;
+    Ok(t.or_else(|| g.config_token.clone()))
+}
+
+fn admin_client(g: &Global) -> Result<AdminClient, Fail> {
+    AdminClient::with_tls(token(g)?, g.timeout_ms, g.tls_config.clone())
+        .map_err(|e| Fail::failure(e.to_string()))
 }
 
 fn client_config(g: &Global) -> Result<ClientConfig, Fail> {
@@ -80,6 +88,7 @@ async fn poller(g: &Global, traces_per_node: usize) -> Result<Poller, Fail> {
         seeds,
         timeout_ms: g.timeout_ms,
         traces_per_node,
+        tls: g.tls_config.clone(),
     })
     .map_err(|e| Fail::failure(e.to_string()))
 }
@@ -123,7 +132,8 @@ pub async fn top(g: &Global, a: &TopArgs) -> Result<(), Fail> {
         return Err(Fail::usage("--width must be ≥ 20 and --height ≥ 5"));
     }
     let mut poller = poller(g, 16).await?;
-    let mut app = App::new(g.read_only, a.refresh_ms.clamp(250, 60_000));
+    let refresh_ms = a.refresh_ms.or(g.config_refresh_ms).unwrap_or(1_000);
+    let mut app = App::new(g.read_only, refresh_ms.clamp(250, 60_000));
     app.tab = tab;
     if a.once {
         let model = poller.poll().await;
@@ -135,8 +145,7 @@ pub async fn top(g: &Global, a: &TopArgs) -> Result<(), Fail> {
         }
         return Ok(());
     }
-    let admin =
-        AdminClient::new(token(g)?, g.timeout_ms).map_err(|e| Fail::failure(e.to_string()))?;
+    let admin = admin_client(g)?;
     tui::run(app, poller, admin)
         .await
         .map_err(|e| Fail::failure(format!("console: {e:#}")))
@@ -537,8 +546,7 @@ pub async fn defrag(g: &Global, a: &DefragArgs) -> Result<(), Fail> {
         return defrag_status(g, a).await;
     }
     refuse_read_only(g)?;
-    let admin =
-        AdminClient::new(token(g)?, g.timeout_ms).map_err(|e| Fail::failure(e.to_string()))?;
+    let admin = admin_client(g)?;
     if !admin.has_token() {
         return Err(Fail::usage(
             "no admin token: set ELL_ADMIN_TOKEN or pass --token-file",
@@ -593,8 +601,7 @@ pub async fn defrag(g: &Global, a: &DefragArgs) -> Result<(), Fail> {
 /// `ell recover`.
 pub async fn recover(g: &Global, a: &RecoverArgs) -> Result<(), Fail> {
     refuse_read_only(g)?;
-    let admin =
-        AdminClient::new(token(g)?, g.timeout_ms).map_err(|e| Fail::failure(e.to_string()))?;
+    let admin = admin_client(g)?;
     if !admin.has_token() {
         return Err(Fail::usage(
             "no admin token: set ELL_ADMIN_TOKEN or pass --token-file",
@@ -664,11 +671,9 @@ pub async fn recover(g: &Global, a: &RecoverArgs) -> Result<(), Fail> {
 /// Polls `/stats/workers` on `http` until `job` finishes; draws a progress bar on stderr
 /// meanwhile (unless `--json`). Returns the finished job.
 async fn watch_job(g: &Global, http: &str, job: JobStatus) -> Result<JobStatus, Fail> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(g.timeout_ms))
-        .build()
+    let client = ellipsis_console::poll::http_client(g.timeout_ms, &g.tls_config)
         .map_err(|e| Fail::failure(e.to_string()))?;
-    let url = format!("http://{http}/stats/workers");
+    let url = g.tls_config.url(http, "/stats/workers");
     let mut last = job;
     // A live bar for a human; polling a remote node's stats is the only way to see progress.
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -769,8 +774,7 @@ async fn defrag_status(g: &Global, a: &DefragArgs) -> Result<(), Fail> {
 /// `ell backend enable|disable|ro|rw`.
 pub async fn backend(g: &Global, a: &BackendArgs) -> Result<(), Fail> {
     refuse_read_only(g)?;
-    let admin =
-        AdminClient::new(token(g)?, g.timeout_ms).map_err(|e| Fail::failure(e.to_string()))?;
+    let admin = admin_client(g)?;
     if !admin.has_token() {
         return Err(Fail::usage(
             "no admin token: set ELL_ADMIN_TOKEN or pass --token-file",

@@ -395,6 +395,7 @@ async fn console(g: &Global, a: &DemoArgs, cluster: &Embedded, token: String) ->
         seeds: cluster.http_addrs(),
         timeout_ms: g.timeout_ms.min(2_000),
         traces_per_node: 16,
+        ..PollConfig::default()
     })
     .map_err(|e| Fail::failure(e.to_string()))?;
     let mut app = App::new(g.read_only, a.refresh_ms.clamp(250, 60_000));

@@ -8,13 +8,19 @@ use crate::model::{
 
 /// A cluster of `nodes` nodes in `groups` groups, one backend each; node 2 (if any) is down
 /// and, as after a failed poll, known only by its address, groups and error.
+///
+/// `cluster(0, 0, now)` is what the console holds before any node answered: no nodes, no
+/// route table, no history, nothing but the refresh time.
 pub fn cluster(nodes: usize, groups: u32, now_s: u64) -> ClusterModel {
     let addr = |i: usize| format!("127.0.0.1:{}", 1025 + i);
-    let groups = groups.max(1);
     let mut model = ClusterModel {
         refreshed_at_s: now_s,
         ..ClusterModel::default()
     };
+    if nodes == 0 {
+        return model;
+    }
+    let groups = groups.max(1);
     for i in 0..nodes {
         let group = (i as u32 % groups) + 1;
         let up = i != 2;
@@ -46,11 +52,15 @@ pub fn cluster(nodes: usize, groups: u32, now_s: u64) -> ClusterModel {
             cpu_percent: up.then_some(12.0),
             load1: up.then_some(0.5),
             queue: QueueModel {
-                active: 1,
-                queued: 2,
-                threads: 16,
-                limit: 1_024,
-                refused: 0,
+                engine_running: 1,
+                engine_threads: 16,
+                engine_waiting: 2,
+                engine_waiting_limit: 1_024,
+                engine_refused: i as u64,
+                network: 3,
+                network_limit: 4_096,
+                network_refused: 0,
+                client_connections: 8,
             },
             peers: (0..nodes.min(3))
                 .filter(|&p| p != i)
@@ -62,6 +72,8 @@ pub fn cluster(nodes: usize, groups: u32, now_s: u64) -> ClusterModel {
                         "connected".into()
                     },
                     send_queue: p as u64,
+                    send_queue_limit: 1_024,
+                    in_flight: 0,
                 })
                 .collect(),
             commands: vec![
@@ -108,6 +120,7 @@ pub fn cluster(nodes: usize, groups: u32, now_s: u64) -> ClusterModel {
                 removed_records: records / 5,
                 removed_bytes: (records / 5) * 4_096,
                 used_bytes: records * 4_096,
+                fs_total_bytes: Some(100 << 30),
                 free_bytes: Some(50 << 30),
                 ram_bytes: records * 3,
                 want_defrag_bases: u64::from(i % 3 == 0),

@@ -11,10 +11,12 @@ mod demo;
 mod tui;
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ellipsis_console::config::{self, ConsoleConfig};
+use ellipsis_console::poll::TlsConfig;
 use ellipsis_core::client::Checker;
 
 /// Ellipsis console and command-line tool.
@@ -23,24 +25,33 @@ use ellipsis_core::client::Checker;
 pub struct Cli {
     #[command(flatten)]
     global: Global,
+    /// `ell` alone is `ell top`: its options are taken without the subcommand too
+    /// (`ell --once` is `ell top --once`).
+    #[command(flatten)]
+    top: TopArgs,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
 
-/// Options every subcommand takes.
+/// Options every subcommand takes. Flags and environment variables win over the config file,
+/// which wins over the defaults; [`Global::resolve`] merges them once, before any command.
 #[derive(Clone, Debug, Args)]
 pub struct Global {
-    /// Node protocol address to start from (repeatable or comma-separated).
+    /// Config file (default: $XDG_CONFIG_HOME/ellipsis/console.toml, read only if it exists).
+    #[arg(long = "config", global = true, env = "ELL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Node protocol address to start from (repeatable or comma-separated; default
+    /// 127.0.0.1:1025).
     #[arg(
         long = "remote",
         global = true,
         env = "ELL_REMOTE",
         value_delimiter = ',',
-        default_value = "127.0.0.1:1025",
         value_parser = parse_addr
     )]
     pub remote: Vec<SocketAddr>,
     /// Node HTTP address to poll (repeatable); skips discovery over the wire protocol.
+    /// `https://HOST:PORT` speaks HTTPS (as `--tls` does).
     #[arg(long = "http", global = true, env = "ELL_HTTP", value_delimiter = ',')]
     pub http: Vec<String>,
     /// Groups to write to and read from, in read order (default: every group).
@@ -49,9 +60,9 @@ pub struct Global {
     /// Write success rule: at-least-one, quorum or all.
     #[arg(long, global = true, default_value = "at-least-one", value_parser = parse_checker)]
     pub checker: Checker,
-    /// Per-request timeout.
-    #[arg(long, global = true, default_value_t = 5_000)]
-    pub timeout_ms: u64,
+    /// Per-request timeout (default 5000).
+    #[arg(long = "timeout-ms", global = true)]
+    pub timeout_ms_flag: Option<u64>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -61,9 +72,120 @@ pub struct Global {
     /// File whose first line is the admin token (`ELL_ADMIN_TOKEN` wins).
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
+    /// Speak HTTPS to the nodes' HTTP ports.
+    #[arg(long, global = true)]
+    pub tls: bool,
+    /// PEM file of certificates to trust for HTTPS besides the system roots.
+    #[arg(long, global = true)]
+    pub ca_file: Option<PathBuf>,
     /// Key namespace.
     #[arg(long, global = true, default_value = "")]
     pub namespace: String,
+    /// Per-request timeout, resolved.
+    #[arg(skip)]
+    pub timeout_ms: u64,
+    /// The admin token given inline in the config file (used when no flag or env gives one).
+    #[arg(skip)]
+    pub config_token: Option<String>,
+    /// `ell top`'s poll interval from the config file.
+    #[arg(skip)]
+    pub config_refresh_ms: Option<u64>,
+    /// HTTP or HTTPS, and the CA to trust, resolved.
+    #[arg(skip)]
+    pub tls_config: TlsConfig,
+}
+
+impl Global {
+    /// Merges the config file (given, or the default path if it exists) under the flags,
+    /// strips `http://` / `https://` from HTTP addresses and loads the CA file. A bad file,
+    /// address or CA is a usage error.
+    pub fn resolve(
+        &mut self,
+        xdg_config_home: Option<&str>,
+        home: Option<&str>,
+    ) -> Result<(), Fail> {
+        let file = match &self.config {
+            Some(p) => Some(p.clone()),
+            None => config::default_path(xdg_config_home, home).filter(|p| p.is_file()),
+        };
+        let cfg = match &file {
+            Some(p) => config::load(p).map_err(|e| Fail::usage(e.to_string()))?,
+            None => ConsoleConfig::default(),
+        };
+        let from = |key: &str| {
+            format!(
+                "config {}: {key}",
+                file.as_deref().unwrap_or(Path::new("?")).display()
+            )
+        };
+        if self.remote.is_empty() {
+            for r in &cfg.remote {
+                let a =
+                    parse_addr(r).map_err(|e| Fail::usage(format!("{}: {e}", from("remote"))))?;
+                self.remote.push(a);
+            }
+        }
+        if self.remote.is_empty() {
+            self.remote.push(SocketAddr::from(([127, 0, 0, 1], 1025)));
+        }
+        if self.http.is_empty() {
+            self.http = cfg.http.clone();
+        }
+        let mut https = self.tls || cfg.tls.unwrap_or(false);
+        let mut plain = false;
+        for h in &mut self.http {
+            if let Some(rest) = h.strip_prefix("https://") {
+                https = true;
+                *h = rest.trim_end_matches('/').to_owned();
+            } else if let Some(rest) = h.strip_prefix("http://") {
+                plain = true;
+                *h = rest.trim_end_matches('/').to_owned();
+            }
+        }
+        if https && plain {
+            return Err(Fail::usage(
+                "--http mixes http:// and https:// addresses; one console speaks one of them",
+            ));
+        }
+        self.timeout_ms = self.timeout_ms_flag.or(cfg.timeout_ms).unwrap_or(5_000);
+        self.read_only |= cfg.read_only.unwrap_or(false);
+        if self.token_file.is_none() {
+            match (&cfg.token, &cfg.token_file) {
+                (Some(_), Some(_)) => {
+                    return Err(Fail::usage(format!(
+                        "{}: set token or token_file, not both",
+                        from("token")
+                    )))
+                }
+                (Some(t), None) => self.config_token = Some(t.clone()),
+                (None, f) => self.token_file = f.clone(),
+            }
+        }
+        self.config_refresh_ms = cfg.refresh_ms;
+        let ca_file = self.ca_file.clone().or(cfg.ca_file);
+        let ca_pem = match &ca_file {
+            None => None,
+            Some(p) => {
+                let pem = std::fs::read(p)
+                    .map_err(|e| Fail::usage(format!("CA file {}: {e}", p.display())))?;
+                let ok = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map(|c| !c.is_empty())
+                    .unwrap_or(false);
+                if !ok {
+                    return Err(Fail::usage(format!(
+                        "CA file {}: no PEM certificate in it",
+                        p.display()
+                    )));
+                }
+                Some(pem)
+            }
+        };
+        self.tls_config = TlsConfig {
+            enabled: https,
+            ca_pem,
+        };
+        Ok(())
+    }
 }
 
 /// Subcommands.
@@ -122,7 +244,7 @@ pub enum Cmd {
 }
 
 /// `ell top` options.
-#[derive(Clone, Debug, Args)]
+#[derive(Clone, Debug, PartialEq, Args)]
 pub struct TopArgs {
     /// Print one frame as plain text and exit (no terminal needed).
     #[arg(long)]
@@ -133,12 +255,25 @@ pub struct TopArgs {
     /// Frame height for `--once`.
     #[arg(long, default_value_t = 48)]
     pub height: u16,
-    /// Poll interval (`+`/`-` change it live).
-    #[arg(long, default_value_t = 1_000)]
-    pub refresh_ms: u64,
+    /// Poll interval (`+`/`-` change it live; default 1000, or the config file's).
+    #[arg(long)]
+    pub refresh_ms: Option<u64>,
     /// View to open: overview, ring, node, defrag, recovery, traces, events.
     #[arg(long, default_value = "overview")]
     pub view: String,
+}
+
+impl Default for TopArgs {
+    /// The clap defaults: what `ell` alone means.
+    fn default() -> TopArgs {
+        TopArgs {
+            once: false,
+            width: 160,
+            height: 48,
+            refresh_ms: None,
+            view: "overview".into(),
+        }
+    }
 }
 
 /// `ell bench` options.
@@ -318,15 +453,22 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let g = cli.global;
+    let mut g = cli.global;
     let result = runtime.block_on(async move {
-        match cli.cmd.unwrap_or(Cmd::Top(TopArgs {
-            once: false,
-            width: 160,
-            height: 48,
-            refresh_ms: 1_000,
-            view: "overview".into(),
-        })) {
+        g.resolve(
+            std::env::var("XDG_CONFIG_HOME").ok().as_deref(),
+            std::env::var("HOME").ok().as_deref(),
+        )?;
+        let cmd = match cli.cmd {
+            None => Cmd::Top(cli.top),
+            Some(cmd) if cli.top == TopArgs::default() => cmd,
+            Some(_) => {
+                return Err(Fail::usage(
+                    "top options (--once, --view, --width, --height, --refresh-ms) go with `ell top` or no subcommand",
+                ))
+            }
+        };
+        match cmd {
             Cmd::Top(a) => commands::top(&g, &a).await,
             Cmd::Status => commands::status(&g).await,
             Cmd::Put { key, file } => commands::put(&g, &key, file.as_deref()).await,

@@ -55,7 +55,7 @@ pub struct NodeModel {
     pub cpu_percent: Option<f64>,
     /// Host load average over 1 minute.
     pub load1: Option<f64>,
-    /// Engine-call queue.
+    /// Queues: the blocking pool of engine calls and the network side.
     pub queue: QueueModel,
     /// Peers it sends to.
     pub peers: Vec<PeerRow>,
@@ -67,19 +67,27 @@ pub struct NodeModel {
     pub backends: Vec<BackendRow>,
 }
 
-/// The engine-call queue of a node.
+/// A node's queues, as its `/stats/io` reports them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct QueueModel {
-    /// Calls running.
-    pub active: u64,
-    /// Calls waiting.
-    pub queued: u64,
-    /// Threads.
-    pub threads: u64,
-    /// Queue limit.
-    pub limit: u64,
-    /// Calls refused since start (queue full).
-    pub refused: u64,
+    /// Engine calls running on a blocking thread.
+    pub engine_running: u64,
+    /// Blocking threads (engine calls that can run at once).
+    pub engine_threads: u64,
+    /// Engine calls waiting for a thread.
+    pub engine_waiting: u64,
+    /// Bound of the waiting calls.
+    pub engine_waiting_limit: u64,
+    /// Engine calls refused since start (pool full).
+    pub engine_refused: u64,
+    /// Requests being handled on the network side.
+    pub network: u64,
+    /// Its bound.
+    pub network_limit: u64,
+    /// Requests refused with AGAIN since start (network side full).
+    pub network_refused: u64,
+    /// Client connections open.
+    pub client_connections: u64,
 }
 
 /// A peer connection of a node.
@@ -89,8 +97,12 @@ pub struct PeerRow {
     pub addr: String,
     /// Connection state (`connected`, `connecting`, `down`).
     pub state: String,
-    /// Requests waiting to be sent.
+    /// Frames waiting to be sent.
     pub send_queue: u64,
+    /// Its bound.
+    pub send_queue_limit: u64,
+    /// Requests waiting for the peer's reply.
+    pub in_flight: u64,
 }
 
 /// Counters of one command on one node.
@@ -158,7 +170,9 @@ pub struct BackendRow {
     pub removed_bytes: u64,
     /// Bytes on disk.
     pub used_bytes: u64,
-    /// Free bytes on its filesystem (or under its size limit).
+    /// Size of the filesystem holding it, when the node reports it.
+    pub fs_total_bytes: Option<u64>,
+    /// Bytes available on that filesystem, when the node reports it.
     pub free_bytes: Option<u64>,
     /// Index RAM (hash index, index blocks, bloom filters).
     pub ram_bytes: u64,
@@ -275,7 +289,81 @@ pub struct JobRow {
     pub result: Option<String>,
 }
 
+/// What a recovery job reports when it ends (its `result` JSON), as the console uses it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RecoveryCounts {
+    /// Records looked at.
+    pub iterated: u64,
+    /// Copies written, or that would be in a dry run.
+    pub copied: u64,
+    /// Bytes of those copies.
+    pub bytes: u64,
+    /// Copies not needed (the target already held it).
+    pub skipped: u64,
+    /// Copies that failed.
+    pub failed: u64,
+    /// Local copies removed (merge).
+    pub removed: u64,
+}
+
+/// One backend's share of its group's ring, as the ring view lists it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ShareRow {
+    /// The group.
+    pub group: u32,
+    /// Owning node.
+    pub node: String,
+    /// Backend on it.
+    pub backend: u32,
+    /// Ring ids (ranges) it owns.
+    pub ids: usize,
+    /// Its share of the group's ring, 0.0 to 1.0.
+    pub share: f64,
+    /// The share every backend of the group would have if the ring were even.
+    pub fair: f64,
+    /// Every range's owner answered the last poll.
+    pub up: bool,
+}
+
+/// A backend's share is "imbalanced" when it is off the group's fair share by this factor.
+pub const IMBALANCE_FACTOR: f64 = 1.5;
+
+impl ShareRow {
+    /// `owner down: range unserved`, `overloaded`, `underused` or empty.
+    pub fn note(&self) -> &'static str {
+        if !self.up {
+            "owner down: range unserved"
+        } else if self.share > self.fair * IMBALANCE_FACTOR {
+            "overloaded"
+        } else if self.share < self.fair / IMBALANCE_FACTOR {
+            "underused"
+        } else {
+            ""
+        }
+    }
+}
+
 impl JobRow {
+    /// The counters of a finished recovery, when its result is a recovery report.
+    pub fn recovery_counts(&self) -> Option<RecoveryCounts> {
+        let raw = self.result.as_deref()?;
+        let serde_json::Value::Object(map) = serde_json::from_str(raw).ok()? else {
+            return None;
+        };
+        if !map.contains_key("copied") {
+            return None;
+        }
+        let n = |k: &str| map.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        Some(RecoveryCounts {
+            iterated: n("iterated"),
+            copied: n("copied"),
+            bytes: n("bytes"),
+            skipped: n("skipped"),
+            failed: n("failed"),
+            removed: n("removed"),
+        })
+    }
+
     /// Fraction done, from keys or bytes, when a total is known.
     pub fn progress(&self) -> Option<f64> {
         let frac = |done: u64, total: u64| {
@@ -326,29 +414,67 @@ impl ClusterModel {
         g
     }
 
+    /// Per group, each backend's share of the ring, in group then (node, backend) order.
+    pub fn shares(&self) -> Vec<ShareRow> {
+        let mut rows = Vec::new();
+        for ring in &self.rings {
+            let mut per_backend: std::collections::BTreeMap<(&str, u32), (usize, f64, bool)> =
+                std::collections::BTreeMap::new();
+            for r in &ring.ranges {
+                let e = per_backend
+                    .entry((r.node.as_str(), r.backend))
+                    .or_insert((0, 0.0, true));
+                e.0 += 1;
+                e.1 += r.share;
+                e.2 &= r.up;
+            }
+            let fair = 1.0 / per_backend.len().max(1) as f64;
+            for ((node, backend), (ids, share, up)) in per_backend {
+                rows.push(ShareRow {
+                    group: ring.group,
+                    node: node.to_owned(),
+                    backend,
+                    ids,
+                    share,
+                    fair,
+                    up,
+                });
+            }
+        }
+        rows
+    }
+
     /// Every backend of every node.
     pub fn backends(&self) -> impl Iterator<Item = &BackendRow> {
         self.nodes.iter().flat_map(|n| n.backends.iter())
     }
 
-    /// Used and free bytes over all backends of nodes that answered.
+    /// Used and free bytes over all backends of nodes that answered. Backends of one node
+    /// that share a filesystem (same total and free figures) count its free space once.
     pub fn capacity(&self) -> (u64, u64) {
-        self.nodes
-            .iter()
-            .filter(|n| n.up)
-            .flat_map(|n| &n.backends)
-            .fold((0, 0), |(u, f), b| {
-                (u + b.used_bytes, f + b.free_bytes.unwrap_or(0))
-            })
+        let mut used = 0;
+        let mut free = 0;
+        for n in self.nodes.iter().filter(|n| n.up) {
+            let mut seen: Vec<(Option<u64>, u64)> = Vec::new();
+            for b in &n.backends {
+                used += b.used_bytes;
+                if let Some(f) = b.free_bytes {
+                    if !seen.contains(&(b.fs_total_bytes, f)) {
+                        seen.push((b.fs_total_bytes, f));
+                        free += f;
+                    }
+                }
+            }
+        }
+        (used, free)
     }
 
-    /// Requests per second over all nodes.
+    /// Requests per second over all nodes (0.0, never -0.0, for none).
     pub fn ops_per_s(&self) -> f64 {
         self.nodes
             .iter()
             .filter(|n| n.up)
-            .map(|n| n.ops_per_s)
-            .sum()
+            .fold(0.0, |sum, n| sum + n.ops_per_s)
     }
 
     /// Worst p99 over all nodes.
@@ -407,13 +533,23 @@ impl ClusterModel {
                 });
             }
         }
-        for n in self.nodes.iter().filter(|n| n.up && n.queue.limit > 0) {
-            if n.queue.queued * 10 >= n.queue.limit * 8 {
+        for n in self.nodes.iter().filter(|n| n.up) {
+            let q = &n.queue;
+            if q.engine_waiting_limit > 0 && q.engine_waiting * 10 >= q.engine_waiting_limit * 8 {
                 out.push(Alert {
                     severe: false,
                     text: format!(
-                        "node {}: engine queue {}/{}",
-                        n.addr, n.queue.queued, n.queue.limit
+                        "node {}: engine queue {}/{} waiting",
+                        n.addr, q.engine_waiting, q.engine_waiting_limit
+                    ),
+                });
+            }
+            if q.network_limit > 0 && q.network * 10 >= q.network_limit * 8 {
+                out.push(Alert {
+                    severe: false,
+                    text: format!(
+                        "node {}: network queue {}/{} in flight",
+                        n.addr, q.network, q.network_limit
                     ),
                 });
             }

@@ -85,6 +85,57 @@ pub enum PollError {
     Client(String),
 }
 
+/// How the console speaks to nodes' HTTP ports: plain HTTP, or HTTPS (nodes configured with
+/// `http_tls_cert` serve HTTPS only) trusting the system roots plus an optional private CA.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Use `https://` for every node.
+    pub enabled: bool,
+    /// PEM certificates to trust besides the system roots (a private CA, or a node's
+    /// self-signed certificate).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl TlsConfig {
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.enabled {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `{scheme}://{http_addr}{path}`.
+    pub fn url(&self, http_addr: &str, path: &str) -> String {
+        format!("{}://{http_addr}{path}", self.scheme())
+    }
+}
+
+/// An HTTP client with these timeouts that trusts what `tls` says.
+pub fn http_client(timeout_ms: u64, tls: &TlsConfig) -> Result<reqwest::Client, PollError> {
+    let timeout = Duration::from_millis(timeout_ms.max(1));
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .pool_max_idle_per_host(8);
+    if let Some(pem) = &tls.ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| PollError::Client(format!("CA file: {e}")))?;
+        if certs.is_empty() {
+            return Err(PollError::Client(
+                "CA file: no PEM certificate in it".into(),
+            ));
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| PollError::Client(e.to_string()))
+}
+
 /// Poller settings.
 #[derive(Clone, Debug)]
 pub struct PollConfig {
@@ -94,6 +145,8 @@ pub struct PollConfig {
     pub timeout_ms: u64,
     /// Call trees asked of each node per refresh (0: none).
     pub traces_per_node: usize,
+    /// HTTP or HTTPS.
+    pub tls: TlsConfig,
 }
 
 impl Default for PollConfig {
@@ -102,6 +155,7 @@ impl Default for PollConfig {
             seeds: Vec::new(),
             timeout_ms: 1_000,
             traces_per_node: 16,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -249,8 +303,8 @@ pub fn backend_row(node: &str, b: &BackendStats) -> BackendRow {
         removed_records: e.removed_records,
         removed_bytes: e.removed_bytes,
         used_bytes: e.size_bytes,
-        // The stats schema has no filesystem figure yet.
-        free_bytes: None,
+        fs_total_bytes: b.fs_total_bytes,
+        free_bytes: b.fs_free_bytes,
         ram_bytes: e.ram_index_bytes + e.ram_bloom_bytes + e.ram_index_blocks_bytes,
         want_defrag_bases: e.bases.iter().filter(|x| x.want_defrag).count() as u64,
         corrupted: e.corrupted,
@@ -370,12 +424,15 @@ impl ModelBuilder {
             cpu_percent,
             load1: s.procfs.load_avg.map(|l| l[0]),
             queue: QueueModel {
-                active: s.io.nonblocking_queue,
-                queued: s.io.blocking_queue,
-                threads: s.procfs.threads.unwrap_or(0),
-                limit: s.io.blocking_queue_limit,
-                // The stats schema does not count refused engine calls yet.
-                refused: 0,
+                engine_running: s.io.blocking_active,
+                engine_threads: s.io.blocking_threads,
+                engine_waiting: s.io.blocking_waiting,
+                engine_waiting_limit: s.io.blocking_waiting_limit,
+                engine_refused: s.io.blocking_refused,
+                network: s.io.nonblocking_queue,
+                network_limit: s.io.nonblocking_queue_limit,
+                network_refused: s.io.nonblocking_refused,
+                client_connections: s.io.client_connections,
             },
             peers: s
                 .io
@@ -385,6 +442,8 @@ impl ModelBuilder {
                     addr: p.addr.clone(),
                     state: p.state.clone(),
                     send_queue: p.send_queue,
+                    send_queue_limit: p.send_queue_limit,
+                    in_flight: p.in_flight,
                 })
                 .collect(),
             commands,
@@ -547,13 +606,7 @@ pub struct Poller {
 impl Poller {
     /// A poller starting from `cfg.seeds`.
     pub fn new(cfg: PollConfig) -> Result<Poller, PollError> {
-        let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .pool_max_idle_per_host(8)
-            .build()
-            .map_err(|e| PollError::Client(e.to_string()))?;
+        let http = http_client(cfg.timeout_ms, &cfg.tls)?;
         let known = cfg.seeds.iter().map(|s| (s.clone(), None)).collect();
         Ok(Poller {
             http,
@@ -583,7 +636,12 @@ impl Poller {
     }
 
     async fn get(&self, http_addr: &str, path: &str) -> Result<Vec<u8>, PollError> {
-        get_bounded(&self.http, http_addr, path, self.cfg.timeout_ms).await
+        get_bounded(
+            &self.http,
+            &self.cfg.tls.url(http_addr, path),
+            self.cfg.timeout_ms,
+        )
+        .await
     }
 
     async fn fetch_routes(&mut self) -> Option<RoutesStats> {
@@ -728,16 +786,14 @@ impl Poller {
     }
 }
 
-/// `GET http://{http_addr}{path}` with a timeout, reading at most [`MAX_RESPONSE_BYTES`].
+/// `GET url` with a timeout, reading at most [`MAX_RESPONSE_BYTES`].
 pub async fn get_bounded(
     http: &reqwest::Client,
-    http_addr: &str,
-    path: &str,
+    url: &str,
     timeout_ms: u64,
 ) -> Result<Vec<u8>, PollError> {
-    let url = format!("http://{http_addr}{path}");
     let resp = http
-        .get(&url)
+        .get(url)
         .send()
         .await
         .map_err(|e| transport(e, timeout_ms))?;

@@ -22,7 +22,7 @@ use crossterm::terminal::{
 };
 use crossterm::ExecutableCommand;
 use ellipsis_console::admin::AdminClient;
-use ellipsis_console::app::{AdminRequest, App, Effect};
+use ellipsis_console::app::{AdminReply, AdminRequest, App, Effect};
 use ellipsis_console::model::ClusterModel;
 use ellipsis_console::poll::Poller;
 use ratatui::backend::CrosstermBackend;
@@ -38,7 +38,7 @@ enum Msg {
     Key(KeyEvent),
     Resize,
     Model(Box<ClusterModel>, HashMap<String, String>),
-    Admin(AdminRequest, Result<String, String>),
+    Admin(AdminRequest, Result<AdminReply, String>),
     InputFailed(String),
 }
 

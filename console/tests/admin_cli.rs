@@ -193,3 +193,57 @@ async fn defrag_status_reports_the_schedule_without_a_token() {
     assert_eq!(b["defrag"]["timeout_s"], 600, "{b}");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_top_once_discover_real_nodes_from_one_remote() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
+    let remote = c.addr(0).to_string();
+    // `ell status` finds both nodes from one protocol address (route list, then HTTP).
+    let out = ell(&["--remote", &remote, "--json", "status"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (s["nodes_up"].as_u64(), s["nodes_total"].as_u64()),
+        (Some(2), Some(2))
+    );
+    // Capacity comes from the nodes' statvfs of their backend directories.
+    let free = s["capacity"]["free_bytes"].as_u64().unwrap();
+    assert!(
+        free > 0,
+        "a real node reports its filesystem's free bytes: {s}"
+    );
+    for n in s["nodes"].as_array().unwrap() {
+        let b = &n["backends"][0];
+        assert!(b["free_bytes"].as_u64().unwrap() > 0, "{b}");
+        assert!(
+            b["fs_total_bytes"].as_u64().unwrap() >= b["free_bytes"].as_u64().unwrap(),
+            "{b}"
+        );
+        // The harness runs 8 blocking threads: the engine queue is the blocking pool.
+        assert_eq!(n["queue"]["engine_threads"], 8, "{n}");
+    }
+
+    // `ell top --once` and bare `ell --once` print the same overview of the same cluster.
+    let top = ell(&["--remote", &remote, "top", "--once", "--width", "100"]).await;
+    assert_eq!(top.status.code(), Some(0), "{}", text(&top.stderr));
+    let bare = ell(&["--remote", &remote, "--once", "--width", "100"]).await;
+    assert_eq!(bare.status.code(), Some(0), "{}", text(&bare.stderr));
+    for frame in [text(&top.stdout), text(&bare.stdout)] {
+        assert!(frame.contains("2/2 up"), "{frame}");
+        assert!(frame.contains(&remote), "{frame}");
+        assert!(frame.contains(&c.addr(1).to_string()), "{frame}");
+        assert!(!frame.contains("free 0B"), "{frame}");
+    }
+    // The node view shows the real pool: 8 threads.
+    let node = ell(&["--remote", &remote, "--once", "--view", "node"]).await;
+    assert_eq!(node.status.code(), Some(0), "{}", text(&node.stderr));
+    let frame = text(&node.stdout);
+    assert!(frame.contains("running, 0/"), "{frame}");
+    assert!(
+        frame
+            .lines()
+            .any(|l| l.contains("engine ") && l.contains("/8 running")),
+        "{frame}"
+    );
+    c.shutdown().await;
+}

@@ -85,9 +85,16 @@ fn node_stats(i: usize, http: &[String]) -> NodeStats {
             ..CommandStat::default()
         },
     );
-    s.io.blocking_queue = 3;
-    s.io.blocking_queue_limit = 100;
+    s.io.blocking_queue = 4;
+    s.io.blocking_queue_limit = 102;
+    s.io.blocking_active = 1;
+    s.io.blocking_threads = 2;
+    s.io.blocking_waiting = 3;
+    s.io.blocking_waiting_limit = 100;
+    s.io.blocking_refused = 7;
     s.io.nonblocking_queue = 5;
+    s.io.nonblocking_queue_limit = 64;
+    s.io.nonblocking_refused = 9;
     s.io.peers.push(PeerStats {
         addr: proto_addr((i + 1) % n),
         state: "connected".into(),
@@ -411,6 +418,7 @@ fn poller(seed: &str, timeout_ms: u64) -> Poller {
         seeds: vec![seed.to_owned()],
         timeout_ms,
         traces_per_node: 10,
+        ..PollConfig::default()
     })
     .expect("poller")
 }
@@ -454,9 +462,20 @@ async fn whole_cluster_is_discovered_from_one_seed_and_a_silent_node_is_down() {
 
     let n0 = &m.nodes[0];
     assert_eq!(n0.version, "0.1.0");
+    let q = &n0.queue;
     assert_eq!(
-        (n0.queue.queued, n0.queue.limit, n0.queue.active),
-        (3, 100, 5)
+        (q.engine_running, q.engine_threads, q.engine_waiting),
+        (1, 2, 3)
+    );
+    assert_eq!(
+        (q.engine_waiting_limit, q.engine_refused),
+        (100, 7),
+        "the engine queue is the blocking pool's"
+    );
+    assert_eq!(
+        (q.network, q.network_limit, q.network_refused),
+        (5, 64, 9),
+        "the network side is reported apart"
     );
     assert_eq!(n0.commands.len(), 1);
     assert_eq!(n0.commands[0].p99_us, 1_500);
@@ -559,6 +578,7 @@ async fn a_dead_seed_is_reported_down_not_dropped() {
         seeds: vec![dead.clone(), cluster.http[0].clone()],
         timeout_ms: 300,
         traces_per_node: 0,
+        ..PollConfig::default()
     })
     .expect("poller");
     let m = p.poll().await;
@@ -615,7 +635,13 @@ async fn admin_requests_reach_their_endpoints_with_the_token() {
                 .expect("admin call"),
         );
     }
-    assert_eq!(replies[3], "job 42 queued");
+    assert_eq!(replies[3].text, "job 42 queued");
+    assert_eq!(
+        replies[3].job,
+        Some(42),
+        "the started job, for the dry-run-first flow"
+    );
+    assert_eq!(replies[4].job, None);
     let log = cluster.recorded();
     let paths: Vec<(&str, &str)> = log.iter().map(|r| (r.method, r.path.as_str())).collect();
     assert_eq!(

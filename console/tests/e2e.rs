@@ -235,7 +235,8 @@ fn operator_session_in_tmux_schedules_data_sort_and_runs_dc_recovery() {
         s.contains("05:00±1h") && s.contains(&format!("{} b1 g", addrs[first]))
     });
 
-    // Recovery: a dry run first (no confirmation), then the real run (confirmed).
+    // Recovery: `d` runs only a dry run (no confirmation); `D` runs a dry run again and,
+    // once it ended on every node, asks to confirm the real run showing what would move.
     tmux.keys(&["5"]);
     tmux.wait_text("Jobs (");
     tmux.keys(&["d"]);
@@ -245,9 +246,21 @@ fn operator_session_in_tmux_schedules_data_sort_and_runs_dc_recovery() {
     ));
     tmux.wait_text("result: dry run: would copy");
     tmux.keys(&["D"]);
-    tmux.wait("the recovery confirmation", |s| {
-        s.contains("Confirm") && s.contains(&format!("start dc recovery from {}", addrs[first]))
+    let confirm = tmux.wait("the recovery confirmation with the dry run's result", |s| {
+        s.contains("Confirm")
+            && s.contains(&format!("start dc recovery from {}", addrs[first]))
+            && s.contains("dry run: would move")
     });
+    // The keys are in group 1 only; the nodes holding them report what they would copy.
+    assert!(
+        confirm.contains(&format!("would move {KEYS} keys")),
+        "{confirm}"
+    );
+    let g2_before = rt.block_on(async {
+        let c = cluster.client(1, &[2], Checker::All).await;
+        c.read(&ids[0], 0, 0).await.is_ok()
+    });
+    assert!(!g2_before, "nothing copied before the confirmation");
     tmux.keys(&["y"]);
     tmux.wait_text(&format!("done: start dc recovery from {}", addrs[first]));
 
@@ -269,8 +282,9 @@ fn operator_session_in_tmux_schedules_data_sort_and_runs_dc_recovery() {
             c.read(id, 0, 0).await.expect("key copied to group 2");
         }
     });
-    // On the screen: the first node's real job (row 2: its dry run is row 1) and its result.
-    tmux.keys(&["Down"]);
+    // On the screen: the first node's real job (row 3: its two dry runs are rows 1 and 2)
+    // and its result.
+    tmux.keys(&["Down", "Down"]);
     let screen = tmux.wait("the finished real run and its result", |s| {
         s.contains("result: copied")
             && s.lines()

@@ -137,3 +137,146 @@ fn down_node_is_visible_in_overview_and_ring() {
     let ring = render_to_text(&app_with(fixture::cluster(4, 2, NOW_S), Tab::Ring), 160, 48);
     assert!(ring.contains("owner down: range unserved"), "{ring}");
 }
+
+#[test]
+fn an_80_column_terminal_keeps_what_each_view_is_for() {
+    let at_80 = |tab| render_to_text(&app_with(fixture::cluster(4, 2, NOW_S), tab), 80, 24);
+    let overview = at_80(Tab::Overview);
+    assert!(
+        overview.contains("jobs 1") && overview.contains("errors 4"),
+        "{overview}"
+    );
+    assert!(overview.contains("free 150G"), "{overview}");
+    let node = at_80(Tab::Node);
+    // The node's own figures: the blocking pool, the network side, each peer's send queue.
+    assert!(
+        node.contains("engine 1/16 running, 2/1024 waiting, 0 refused"),
+        "{node}"
+    );
+    assert!(node.contains("network 3/4096, 0 refused"), "{node}");
+    assert!(node.contains("127.0.0.1:1026 connected 1/1024"), "{node}");
+    assert!(
+        node.contains("data-sort") && node.contains("idle"),
+        "{node}"
+    );
+    let recovery = at_80(Tab::Recovery);
+    // 600 MiB left at 50 MiB/s.
+    assert!(
+        recovery.contains("eta") && recovery.contains("12s"),
+        "{recovery}"
+    );
+    let defrag = at_80(Tab::DataSort);
+    assert!(
+        defrag.contains("last result") && defrag.contains("ok: 3 bases"),
+        "{defrag}"
+    );
+}
+
+#[test]
+fn an_empty_cluster_is_really_empty() {
+    let app = app_with(fixture::cluster(0, 0, NOW_S), Tab::Overview);
+    let text = render_to_text(&app, 160, 48);
+    assert!(!text.contains("-0"), "{text}");
+    assert!(
+        text.contains("0 ops/s") && text.contains("all clear"),
+        "{text}"
+    );
+    let ring = render_to_text(&app_with(fixture::cluster(0, 0, NOW_S), Tab::Ring), 80, 24);
+    assert!(
+        ring.contains("no route table yet: no node has answered"),
+        "{ring}"
+    );
+}
+
+#[test]
+fn real_recovery_is_confirmed_with_its_dry_run_result() {
+    use ellipsis_console::app::{AdminReply, AdminRequest, Effect};
+    let mut model = fixture::cluster(4, 2, NOW_S);
+    let mut app = app_with(model.clone(), Tab::Recovery);
+    let Effect::Admin(dry) = app.on_key(key(KeyCode::Char('D'))) else {
+        panic!("D starts with a dry run");
+    };
+    assert!(matches!(
+        dry,
+        AdminRequest::RecoveryStart { dry_run: true, .. }
+    ));
+    let waiting = render_to_text(&app, 160, 48);
+    assert!(
+        waiting.contains("the real run is offered when it ends"),
+        "{waiting}"
+    );
+    app.on_admin_result(
+        &dry,
+        Ok(AdminReply {
+            text: "job 3 queued".into(),
+            job: Some(3),
+        }),
+        NOW_S,
+    );
+    // The node fans the dry run out: one finished job per node that answered.
+    for (node, id, copied) in [("127.0.0.1:1025", 3, 120), ("127.0.0.1:1026", 7, 0)] {
+        let mut j = model.jobs[1].clone();
+        j.node = node.into();
+        j.id = id;
+        j.result = Some(format!(
+            r#"{{"iterated":1000,"copied":{copied},"skipped":880,"failed":0,"removed":0,"bytes":{}}}"#,
+            copied << 20
+        ));
+        model.jobs.push(j);
+    }
+    app.on_model(model);
+    let text = snapshot_both("overlay_confirm_recovery_after_dry_run", &app);
+    assert!(
+        text.contains("start dc recovery from 127.0.0.1:1025"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dry run: would move 120 keys (120M) from 2 nodes"),
+        "{text}"
+    );
+    assert!(text.contains("127.0.0.1:1026: 0 keys, 0B"), "{text}");
+    assert!(text.contains("y confirm"), "{text}");
+}
+
+#[test]
+fn sorted_tables_name_their_sort_column() {
+    let mut app = app_with(fixture::cluster(4, 2, NOW_S), Tab::Recovery);
+    app.on_key(key(KeyCode::Char('s')));
+    let text = snapshot_both("recovery_sorted_by_state", &app);
+    assert!(text.contains("Jobs (2, sort: state)"), "{text}");
+    app.tab = Tab::Node;
+    app.on_key(key(KeyCode::Char('s')));
+    let node = render_to_text(&app, 160, 48);
+    assert!(node.contains("Commands (sort: rate)"), "{node}");
+    app.tab = Tab::Overview;
+    app.on_key(key(KeyCode::Char('s')));
+    app.on_key(key(KeyCode::Char('s')));
+    let overview = render_to_text(&app, 160, 48);
+    assert!(overview.contains("Nodes (sort: p99"), "{overview}");
+    // p99 descending: 1028 (2.3 ms) first.
+    let first = overview
+        .lines()
+        .find(|l| l.starts_with("│127.0.0.1:"))
+        .unwrap_or("");
+    assert!(first.contains("127.0.0.1:1028"), "{overview}");
+}
+
+#[test]
+fn ring_highlights_overloaded_and_underused_backends() {
+    let mut model = fixture::cluster(4, 2, NOW_S);
+    // Group 2 is nodes 1 and 3: give node 1 four fifths of the ring.
+    let ranges = &mut model.rings[1].ranges;
+    ranges[0].share = 0.8;
+    ranges[1].start = (u64::MAX / 5) * 4;
+    ranges[1].share = 0.2;
+    let app = app_with(model, Tab::Ring);
+    let text = snapshot_both("ring_imbalance", &app);
+    let line = |node: &str| {
+        text.lines()
+            .find(|l| l.contains(node) && l.contains('%'))
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(line("127.0.0.1:1026").contains("overloaded"), "{text}");
+    assert!(line("127.0.0.1:1028").contains("underused"), "{text}");
+}

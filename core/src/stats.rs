@@ -105,14 +105,27 @@ pub struct PeerStats {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct IoStats {
-    /// Engine calls waiting for a blocking thread.
+    /// Engine calls admitted to the blocking pool: running plus waiting for a thread.
     pub blocking_queue: u64,
-    /// Its bound.
+    /// Its bound: threads plus the waiting-queue limit.
     pub blocking_queue_limit: u64,
+    /// Engine calls running on a blocking thread now (part of `blocking_queue`).
+    pub blocking_active: u64,
+    /// Blocking threads: how many engine calls run at once.
+    pub blocking_threads: u64,
+    /// Engine calls waiting for a thread (part of `blocking_queue`).
+    pub blocking_waiting: u64,
+    /// Bound of the waiting calls; one more is refused with AGAIN.
+    pub blocking_waiting_limit: u64,
+    /// Engine calls refused since start because the pool was full.
+    pub blocking_refused: u64,
     /// Requests being handled (network side).
     pub nonblocking_queue: u64,
     /// Its bound.
     pub nonblocking_queue_limit: u64,
+    /// Requests answered AGAIN at once since start because `nonblocking_queue` was at its
+    /// bound (or the connection had too many requests in flight).
+    pub nonblocking_refused: u64,
     /// Client connections open.
     pub client_connections: u64,
     /// Outgoing peer connections.
@@ -309,6 +322,11 @@ pub struct BackendStats {
     pub ring_share: f64,
     /// Artificial delay.
     pub delay_ms: u32,
+    /// Size of the filesystem holding `dir` (statvfs); `None` when it cannot be read.
+    pub fs_total_bytes: Option<u64>,
+    /// Bytes of that filesystem available to the node (statvfs `f_bavail`); `None` when it
+    /// cannot be read.
+    pub fs_free_bytes: Option<u64>,
     /// Engine figures.
     pub eblob: EblobSummary,
     /// Data-sort.

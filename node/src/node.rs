@@ -59,6 +59,9 @@ pub struct Node {
     pub inflight: Arc<Semaphore>,
     /// Its bound.
     pub inflight_limit: u64,
+    /// Requests answered AGAIN at once because no `inflight` permit was free (or the
+    /// connection was at its request bound), since start.
+    pub inflight_refused: AtomicU64,
     /// Client connections open.
     pub client_connections: AtomicU64,
     /// Start time.

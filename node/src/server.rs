@@ -192,6 +192,7 @@ async fn build(
         workers: Workers::new(64),
         inflight: Arc::new(Semaphore::new(MAX_INFLIGHT)),
         inflight_limit: MAX_INFLIGHT as u64,
+        inflight_refused: AtomicU64::new(0),
         client_connections: AtomicU64::new(0),
         started: Instant::now(),
         client: tokio::sync::OnceCell::new(),
@@ -557,6 +558,7 @@ async fn connection(
                         None
                     };
                     let Some(permit) = permit else {
+                        node.inflight_refused.fetch_add(1, Ordering::Relaxed);
                         let _ = ctx.tx.try_send(Frame::new(
                             frame.header.reply(Status::AGAIN),
                             bytes::Bytes::new(),

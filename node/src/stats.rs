@@ -81,6 +81,9 @@ fn backend_stats(node: &Node, b: &Backend) -> BackendStats {
         ring_ids: b.ring_ids().len() as u64,
         ring_share: share,
         delay_ms: b.delay_ms() as u32,
+        // One statvfs each: a metadata call, no data IO.
+        fs_total_bytes: fs2::total_space(b.dir()).ok(),
+        fs_free_bytes: fs2::available_space(b.dir()).ok(),
         eblob,
         defrag,
     }
@@ -107,8 +110,14 @@ pub fn collect(node: &Node) -> NodeStats {
         io: IoStats {
             blocking_queue: pool.queued + pool.active,
             blocking_queue_limit: pool.queue_limit + pool.threads,
+            blocking_active: pool.active,
+            blocking_threads: pool.threads,
+            blocking_waiting: pool.queued,
+            blocking_waiting_limit: pool.queue_limit,
+            blocking_refused: pool.refused,
             nonblocking_queue: nonblocking_used,
             nonblocking_queue_limit: node.inflight_limit,
+            nonblocking_refused: node.inflight_refused.load(Ordering::Relaxed),
             client_connections: node.client_connections.load(Ordering::Relaxed),
             peers: node.peers.stats(),
         },

@@ -9,8 +9,11 @@ use ratatui::Frame;
 
 use super::format::{bytes, relative};
 use super::selected_style;
-use crate::app::App;
+use crate::app::{App, Tab};
 use crate::plan::{backend_hours, conflicts};
+
+/// Below this width the table shows only its essential columns.
+const WIDE: u16 = 110;
 
 pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     let backends = app.visible_backends();
@@ -19,19 +22,23 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
         Layout::vertical([Constraint::Fill(1), Constraint::Length(plan_height)]).areas(area);
     let now = app.model.refreshed_at_s;
 
-    let header = Row::new([
-        "node",
-        "be",
-        "grp",
-        "mode",
-        "window",
-        "next start",
-        "state",
-        "want",
-        "frees",
-        "last result",
-    ])
-    .style(Style::default().fg(Color::Yellow));
+    // Narrow terminals drop the group, the window (the plan below draws it) and the bytes a
+    // sort frees, so the state and the last result stay readable.
+    let wide = area.width >= WIDE;
+    let mut header = vec!["node", "be"];
+    if wide {
+        header.push("grp");
+    }
+    header.push("mode");
+    if wide {
+        header.push("window");
+    }
+    header.extend(["next start", "state", "want"]);
+    if wide {
+        header.push("frees");
+    }
+    header.push("last result");
+    let header = Row::new(header).style(Style::default().fg(Color::Yellow));
     let rows = backends.iter().enumerate().map(|(i, b)| {
         let window = match (b.defrag.mode.as_str(), b.defrag.window) {
             ("scheduled", Some((h, s))) => format!("{h:02}:00±{s}h"),
@@ -41,38 +48,49 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
             Some(p) => format!("{} {:.0}%", b.defrag.state, p * 100.0),
             None => b.defrag.state.clone(),
         };
-        let row = Row::new(vec![
-            b.node.clone(),
-            b.id.to_string(),
-            b.group.to_string(),
-            b.defrag.mode.clone(),
-            window,
+        let mut cells = vec![b.node.clone(), b.id.to_string()];
+        if wide {
+            cells.push(b.group.to_string());
+        }
+        cells.push(b.defrag.mode.clone());
+        if wide {
+            cells.push(window);
+        }
+        cells.extend([
             b.defrag
                 .next_start_s
                 .map_or("-".into(), |t| relative(t, now)),
             state,
             b.want_defrag_bases.to_string(),
-            bytes(b.removed_bytes),
-            b.defrag.last_result.clone().unwrap_or_else(|| "-".into()),
         ]);
+        if wide {
+            cells.push(bytes(b.removed_bytes));
+        }
+        cells.push(b.defrag.last_result.clone().unwrap_or_else(|| "-".into()));
+        let row = Row::new(cells);
         if i == app.selected {
             row.style(selected_style())
         } else {
             row
         }
     });
-    let widths = [
-        Constraint::Min(15),
-        Constraint::Length(3),
-        Constraint::Length(3),
-        Constraint::Length(9),
-        Constraint::Length(9),
+    let mut widths = vec![Constraint::Min(15), Constraint::Length(3)];
+    if wide {
+        widths.push(Constraint::Length(3));
+    }
+    widths.push(Constraint::Length(9));
+    if wide {
+        widths.push(Constraint::Length(9));
+    }
+    widths.extend([
         Constraint::Length(10),
         Constraint::Length(11),
         Constraint::Length(4),
-        Constraint::Length(6),
-        Constraint::Fill(1),
-    ];
+    ]);
+    if wide {
+        widths.push(Constraint::Length(6));
+    }
+    widths.push(Constraint::Fill(1));
     let keys = if app.read_only {
         ""
     } else {
@@ -81,7 +99,10 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(
         Table::new(rows, widths)
             .header(header)
-            .block(Block::bordered().title(format!(" Data-sort{keys}"))),
+            .block(Block::bordered().title(format!(
+                " Data-sort (sort: {}){keys}",
+                app.sort_label(Tab::DataSort)
+            ))),
         table_area,
     );
 

@@ -7,28 +7,24 @@ use ratatui::Frame;
 
 use super::format::clock;
 use super::selected_style;
-use crate::app::App;
+use crate::app::{App, Tab};
 
 pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
-    let rows = app
-        .events
-        .iter()
-        .rev()
-        .filter(|e| {
-            app.filter.is_empty() || e.text.to_lowercase().contains(&app.filter.to_lowercase())
-        })
-        .enumerate()
-        .map(|(i, e)| {
-            let color = if e.severe { Color::Red } else { Color::Reset };
-            let row =
-                Row::new(vec![clock(e.at_s), e.text.clone()]).style(Style::default().fg(color));
-            if i == app.selected {
-                row.style(selected_style())
-            } else {
-                row
-            }
-        });
-    let title = format!(" Events ({}) ", app.events.len());
+    let events = app.visible_events();
+    let rows = events.iter().enumerate().map(|(i, e)| {
+        let color = if e.severe { Color::Red } else { Color::Reset };
+        let row = Row::new(vec![clock(e.at_s), e.text.clone()]).style(Style::default().fg(color));
+        if i == app.selected {
+            row.style(selected_style())
+        } else {
+            row
+        }
+    });
+    let title = format!(
+        " Events ({}, sort: {}) ",
+        app.events.len(),
+        app.sort_label(Tab::Events)
+    );
     frame.render_widget(
         Table::new(rows, [Constraint::Length(8), Constraint::Fill(1)])
             .header(Row::new(["UTC", "event"]).style(Style::default().fg(Color::Yellow)))

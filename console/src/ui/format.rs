@@ -60,6 +60,8 @@ pub fn clock(at_s: u64) -> String {
 
 /// Rates: `950`, `12.3k`, `4.5M`.
 pub fn rate(per_s: f64) -> String {
+    // A rate is never negative; this also turns -0.0 (an empty float sum) into "0".
+    let per_s = if per_s > 0.0 { per_s } else { 0.0 };
     if per_s < 1_000.0 {
         format!("{per_s:.0}")
     } else if per_s < 1_000_000.0 {
@@ -87,5 +89,7 @@ mod tests {
         assert_eq!(relative(40, 100), "1m ago");
         assert_eq!(clock(86_400 + 3_661), "01:01:01");
         assert_eq!(rate(12_345.0), "12.3k");
+        assert_eq!(rate(-0.0), "0");
+        assert_eq!(rate(f64::NAN), "0");
     }
 }

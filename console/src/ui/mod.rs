@@ -82,21 +82,38 @@ pub fn render(frame: &mut Frame, app: &App) {
         );
     }
     if let Some(confirm) = &app.confirm {
-        // Sized to the description, so the "y confirm" line is never pushed out of the box:
-        // one line when the terminal is wide enough, wrapped (with room for word breaks)
-        // when not.
+        // Sized to the description and details, so the "y confirm" line is never pushed out
+        // of the box: one line each when the terminal is wide enough, wrapped (with room for
+        // word breaks) when not.
         let description = confirm.request.describe();
-        let chars = description.chars().count() as u16;
-        let width = (chars + 4).clamp(40, frame.area().width.saturating_sub(4).max(40));
+        let longest = std::iter::once(&description)
+            .chain(&confirm.details)
+            .map(|l| l.chars().count() as u16)
+            .max()
+            .unwrap_or(0);
+        let width = (longest + 4).clamp(40, frame.area().width.saturating_sub(4).max(40));
         let inner = width.saturating_sub(2).max(1);
-        let lines = match chars.div_ceil(inner) {
+        let rows = |text: &str| match (text.chars().count() as u16).div_ceil(inner) {
             0 | 1 => 1,
             n => n + 1,
         };
+        let mut lines = rows(&description);
+        if !confirm.details.is_empty() {
+            lines += 1 + confirm.details.iter().map(|d| rows(d)).sum::<u16>();
+        }
         let area = popup(frame.area(), width, lines + 4);
         frame.render_widget(Clear, area);
-        let text = vec![
-            Line::from(description),
+        let mut text = vec![Line::from(description)];
+        if !confirm.details.is_empty() {
+            text.push(Line::from(""));
+            text.extend(
+                confirm
+                    .details
+                    .iter()
+                    .map(|d| Line::from(d.clone()).style(Style::default().fg(Color::Cyan))),
+            );
+        }
+        text.extend([
             Line::from(""),
             Line::from(vec![
                 Span::styled(
@@ -107,7 +124,7 @@ pub fn render(frame: &mut Frame, app: &App) {
                 ),
                 Span::raw(" confirm   any other key cancels"),
             ]),
-        ];
+        ]);
         frame.render_widget(
             Paragraph::new(text).wrap(Wrap { trim: true }).block(
                 Block::bordered()
@@ -181,14 +198,14 @@ fn render_help(frame: &mut Frame, app: &App) {
         "1-7, Tab/←→   switch view        :name  open view (:ring, :node ADDR)",
         "↑↓ / j k      select row          Enter  open node (overview)",
         "/             filter tables       Esc    clear filter / status",
-        "s             cycle sort column   p      pause / resume polling",
+        "s             sort the table by   p      pause / resume polling",
         "+ / -         faster / slower     r      refresh now",
         "n             next node (node)    m      min duration (traces)",
     ];
     if !app.read_only {
         lines.extend([
             "Data-sort:    S start  C compact  X stop  e edit schedule",
-            "Recovery:     d/m dry-run dc/merge   D/M start   c cancel job",
+            "Recovery:     d/m dry-run dc/merge   D/M dry run, then start   c cancel",
         ]);
     } else {
         lines.push("read-only console: admin actions are hidden");

@@ -2,12 +2,15 @@
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
-use ratatui::widgets::{Block, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
 use super::format::{bytes, duration_s, duration_us, rate};
 use super::selected_style;
-use crate::app::App;
+use crate::app::{App, Tab};
+
+/// Below this width the backends table shows only its essential columns.
+const WIDE: u16 = 110;
 
 pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     let Some(n) = app.model.nodes.get(app.node_index) else {
@@ -17,20 +20,14 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
         );
         return;
     };
-    let [head, middle, backends_area] = Layout::vertical([
-        Constraint::Length(4),
-        Constraint::Fill(1),
-        Constraint::Fill(1),
-    ])
-    .areas(area);
     let state = if n.up {
         "up".to_owned()
     } else {
         format!("DOWN: {}", n.error.as_deref().unwrap_or("no answer"))
     };
-    let head_text = if !n.up {
+    let head_text: Vec<String> = if !n.up {
         // A node that did not answer has no figures: say so rather than show zeros.
-        [
+        vec![
             state,
             format!(
                 "groups {:?} · no stats from it (last poll failed); the tables below stay empty until it answers",
@@ -38,7 +35,8 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
             ),
         ]
     } else {
-        [
+        let q = &n.queue;
+        vec![
             format!(
                 "{state} · version {} · uptime {} · cpu {} · rss {} · load {}",
                 if n.version.is_empty() {
@@ -51,25 +49,50 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
                 n.rss_bytes.map_or("-".into(), bytes),
                 n.load1.map_or("-".into(), |l| format!("{l:.2}")),
             ),
+            // What `/stats/io` reports: the blocking pool engine calls run on, and the
+            // network side (requests being handled), each with what it refused.
             format!(
-            "engine queue: {} running / {} threads, {} waiting / {} limit, {} refused · peers: {}",
-            n.queue.active,
-            n.queue.threads,
-            n.queue.queued,
-            n.queue.limit,
-            n.queue.refused,
-            if n.peers.is_empty() {
-                "none".to_owned()
-            } else {
-                n.peers
-                    .iter()
-                    .map(|p| format!("{} {} q{}", p.addr, p.state, p.send_queue))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        ),
+                "engine {}/{} running, {}/{} waiting, {} refused · network {}/{}, {} refused · {} clients",
+                q.engine_running,
+                q.engine_threads,
+                q.engine_waiting,
+                q.engine_waiting_limit,
+                q.engine_refused,
+                q.network,
+                q.network_limit,
+                q.network_refused,
+                q.client_connections,
+            ),
+            format!(
+                "peers (send queue): {}",
+                if n.peers.is_empty() {
+                    "none".to_owned()
+                } else {
+                    n.peers
+                        .iter()
+                        .map(|p| {
+                            format!("{} {} {}/{}", p.addr, p.state, p.send_queue, p.send_queue_limit)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" · ")
+                }
+            ),
         ]
     };
+    // Wrapped rather than cut: the head grows (up to a third of the view) so the peers'
+    // send queues stay visible on a narrow terminal.
+    let inner = usize::from(area.width.saturating_sub(2).max(1));
+    let wrapped: usize = head_text
+        .iter()
+        .map(|l| l.chars().count().div_ceil(inner).max(1))
+        .sum();
+    let head_height = (wrapped as u16 + 2).min((area.height / 3).max(4));
+    let [head, middle, backends_area] = Layout::vertical([
+        Constraint::Length(head_height),
+        Constraint::Fill(1),
+        Constraint::Fill(1),
+    ])
+    .areas(area);
     let title = format!(
         " Node {} ({}/{}, n: next) ",
         n.addr,
@@ -83,6 +106,7 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     };
     frame.render_widget(
         Paragraph::new(head_text.join("\n"))
+            .wrap(Wrap { trim: true })
             .style(style)
             .block(Block::bordered().title(title)),
         head,
@@ -94,7 +118,8 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
         "command", "ok", "fail", "rate", "p50", "p99", "cache", "disk", "fwd",
     ])
     .style(Style::default().fg(Color::Yellow));
-    let rows = n.commands.iter().map(|c| {
+    let sort = app.sort_label(Tab::Node);
+    let rows = app.node_commands(n).into_iter().map(|c| {
         let fail_style = if c.failures > 0 {
             Style::default().fg(Color::Red)
         } else {
@@ -127,7 +152,11 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(
         Table::new(rows, widths)
             .header(header)
-            .block(Block::bordered().title(" Commands ")),
+            .block(Block::bordered().title(if sort.starts_with("backend") {
+                " Commands ".to_owned()
+            } else {
+                format!(" Commands (sort: {sort}) ")
+            })),
         commands_area,
     );
 
@@ -163,20 +192,20 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
         cache_area,
     );
 
-    let header = Row::new([
-        "id",
-        "group",
-        "state",
-        "bases",
-        "records",
-        "removed",
-        "used",
-        "ram/key",
-        "defrag",
-        "data-sort",
-    ])
-    .style(Style::default().fg(Color::Yellow));
-    let rows = n.backends.iter().enumerate().map(|(i, b)| {
+    // Narrow terminals keep what an operator acts on (state, size, free space, data-sort
+    // state) and drop the removed share, RAM per key and the defrag-want count first.
+    let wide = area.width >= WIDE;
+    let mut header = vec!["id", "grp", "state", "bases", "records"];
+    if wide {
+        header.push("removed");
+    }
+    header.extend(["used", "free"]);
+    if wide {
+        header.extend(["ram/key", "defrag"]);
+    }
+    header.push("data-sort");
+    let header = Row::new(header).style(Style::default().fg(Color::Yellow));
+    let rows = app.node_backends(n).into_iter().enumerate().map(|(i, b)| {
         let removed_pct = if b.records == 0 {
             0.0
         } else {
@@ -203,41 +232,52 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
             Some(p) => format!("{} {:.0}%", b.defrag.state, p * 100.0),
             None => b.defrag.state.clone(),
         };
-        let row = Row::new(vec![
+        let mut cells = vec![
             b.id.to_string(),
             b.group.to_string(),
             state,
-            format!("{} ({} sorted)", b.bases, b.sorted_bases),
+            format!("{}/{}s", b.bases, b.sorted_bases),
             b.records.to_string(),
-            format!("{removed_pct:.1}%"),
-            bytes(b.used_bytes),
-            ram_per_key,
-            format!("{} want", b.want_defrag_bases),
-            defrag_state,
-        ])
-        .style(Style::default().fg(color));
+        ];
+        if wide {
+            cells.push(format!("{removed_pct:.1}%"));
+        }
+        cells.extend([bytes(b.used_bytes), b.free_bytes.map_or("-".into(), bytes)]);
+        if wide {
+            cells.extend([ram_per_key, format!("{} want", b.want_defrag_bases)]);
+        }
+        cells.push(defrag_state);
+        let row = Row::new(cells).style(Style::default().fg(color));
         if i == app.selected {
             row.style(selected_style())
         } else {
             row
         }
     });
-    let widths = [
+    let mut widths = vec![
         Constraint::Length(3),
-        Constraint::Length(5),
+        Constraint::Length(3),
         Constraint::Length(9),
-        Constraint::Length(14),
-        Constraint::Length(9),
-        Constraint::Length(8),
-        Constraint::Length(6),
-        Constraint::Length(8),
         Constraint::Length(7),
-        Constraint::Fill(1),
+        Constraint::Length(9),
     ];
+    if wide {
+        widths.push(Constraint::Length(8));
+    }
+    widths.extend([Constraint::Length(6), Constraint::Length(6)]);
+    if wide {
+        widths.extend([Constraint::Length(8), Constraint::Length(7)]);
+    }
+    widths.push(Constraint::Fill(1));
     frame.render_widget(
         Table::new(rows, widths)
             .header(header)
-            .block(Block::bordered().title(" Eblob backends ")),
+            .block(
+                Block::bordered().title(match sort.strip_prefix("backend ") {
+                    Some(by) => format!(" Eblob backends (sort: {by}) "),
+                    None => " Eblob backends ".to_owned(),
+                }),
+            ),
         backends_area,
     );
 }

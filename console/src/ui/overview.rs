@@ -8,35 +8,43 @@ use ratatui::Frame;
 
 use super::format::{bytes, duration_us, rate};
 use super::selected_style;
-use crate::app::App;
+use crate::app::{App, Tab};
 
 pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     let m = &app.model;
     let alerts = m.alerts();
     let alert_height = (alerts.len().clamp(1, 6) + 2) as u16;
+
+    let (used, free) = m.capacity();
+    let running_jobs = m.jobs.iter().filter(|j| j.is_active()).count();
+    let errors: u64 = m.nodes.iter().map(|n| n.errors_total).sum();
+    let parts = [
+        format!("nodes {}/{} up", m.nodes_up(), m.nodes.len()),
+        format!("groups {}", m.groups().len()),
+        format!("used {}", bytes(used)),
+        format!("free {}", bytes(free)),
+        format!("{} ops/s", rate(m.ops_per_s())),
+        format!("p99 {}", duration_us(m.p99_us())),
+        format!("jobs {running_jobs}"),
+        format!("errors {errors}"),
+    ];
+    // One line when it fits, else two (capacity first, then load, jobs and errors), so
+    // nothing is cut off on an 80-column terminal.
+    let one = parts.join(" · ");
+    let text = if one.chars().count() + 2 <= usize::from(area.width) {
+        one
+    } else {
+        let (a, b) = parts.split_at(4);
+        format!("{}\n{}", a.join(" · "), b.join(" · "))
+    };
+    let summary_height = text.lines().count() as u16 + 2;
     let [summary, sparks, alerts_area, nodes_area] = Layout::vertical([
-        Constraint::Length(3),
+        Constraint::Length(summary_height),
         Constraint::Length(4),
         Constraint::Length(alert_height),
         Constraint::Fill(1),
     ])
     .areas(area);
-
-    let (used, free) = m.capacity();
-    let running_jobs = m.jobs.iter().filter(|j| j.is_active()).count();
-    let errors: u64 = m.nodes.iter().map(|n| n.errors_total).sum();
-    let text = format!(
-        "nodes {}/{} up · groups {} · used {} · free {} · {} ops/s · p99 {} · jobs {} · errors {}",
-        m.nodes_up(),
-        m.nodes.len(),
-        m.groups().len(),
-        bytes(used),
-        bytes(free),
-        rate(m.ops_per_s()),
-        duration_us(m.p99_us()),
-        running_jobs,
-        errors
-    );
     frame.render_widget(
         Paragraph::new(text).block(Block::bordered().title(" Cluster ")),
         summary,
@@ -106,7 +114,10 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
                 Cell::from(rate(n.ops_per_s)),
                 Cell::from(duration_us(n.p99_us)),
                 Cell::from(n.errors_total.to_string()),
-                Cell::from(format!("{}/{}", n.queue.queued, n.queue.limit)),
+                Cell::from(format!(
+                    "{}/{}",
+                    n.queue.engine_waiting, n.queue.engine_waiting_limit
+                )),
                 Cell::from(n.rss_bytes.map_or("-".into(), bytes)),
                 Cell::from(n.cpu_percent.map_or("-".into(), |c| format!("{c:.0}%"))),
             ]);
@@ -116,7 +127,7 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
                 r
             }
         });
-    let sort = ["address", "ops/s", "p99"][app.sort_column % 3];
+    let sort = app.sort_label(Tab::Overview);
     let widths = [
         Constraint::Min(16),
         Constraint::Length(5),

@@ -1,8 +1,9 @@
 //! View 5: recovery and other background jobs: progress bars, rate, ETA, errors, and the
 //! selected job's detail with its result (what a dry run would copy); start and cancel.
 //!
-//! Narrow terminals (< 110 columns) drop the rate, ETA, moved and last-error columns rather
-//! than squeezing every column unreadable; the detail panel still shows them.
+//! Narrow terminals (< 110 columns) drop the rate, moved and last-error columns and draw a
+//! shorter progress bar rather than squeezing every column unreadable; the ETA stays, and
+//! the detail panel shows everything.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
@@ -12,7 +13,7 @@ use ratatui::Frame;
 
 use super::format::{bytes, duration_s};
 use super::selected_style;
-use crate::app::App;
+use crate::app::{App, Tab};
 use crate::model::JobRow;
 
 /// Below this width the jobs table shows only its essential columns.
@@ -64,6 +65,13 @@ pub fn result_text(job: &JobRow) -> Option<String> {
     Some(text)
 }
 
+/// Time left for a running job at its current rate; `-` when finished or unknown.
+fn eta(j: &JobRow) -> String {
+    j.eta_s()
+        .filter(|_| j.is_active())
+        .map_or("-".into(), duration_s)
+}
+
 fn kind_label(j: &JobRow) -> String {
     if j.is_dry_run() {
         format!("{} dry", j.kind)
@@ -82,7 +90,7 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     let help = if app.read_only {
         "read-only console: recovery cannot be started here"
     } else {
-        "d/m dry-run dc/merge · D/M start dc/merge (confirmed) · c cancel selected job"
+        "d/m dry run dc/merge · D/M dry run, then real run (confirmed) · c cancel job"
     };
     frame.render_widget(
         Paragraph::new(help).block(Block::bordered().title(" Recovery ")),
@@ -92,14 +100,19 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     let wide = area.width >= WIDE;
     let mut header = vec!["node", "job", "kind", "state", "progress"];
     if wide {
-        header.extend(["rate", "eta", "moved"]);
+        header.push("rate");
+    }
+    header.push("eta");
+    if wide {
+        header.push("moved");
     }
     header.push("errors");
     if wide {
         header.push("last error");
     }
     let header = Row::new(header).style(Style::default().fg(Color::Yellow));
-    let rows = app.model.jobs.iter().enumerate().map(|(i, j)| {
+    let jobs = app.visible_jobs();
+    let rows = jobs.iter().enumerate().map(|(i, j)| {
         let color = match j.state.as_str() {
             "failed" => Color::Red,
             "done" => Color::Green,
@@ -111,16 +124,14 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
             j.id.to_string(),
             kind_label(j),
             j.state.clone(),
-            bar(j.progress(), 10),
+            bar(j.progress(), if wide { 10 } else { 6 }),
         ];
         if wide {
-            cells.extend([
-                format!("{}/s", bytes(j.rate_bytes_per_s as u64)),
-                j.eta_s()
-                    .filter(|_| j.is_active())
-                    .map_or("-".into(), duration_s),
-                bytes(j.done_bytes),
-            ]);
+            cells.push(format!("{}/s", bytes(j.rate_bytes_per_s as u64)));
+        }
+        cells.push(eta(j));
+        if wide {
+            cells.push(bytes(j.done_bytes));
         }
         cells.push(j.errors.to_string());
         if wide {
@@ -138,14 +149,14 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(4),
         Constraint::Length(18),
         Constraint::Length(9),
-        Constraint::Length(17),
+        Constraint::Length(if wide { 17 } else { 13 }),
     ];
     if wide {
-        widths.extend([
-            Constraint::Length(8),
-            Constraint::Length(6),
-            Constraint::Length(6),
-        ]);
+        widths.push(Constraint::Length(8));
+    }
+    widths.push(Constraint::Length(6));
+    if wide {
+        widths.push(Constraint::Length(6));
     }
     widths.push(Constraint::Length(6));
     if wide {
@@ -154,11 +165,15 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(
         Table::new(rows, widths)
             .header(header)
-            .block(Block::bordered().title(format!(" Jobs ({}) ", app.model.jobs.len()))),
+            .block(Block::bordered().title(format!(
+                " Jobs ({}, sort: {}) ",
+                jobs.len(),
+                app.sort_label(Tab::Recovery)
+            ))),
         jobs_area,
     );
 
-    let detail: Vec<Line> = match app.model.jobs.get(app.selected) {
+    let detail: Vec<Line> = match jobs.get(app.selected) {
         None => vec![Line::from("no job selected")],
         Some(j) => {
             let progress = match (j.total_keys, j.total_bytes) {
@@ -167,13 +182,14 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
                 (None, None) => format!("{} keys", j.done_keys),
             };
             let mut lines = vec![Line::from(format!(
-                "job {} {} on {} · {} · {} · {progress} · {}/s",
+                "job {} {} on {} · {} · {} · {progress} · {}/s · eta {}",
                 j.id,
                 kind_label(j),
                 j.node,
                 j.target,
                 j.state,
-                bytes(j.rate_bytes_per_s as u64)
+                bytes(j.rate_bytes_per_s as u64),
+                eta(j)
             ))];
             match result_text(j) {
                 Some(r) => lines.push(

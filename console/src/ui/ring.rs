@@ -8,7 +8,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
 
-use crate::app::App;
+use super::selected_style;
+use crate::app::{App, Tab};
 use crate::model::GroupRing;
 
 const PALETTE: [Color; 6] = [
@@ -19,9 +20,6 @@ const PALETTE: [Color; 6] = [
     Color::Yellow,
     Color::LightRed,
 ];
-
-/// A backend's share is "imbalanced" when it is off the group's fair share by this factor.
-const IMBALANCE_FACTOR: f64 = 1.5;
 
 pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
     let rings = &app.model.rings;
@@ -63,42 +61,29 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
 
     let header = Row::new(["group", "node", "backend", "ids", "share", "fair", "note"])
         .style(Style::default().fg(Color::Yellow));
-    let mut rows = Vec::new();
-    for ring in rings {
-        let mut per_backend: BTreeMap<(&str, u32), (usize, f64, bool)> = BTreeMap::new();
-        for r in &ring.ranges {
-            let e = per_backend
-                .entry((r.node.as_str(), r.backend))
-                .or_insert((0, 0.0, true));
-            e.0 += 1;
-            e.1 += r.share;
-            e.2 &= r.up;
+    let rows = app.visible_shares().into_iter().enumerate().map(|(i, s)| {
+        let note = s.note();
+        let color = match note {
+            "" => Color::Reset,
+            "owner down: range unserved" => Color::Red,
+            _ => Color::Yellow,
+        };
+        let row = Row::new(vec![
+            s.group.to_string(),
+            s.node.clone(),
+            s.backend.to_string(),
+            s.ids.to_string(),
+            format!("{:.1}%", s.share * 100.0),
+            format!("{:.1}%", s.fair * 100.0),
+            note.to_owned(),
+        ])
+        .style(Style::default().fg(color));
+        if i == app.selected {
+            row.style(selected_style())
+        } else {
+            row
         }
-        let fair = 1.0 / per_backend.len().max(1) as f64;
-        for ((node, backend), (ids, share, up)) in per_backend {
-            let (note, color) = if !up {
-                ("owner down: range unserved", Color::Red)
-            } else if share > fair * IMBALANCE_FACTOR {
-                ("overloaded", Color::Yellow)
-            } else if share < fair / IMBALANCE_FACTOR {
-                ("underused", Color::Yellow)
-            } else {
-                ("", Color::Reset)
-            };
-            rows.push(
-                Row::new(vec![
-                    ring.group.to_string(),
-                    node.to_owned(),
-                    backend.to_string(),
-                    ids.to_string(),
-                    format!("{:.1}%", share * 100.0),
-                    format!("{:.1}%", fair * 100.0),
-                    note.to_owned(),
-                ])
-                .style(Style::default().fg(color)),
-            );
-        }
-    }
+    });
     let widths = [
         Constraint::Length(5),
         Constraint::Min(16),
@@ -109,9 +94,9 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Fill(1),
     ];
     frame.render_widget(
-        Table::new(rows, widths)
-            .header(header)
-            .block(Block::bordered().title(" Shares ")),
+        Table::new(rows, widths).header(header).block(
+            Block::bordered().title(format!(" Shares (sort: {}) ", app.sort_label(Tab::Ring))),
+        ),
         table_area,
     );
 }

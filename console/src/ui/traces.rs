@@ -11,7 +11,7 @@ use ratatui::Frame;
 
 use super::format::duration_us;
 use super::selected_style;
-use crate::app::App;
+use crate::app::{App, Tab};
 use crate::model::ActionNode;
 
 /// Deepest nesting drawn; deeper actions are summarised.
@@ -36,7 +36,11 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
             row
         }
     });
-    let title = format!(" Traces ≥{} (m) ", duration_us(app.trace_min_us));
+    let title = format!(
+        " Traces ≥{} (m) sort: {} ",
+        duration_us(app.trace_min_us),
+        app.sort_label(Tab::Traces)
+    );
     frame.render_widget(
         Table::new(
             rows,

@@ -96,6 +96,7 @@ fn engine_config(config: &BackendConfig) -> eblob::Config {
     c.records_in_blob = config.records_in_blob;
     c.index_block_size = config.index_block_size;
     c.defrag_percentage = config.defrag_percentage;
+    c.verify_data_on_open = config.verify_data_on_open;
     c.total_size_limit_bytes = config.total_size_limit_bytes;
     c.min_free_space_bytes = config.min_free_space_bytes;
     c.sync = match config.sync {

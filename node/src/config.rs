@@ -145,6 +145,10 @@ pub struct BackendConfig {
     pub min_free_space_bytes: u64,
     /// Start read-only (writes refused with EROFS).
     pub read_only: bool,
+    /// At start, hash every record's data (reading the whole backend) and report damaged
+    /// records then, instead of when they are read. Slow on big backends; headers, the
+    /// last record of the open base and records past its index are always checked.
+    pub verify_data_on_open: bool,
     /// The backend's SLRU cache; `size_bytes = 0` disables it.
     pub cache: CacheConfig,
     /// Data-sort scheduling.
@@ -166,6 +170,7 @@ impl Default for BackendConfig {
             total_size_limit_bytes: None,
             min_free_space_bytes: 1 << 30,
             read_only: false,
+            verify_data_on_open: false,
             cache: CacheConfig::default(),
             defrag: DefragConfig::default(),
         }

@@ -296,6 +296,20 @@ impl Base {
             let slot = slot as u64;
             match entry {
                 Ok(h) if h.position + h.disk_size <= size_bytes => {
+                    if config.verify_data_on_open {
+                        match base.verify_record(&h) {
+                            Ok(_) => {}
+                            Err(VerifyError::Io(e)) => return Err(e),
+                            // Like a damaged index entry: the slot is dropped, so the key is
+                            // absent here (recovery restores it) and never served damaged.
+                            Err(VerifyError::Damaged(reason)) => {
+                                sorted.add(slot, None);
+                                counters.corrupted += 1;
+                                notes.corrupted.push((h.position, reason));
+                                continue;
+                            }
+                        }
+                    }
                     sorted.add(slot, Some(&h.key));
                     counters.records += 1;
                     if h.has(FLAG_REMOVED) {

@@ -537,6 +537,40 @@ fn corrupted_data_is_an_error_never_data_and_is_counted() {
 }
 
 #[test]
+fn the_full_startup_check_reports_damaged_records_of_sorted_bases_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.records_in_blob = 10;
+    let db = Eblob::open(c.clone()).unwrap();
+    for i in 0..35 {
+        db.write(&key(i), &value(i, 0, 5000), &w()).unwrap();
+    }
+    db.data_sort(&DataSortOptions::default()).unwrap();
+    let victim = db.lookup(&key(12)).unwrap();
+    let sorted_bases = db.stats().bases.iter().filter(|b| b.sorted).count();
+    assert!(sorted_bases >= 3, "{:?}", db.stats().bases);
+    db.close().unwrap();
+    flip_byte(&victim.data_path, victim.data_offset_bytes + 100);
+    // The default check trusts a sorted base's data until it is read ...
+    let db = open(dir.path());
+    assert!(db.open_report().corrupted.is_empty());
+    assert!(matches!(db.read(&key(12)), Err(Error::Corrupted { .. })));
+    db.close().unwrap();
+    // ... the full one hashes every record and reports the damaged one at open.
+    c.verify_data_on_open = true;
+    let db = Eblob::open(c).unwrap();
+    let r = db.open_report();
+    assert_eq!(r.corrupted.len(), 1, "{r:?}");
+    assert_eq!(r.corrupted[0].offset_bytes, victim.data_offset_bytes - 128);
+    assert!(r.corrupted[0].reason.contains("chunk"), "{r:?}");
+    assert_eq!(db.stats().total.corrupted, 1);
+    assert!(matches!(db.read(&key(12)), Err(Error::NotFound)));
+    for i in (0..35).filter(|&i| i != 12) {
+        assert_eq!(db.read(&key(i)).unwrap(), value(i, 0, 5000), "key {i}");
+    }
+}
+
+#[test]
 fn a_damaged_index_is_rebuilt_from_the_data_file() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());

@@ -155,7 +155,7 @@ async fn dispatch(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, N
         crate::auth::audit(
             &ctx.peer.to_string(),
             h.cmd.name(),
-            "protocol",
+            &format!("group {} backend {}", h.group, h.backend),
             &Err("no valid token".into()),
         );
         return Err(NodeError::Unauthorized);

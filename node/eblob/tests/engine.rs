@@ -1382,3 +1382,151 @@ fn every_seconds_policy_syncs_in_the_background() {
     }
     db.close().unwrap();
 }
+
+/// Holds the data-sort (the thread that reads `data-0.index`) until released, so a test can
+/// act while base 0 is being sorted.
+#[derive(Debug, Default)]
+struct HoldBase0Sort {
+    state: std::sync::Mutex<(bool, bool, bool)>, // (armed, held, released)
+    changed: std::sync::Condvar,
+}
+
+impl eblob::FaultInjector for HoldBase0Sort {
+    fn on_io(&self, op: IoOp, path: &std::path::Path, _: u64, _: u64) -> Fault {
+        if op == IoOp::Read && path.ends_with("data-0.index") {
+            let mut s = self.state.lock().expect("gate lock");
+            if s.0 {
+                s.0 = false;
+                s.1 = true;
+                self.changed.notify_all();
+                while !s.2 {
+                    s = self.changed.wait(s).expect("gate lock");
+                }
+            }
+        }
+        Fault::None
+    }
+}
+
+#[test]
+fn a_rewrite_during_data_sort_of_its_base_is_not_in_place_and_is_in_place_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(HoldBase0Sort::default());
+    let mut c = sorted_config(dir.path());
+    c.fault_injector = Some(gate.clone());
+    let db = Arc::new(Eblob::open(c).unwrap());
+    for i in 0..150 {
+        db.write(&key(i), &value(i, 0, 100), &w()).unwrap();
+    }
+    let before = db.lookup(&key(7)).unwrap();
+    assert_eq!(before.base_index, 0);
+    gate.state.lock().unwrap().0 = true;
+    let sorter = {
+        let db = db.clone();
+        std::thread::spawn(move || db.data_sort(&DataSortOptions::default()))
+    };
+    {
+        // Wait (no timeout needed: the sort reads base 0's index first) until it is held.
+        let mut s = gate.state.lock().unwrap();
+        while !s.1 {
+            s = gate.changed.wait(s).unwrap();
+        }
+    }
+    assert!(db.stats().bases[0].sorting, "base 0 is under data-sort");
+    // Same size: would be in place, but base 0 is being read by the sort.
+    let during = db.write(&key(7), &value(7, 1, 100), &w()).unwrap();
+    assert_ne!(
+        during.base_index, 0,
+        "moved to the open base, not rewritten in base 0"
+    );
+    assert_eq!(db.read(&key(7)).unwrap(), value(7, 1, 100));
+    {
+        let mut s = gate.state.lock().unwrap();
+        s.2 = true;
+        gate.changed.notify_all();
+    }
+    sorter.join().unwrap().unwrap();
+    assert_eq!(
+        db.read(&key(7)).unwrap(),
+        value(7, 1, 100),
+        "the sort kept the newer copy"
+    );
+    // Base 0 is sorted and idle now: a same-size rewrite of one of its keys is in place.
+    let k = key(8);
+    let sorted = db.lookup(&k).unwrap();
+    assert!(db
+        .stats()
+        .bases
+        .iter()
+        .any(|b| b.number == sorted.base_index && b.sorted));
+    let again = db.write(&k, &value(8, 2, 100), &w()).unwrap();
+    assert_eq!(
+        (again.base_index, again.data_offset_bytes),
+        (sorted.base_index, sorted.data_offset_bytes)
+    );
+    assert_eq!(db.read(&k).unwrap(), value(8, 2, 100));
+}
+
+const LOCK_CHILD_DIR: &str = "EBLOB_LOCK_CHILD_DIR";
+
+/// Not a test on its own: the child process of
+/// `the_lock_is_held_across_processes_and_dies_with_its_holder` (does nothing without its
+/// environment variable). Opens the directory, says what happened, and if it got the lock
+/// holds it until killed.
+#[test]
+fn lock_child() {
+    let Ok(dir) = std::env::var(LOCK_CHILD_DIR) else {
+        return;
+    };
+    match Eblob::open(config(std::path::Path::new(&dir))) {
+        Ok(db) => {
+            println!("child: opened");
+            let mut line = String::new();
+            // Blocks until the parent kills us (or closes stdin).
+            let _ = std::io::stdin().read_line(&mut line);
+            drop(db);
+        }
+        Err(Error::Locked { .. }) => println!("child: locked"),
+        Err(e) => println!("child: error {e}"),
+    }
+}
+
+#[test]
+fn the_lock_is_held_across_processes_and_dies_with_its_holder() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let child = |stdin: Stdio| {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "lock_child", "--nocapture", "--test-threads=1"])
+            .env(LOCK_CHILD_DIR, dir.path())
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // This process holds it: another process is refused.
+    let db = open(dir.path());
+    let out = child(Stdio::null()).wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("child: locked"), "{text}");
+    drop(db);
+    // Another process holds it: this one is refused, until that process is killed.
+    let mut holder = child(Stdio::piped());
+    let mut lines = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
+    // The harness prints "test lock_child ... " before the child's words.
+    let said = lines
+        .find_map(|l| {
+            let l = l.unwrap();
+            l.find("child: ").map(|at| l[at..].to_owned())
+        })
+        .unwrap();
+    assert_eq!(said, "child: opened");
+    let err = Eblob::open(config(dir.path())).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let db = Eblob::open(config(dir.path())).expect("a killed holder leaves no stale lock");
+    db.write(&key(1), b"mine", &w()).unwrap();
+}

@@ -549,3 +549,67 @@ async fn stats_count_bases_that_want_defrag_and_only_their_removed_bytes_as_recl
     assert_eq!(before - after.eblob.size_bytes, bases[0].removed_bytes);
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_data_sort_waits_between_bases_until_resumed() {
+    let gate = Arc::new(SortGate::default());
+    let options = StartOptions {
+        engine_faults: Some(gate.clone()),
+        ..StartOptions::default()
+    };
+    let c = one_node(50, DefragMode::None, options).await;
+    let client = c.client(0, &[1], Checker::All).await;
+    write_keys(&client, 0..220).await;
+    gate.arm("data-1.index");
+    let start = format!("http://{}/admin/backends/1/defrag-start", c.http(0));
+    assert_eq!(admin(reqwest::Method::POST, start, None).await, 200);
+    until("sort held in base 1", || async {
+        gate.held().then_some(())
+    })
+    .await;
+    let job_id = backend_stats(&c, 0).await.defrag.job_id.unwrap();
+    let jobs_url = format!("http://{}/admin/jobs/{job_id}", c.http(0));
+    assert_eq!(
+        admin(reqwest::Method::POST, format!("{jobs_url}/pause"), None).await,
+        200
+    );
+    assert_eq!(backend_stats(&c, 0).await.defrag.state, "paused");
+    // Base 1 is finished, then the sort waits before base 2.
+    gate.open();
+    let d = until("paused after base 1", || async {
+        let d = backend_stats(&c, 0).await.defrag;
+        (d.progress_bases == Some((2, 5))).then_some(d)
+    })
+    .await;
+    assert_eq!(d.state, "paused");
+    c.maintenance_passes(0, 2).await;
+    let b = backend_stats(&c, 0).await;
+    assert_eq!(
+        b.defrag.progress_bases,
+        Some((2, 5)),
+        "no progress while paused"
+    );
+    assert!(!b.eblob.bases[2].sorted);
+    assert_eq!(
+        admin(reqwest::Method::POST, format!("{jobs_url}/resume"), None).await,
+        200
+    );
+    let job = until("resumed job done", || async {
+        jobs(&c, 0)
+            .await
+            .into_iter()
+            .find(|j| j.id == job_id && j.state.is_finished())
+    })
+    .await;
+    assert_eq!(
+        (job.state, job.done_keys, job.total_keys),
+        (JobState::Done, 5, Some(5))
+    );
+    let b = backend_stats(&c, 0).await;
+    assert!(
+        b.eblob.bases[..5].iter().all(|x| x.sorted),
+        "{:?}",
+        b.eblob.bases
+    );
+    c.shutdown().await;
+}

@@ -33,6 +33,41 @@ pub struct NodeStats {
     pub routes: RoutesStats,
 }
 
+/// What data-sort could do on one node, summed over its backends: the figures a data-sort
+/// planner shows per node. Served as `GET /stats/defrag`; [`DefragSummary::of`] derives it
+/// from the backends of a [`NodeStats`] (it is not a field there, so documents and literals
+/// of earlier versions stay valid).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DefragSummary {
+    /// Backends with at least one base that wants defrag.
+    pub backends_want_defrag: u64,
+    /// Bases that want defrag (removed bytes reached `defrag_percentage`).
+    pub want_defrag_bases: u64,
+    /// Bytes a compact data-sort would free: the removed bytes of the bases that want
+    /// defrag (not of every base: bases below the threshold are left alone).
+    pub defrag_reclaimable_bytes: u64,
+    /// Removed bytes of every base (what a full data-sort would free).
+    pub removed_bytes: u64,
+    /// Data-sorts running now.
+    pub sorts_running: u64,
+}
+
+impl DefragSummary {
+    /// Sums the per-backend figures.
+    pub fn of(backends: &[BackendStats]) -> DefragSummary {
+        let mut d = DefragSummary::default();
+        for b in backends {
+            d.backends_want_defrag += u64::from(b.eblob.want_defrag_bases > 0);
+            d.want_defrag_bases += b.eblob.want_defrag_bases;
+            d.defrag_reclaimable_bytes += b.eblob.defrag_reclaimable_bytes;
+            d.removed_bytes += b.eblob.removed_bytes;
+            d.sorts_running += u64::from(!b.defrag.state.is_empty() && b.defrag.state != "idle");
+        }
+        d
+    }
+}
+
 /// The answering node.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -236,6 +271,15 @@ pub struct EblobSummary {
     pub write_bytes: u64,
     /// Per base.
     pub bases: Vec<BaseSummary>,
+    /// Sorted bases.
+    pub sorted_bases: u64,
+    /// Bases that want defrag.
+    pub want_defrag_bases: u64,
+    /// Removed bytes of the bases that want defrag: what a compact data-sort frees.
+    pub defrag_reclaimable_bytes: u64,
+    /// Open bases closed because they were full, since the engine opened (AUTO data-sort
+    /// runs after each).
+    pub rotations: u64,
 }
 
 impl EblobSummary {
@@ -275,7 +319,8 @@ pub struct DefragStats {
     pub splay_hours: u8,
     /// Compact mode.
     pub compact: bool,
-    /// `idle`, `running`, `stopping`.
+    /// `idle`, `running`, `paused` (its job is paused between bases) or `stopping` (a stop
+    /// or cancel was asked; it finishes the base it is writing).
     pub state: String,
     /// Next planned start, Unix seconds.
     pub next_start_unix_s: Option<u64>,
@@ -287,6 +332,10 @@ pub struct DefragStats {
     pub last_result: Option<String>,
     /// Bases done in the running sort / bases planned.
     pub progress_bases: Option<(u64, u64)>,
+    /// Source bytes done in the running sort / planned.
+    pub progress_bytes: Option<(u64, u64)>,
+    /// The running data-sort's job (`/stats/workers`, `/admin/jobs/{id}/...`).
+    pub job_id: Option<u64>,
 }
 
 /// Serving state of a backend.
@@ -522,6 +571,38 @@ mod tests {
         });
         let j = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<NodeStats>(&j).unwrap(), s);
+    }
+
+    #[test]
+    fn defrag_summary_counts_only_bases_that_want_defrag_as_reclaimable() {
+        let backend = |want: u64, reclaim: u64, removed: u64, state: &str| BackendStats {
+            eblob: EblobSummary {
+                want_defrag_bases: want,
+                defrag_reclaimable_bytes: reclaim,
+                removed_bytes: removed,
+                ..Default::default()
+            },
+            defrag: DefragStats {
+                state: state.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let d = DefragSummary::of(&[
+            backend(2, 700, 1_000, "running"),
+            backend(0, 0, 300, "idle"),
+            backend(1, 50, 60, "stopping"),
+        ]);
+        assert_eq!(
+            d,
+            DefragSummary {
+                backends_want_defrag: 2,
+                want_defrag_bases: 3,
+                defrag_reclaimable_bytes: 750,
+                removed_bytes: 1_360,
+                sorts_running: 2,
+            }
+        );
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //!
 //! Not authentication (callers check the token first and write the audit line). Invariants:
 //! every change of what a backend serves is pushed to peers at once; a data-sort runs as a
-//! Worker job on a blocking thread, one per backend at a time (the engine refuses a second).
+//! Worker job on its own thread, one per backend at a time (the backend's sort slot, and the
+//! engine refuses a second), reporting per-base progress; a stop or cancel ends it after the
+//! base being written, as `cancelled`.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use ellipsis_core::protocol::cmd::backend_control::BackendAction;
@@ -13,6 +16,11 @@ use crate::backend::BackendError;
 use crate::error::NodeError;
 use crate::node::Node;
 use crate::schedule::Schedule;
+use crate::worker::JobReporter;
+
+/// Longest artificial delay a backend accepts (10 minutes): longer would only hold requests
+/// past every client timeout.
+pub const MAX_DELAY_MS: u32 = 600_000;
 
 /// Apply `action` to backend `id`.
 pub async fn backend_action(
@@ -38,60 +46,170 @@ pub async fn backend_action(
         BackendAction::DefragStart { compact } => {
             start_data_sort(node, id, compact)?;
         }
-        BackendAction::DefragStop => b.engine()?.stop_data_sort(),
+        BackendAction::DefragStop => stop_data_sort(node, id)?,
         BackendAction::SetIds(ids) => {
             b.set_ring_ids(ids)?;
             crate::peers::push_routes(node);
         }
-        BackendAction::SetDelay { delay_ms } => b.set_delay(u64::from(delay_ms)),
+        BackendAction::SetDelay { delay_ms } => {
+            if delay_ms > MAX_DELAY_MS {
+                return Err(NodeError::Invalid(format!(
+                    "artificial delay {delay_ms} ms is above the limit of {MAX_DELAY_MS} ms"
+                )));
+            }
+            b.set_delay(u64::from(delay_ms))
+        }
     }
     Ok(())
 }
 
-/// Start a data-sort of backend `id` as a background job; returns its status.
+/// What started a data-sort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortTrigger {
+    /// An admin (BACKEND_CONTROL or HTTP): full (closing the open base) or compact.
+    Command {
+        /// Only bases that want defrag.
+        compact: bool,
+    },
+    /// A TIMED or SCHEDULED start.
+    Schedule {
+        /// The schedule's compact flag.
+        compact: bool,
+    },
+    /// AUTO: bases were closed; sort those (the open base stays as it is).
+    Auto {
+        /// The engine's rotation count this run covers.
+        rotations: u64,
+    },
+}
+
+/// Start a data-sort of backend `id` by command as a background job; returns its status.
 pub fn start_data_sort(node: &Arc<Node>, id: u32, compact: bool) -> Result<JobStatus, NodeError> {
+    start_data_sort_by(node, id, SortTrigger::Command { compact })
+}
+
+/// Reports the engine's per-base progress to the job, and turns a job pause into a wait
+/// between bases and a job cancel into a stop after the current base.
+struct JobProgress(JobReporter);
+
+impl eblob::SortProgress for JobProgress {
+    fn report(&self, p: &eblob::DataSortProgress) -> ControlFlow<()> {
+        self.0.set_totals(Some(p.bases_total), Some(p.bytes_total));
+        self.0.set_done(p.bases_done, p.bytes_done);
+        match self.0.checkpoint() {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
+    }
+}
+
+/// Start a data-sort of backend `id` as a background job (one per backend at a time); its
+/// progress is counted in bases (`done_keys` / `total_keys`) and bytes of the source bases.
+/// Cancelling the job (or a defrag stop) stops the engine after the base it is writing, and
+/// the job then ends `cancelled`.
+pub fn start_data_sort_by(
+    node: &Arc<Node>,
+    id: u32,
+    trigger: SortTrigger,
+) -> Result<JobStatus, NodeError> {
     let b = node.backend(id).ok_or(NodeError::NoBackend(id))?;
     let engine = b.engine()?;
+    let sort_running = || NodeError::Backend(BackendError::Engine(eblob::Error::SortRunning));
     if engine.stats().data_sort.running {
-        return Err(NodeError::Backend(BackendError::Engine(
-            eblob::Error::SortRunning,
-        )));
+        return Err(sort_running());
     }
-    let job = node.workers.register(
-        JobKind::DataSort,
-        format!("backend {id}{}", if compact { " (compact)" } else { "" }),
-    );
+    let (label, opts) = match trigger {
+        SortTrigger::Command { compact } | SortTrigger::Schedule { compact } => (
+            if compact { " (compact)" } else { "" },
+            eblob::DataSortOptions {
+                compact_only: compact,
+                ..Default::default()
+            },
+        ),
+        SortTrigger::Auto { .. } => (
+            " (auto)",
+            eblob::DataSortOptions {
+                closed_only: true,
+                ..Default::default()
+            },
+        ),
+    };
+    let job = node
+        .workers
+        .register(JobKind::DataSort, format!("backend {id}{label}"));
+    let job_id = job.id();
+    let workers = &node.workers;
+    if !b.claim_sort(job_id, |other| {
+        workers.get(other).is_some_and(|j| !j.state.is_finished())
+    }) {
+        job.finish(Err("another data-sort of this backend is running".into()));
+        return Err(sort_running());
+    }
     let status = node
         .workers
-        .get(job.id())
+        .get(job_id)
         .ok_or_else(|| NodeError::Invalid("job vanished".into()))?;
-    b.scheduler().started(crate::schedule::now_unix_s());
+    b.scheduler().started(node.clock.now_unix_s());
+    if let SortTrigger::Auto { rotations } = trigger {
+        b.auto_started(rotations);
+    }
+    let weak = Arc::downgrade(&engine);
+    job.on_cancel(move || {
+        if let Some(e) = weak.upgrade() {
+            e.stop_data_sort();
+        }
+    });
+    let opts = eblob::DataSortOptions {
+        progress: Some(Arc::new(JobProgress(job.reporter()))),
+        ..opts
+    };
+    let backend = b.clone();
     // A data-sort is long: its own thread, not the request pool.
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name(format!("data-sort-{id}"))
         .spawn(move || {
             job.start();
-            let bases = engine.stats().total.bases;
-            job.set_totals(Some(bases), None);
-            let r = engine.data_sort(&eblob::DataSortOptions {
-                compact_only: compact,
-            });
+            let r = if job.is_cancelled() {
+                Err("cancelled before it started".to_owned())
+            } else {
+                engine.data_sort(&opts).map_err(|e| e.to_string())
+            };
+            drop(opts);
             match r {
-                Ok(rep) => {
-                    job.progress(rep.bases_in.len() as u64, rep.bytes_before);
-                    job.finish(Ok(format!(
-                        "{} bases in, {} out, {} removed records dropped{}",
-                        rep.bases_in.len(),
-                        rep.bases_out.len(),
-                        rep.removed_dropped,
-                        if rep.stopped { ", stopped" } else { "" }
-                    )));
-                }
-                Err(e) => job.finish(Err(e.to_string())),
+                Ok(rep) => job.finish(Ok(format!(
+                    "{} bases in, {} out, {} removed records dropped, {} -> {} bytes{}",
+                    rep.bases_in.len(),
+                    rep.bases_out.len(),
+                    rep.removed_dropped,
+                    rep.bytes_before,
+                    rep.bytes_after,
+                    if rep.stopped {
+                        ", stopped after the current base"
+                    } else {
+                        ""
+                    }
+                ))),
+                Err(e) => job.finish(Err(e)),
             }
-        })
-        .map_err(NodeError::Io)?;
+            backend.release_sort(job_id);
+        });
+    if let Err(e) = spawned {
+        b.release_sort(job_id);
+        return Err(NodeError::Io(e));
+    }
     Ok(status)
+}
+
+/// Stop backend `id`'s data-sort after the base it is writing: cancels its job (which ends
+/// `cancelled`) and tells the engine.
+pub fn stop_data_sort(node: &Node, id: u32) -> Result<(), NodeError> {
+    let b = node.backend(id).ok_or(NodeError::NoBackend(id))?;
+    if let Some(job) = b.sort_job() {
+        // Finished already is fine: there is nothing left to stop.
+        let _ = node.workers.cancel(job);
+    }
+    b.engine()?.stop_data_sort();
+    Ok(())
 }
 
 /// Change a backend's data-sort schedule at run time (persisted in its directory).

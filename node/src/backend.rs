@@ -16,7 +16,7 @@
 //! and remove with the reason it was made read-only (admin, or an engine write/fsync error).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use ellipsis_core::Id;
 
 use crate::cache::{Cache, InsertOptions, Inserted};
 use crate::config::{BackendConfig, SyncSetting};
-use crate::schedule::{Schedule, Scheduler};
+use crate::schedule::{Clock, Schedule, Scheduler};
 
 /// Metadata kept with a cached object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,9 +88,25 @@ pub struct Backend {
     admin_read_only: RwLock<Option<String>>,
     scheduler: Mutex<Scheduler>,
     delay_ms: AtomicU64,
+    /// The node's clock (schedules).
+    clock: Arc<dyn Clock>,
+    /// Extra IO hook for the engine (fault-injection tests); `None` in production.
+    faults: Option<Arc<dyn eblob::FaultInjector>>,
+    /// The data-sort job of this backend while one is unfinished: at most one at a time,
+    /// and what a defrag stop cancels.
+    sort_job: Mutex<Option<u64>>,
+    /// AUTO mode: the engine's rotation count when the last AUTO data-sort was started (or
+    /// when the engine opened); a larger count means bases were closed since.
+    auto_seen_rotations: AtomicU64,
+    /// AUTO mode: look once, after the engine opened, for closed bases left unsorted (a
+    /// restart after a crash or a mode change) and sort them.
+    auto_check_open: AtomicBool,
 }
 
-fn engine_config(config: &BackendConfig) -> eblob::Config {
+fn engine_config(
+    config: &BackendConfig,
+    faults: Option<Arc<dyn eblob::FaultInjector>>,
+) -> eblob::Config {
     let mut c = eblob::Config::new(config.dir.clone());
     c.blob_size_bytes = config.blob_size_bytes;
     c.records_in_blob = config.records_in_blob;
@@ -104,7 +120,7 @@ fn engine_config(config: &BackendConfig) -> eblob::Config {
         SyncSetting::Never => eblob::SyncPolicy::Never,
         SyncSetting::EverySeconds(n) => eblob::SyncPolicy::EverySeconds(n),
     };
-    c.fault_injector = Some(Arc::new(SyncActions));
+    c.fault_injector = Some(Arc::new(SyncActions { faults }));
     c
 }
 
@@ -117,27 +133,37 @@ thread_local! {
 
 /// Records engine fsyncs as `fsync` actions of the sampled request that waits for them: the
 /// engine knows nothing of tracing, so it brackets each sync with its IO hook calls, on the
-/// blocking thread that runs the request. Never injects a fault.
+/// blocking thread that runs the request. Injects a fault only through `faults`, the test
+/// seam given at node start.
 #[derive(Debug)]
-struct SyncActions;
+struct SyncActions {
+    faults: Option<Arc<dyn eblob::FaultInjector>>,
+}
 
 impl eblob::FaultInjector for SyncActions {
     fn on_io(
         &self,
         op: eblob::IoOp,
-        _path: &std::path::Path,
-        _offset: u64,
-        _len: u64,
+        path: &std::path::Path,
+        offset: u64,
+        len: u64,
     ) -> eblob::Fault {
+        let fault = match &self.faults {
+            Some(f) => f.on_io(op, path, offset, len),
+            None => eblob::Fault::None,
+        };
         if op == eblob::IoOp::Sync {
             let action = react_trace::is_sampled().then(|| react_trace::action!("fsync").entered());
             OPEN_SYNCS.with(|open| open.borrow_mut().push(action));
         }
-        eblob::Fault::None
+        fault
     }
 
-    fn after_sync(&self, _path: &std::path::Path) {
+    fn after_sync(&self, path: &std::path::Path) {
         OPEN_SYNCS.with(|open| drop(open.borrow_mut().pop()));
+        if let Some(f) = &self.faults {
+            f.after_sync(path);
+        }
     }
 }
 
@@ -199,15 +225,16 @@ fn store_ring_ids(config: &BackendConfig, ids: &[Id]) -> Result<(), BackendError
         .map_err(|e| io("fsync dir of", e))
 }
 
-fn now_epoch_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl Backend {
-    /// Opens the engine (creating the directory) and builds the cache.
-    pub fn open(config: BackendConfig, seed: u64) -> Result<Backend, BackendError> {
+    /// Opens the engine (creating the directory) and builds the cache. `seed` picks this
+    /// backend's start inside `Scheduled` windows, `clock` is the node's, `faults` an extra
+    /// engine IO hook for tests.
+    pub fn open(
+        config: BackendConfig,
+        seed: u64,
+        clock: Arc<dyn Clock>,
+        faults: Option<Arc<dyn eblob::FaultInjector>>,
+    ) -> Result<Backend, BackendError> {
         std::fs::create_dir_all(&config.dir).map_err(|e| BackendError::Setup {
             id: config.id,
             message: format!("cannot create {}: {e}", config.dir.display()),
@@ -223,9 +250,9 @@ impl Backend {
             None
         };
         let ring_ids = load_or_create_ring_ids(&config)?;
-        let engine = eblob::Eblob::open(engine_config(&config))?;
+        let engine = eblob::Eblob::open(engine_config(&config, faults.clone()))?;
         let schedule = load_schedule(&config)?.unwrap_or_else(|| Schedule::from(&config.defrag));
-        let scheduler = Scheduler::new(schedule, now_epoch_s(), seed);
+        let scheduler = Scheduler::new(schedule, clock.now_unix_s(), seed);
         let admin_read_only = config.read_only.then(|| "configured read_only".to_owned());
         Ok(Backend {
             ring_ids: RwLock::new(ring_ids),
@@ -234,8 +261,59 @@ impl Backend {
             admin_read_only: RwLock::new(admin_read_only),
             scheduler: Mutex::new(scheduler),
             delay_ms: AtomicU64::new(0),
+            clock,
+            faults,
+            sort_job: Mutex::new(None),
+            auto_seen_rotations: AtomicU64::new(0),
+            auto_check_open: AtomicBool::new(true),
             config,
         })
+    }
+
+    /// The data-sort job running on this backend, if any.
+    pub fn sort_job(&self) -> Option<u64> {
+        *self.sort_job.lock()
+    }
+
+    /// Claims the backend's data-sort slot for job `id`; false if another holds it.
+    pub(crate) fn claim_sort(&self, id: u64, still_running: impl Fn(u64) -> bool) -> bool {
+        let mut slot = self.sort_job.lock();
+        match *slot {
+            Some(other) if still_running(other) => false,
+            _ => {
+                *slot = Some(id);
+                true
+            }
+        }
+    }
+
+    /// Frees the data-sort slot held by job `id`.
+    pub(crate) fn release_sort(&self, id: u64) {
+        let mut slot = self.sort_job.lock();
+        if *slot == Some(id) {
+            *slot = None;
+        }
+    }
+
+    /// AUTO mode: whether closed bases are waiting for a data-sort, judged from the engine's
+    /// stats: it rotated since the last AUTO start, or (first look after opening) closed
+    /// bases holding records are unsorted. Returns the rotation count to pass to
+    /// [`Backend::auto_started`].
+    pub(crate) fn auto_sort_wanted(&self, stats: &eblob::Stats) -> Option<u64> {
+        let rotations = stats.ops.rotations;
+        let rotated = rotations > self.auto_seen_rotations.load(Ordering::Relaxed);
+        let left_unsorted = self.auto_check_open.swap(false, Ordering::Relaxed)
+            && stats
+                .bases
+                .split_last()
+                .is_some_and(|(_, closed)| closed.iter().any(|b| !b.sorted && b.records > 0));
+        (rotated || left_unsorted).then_some(rotations)
+    }
+
+    /// AUTO mode: a data-sort covering the bases closed up to `rotations` has started.
+    pub(crate) fn auto_started(&self, rotations: u64) {
+        self.auto_seen_rotations
+            .fetch_max(rotations, Ordering::Relaxed);
     }
 
     /// The backend id within its node.
@@ -253,8 +331,10 @@ impl Backend {
         self.ring_ids.read().clone()
     }
 
-    /// Replace and persist its ring ids.
-    pub fn set_ring_ids(&self, ids: Vec<Id>) -> Result<(), BackendError> {
+    /// Replace and persist its ring ids (kept sorted, duplicates dropped).
+    pub fn set_ring_ids(&self, mut ids: Vec<Id>) -> Result<(), BackendError> {
+        ids.sort_unstable();
+        ids.dedup();
         store_ring_ids(&self.config, &ids)?;
         *self.ring_ids.write() = ids;
         Ok(())
@@ -334,7 +414,11 @@ impl Backend {
     pub fn enable(&self) -> Result<(), BackendError> {
         let mut slot = self.engine.write();
         if slot.is_none() {
-            *slot = Some(Arc::new(eblob::Eblob::open(engine_config(&self.config))?));
+            let engine = eblob::Eblob::open(engine_config(&self.config, self.faults.clone()))?;
+            // A fresh engine counts rotations from zero.
+            self.auto_seen_rotations.store(0, Ordering::Relaxed);
+            self.auto_check_open.store(true, Ordering::Relaxed);
+            *slot = Some(Arc::new(engine));
         }
         Ok(())
     }
@@ -558,7 +642,9 @@ impl Backend {
             .and_then(|f| f.sync_all())
             .map_err(|e| io("fsync", e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
-        self.scheduler.lock().set_schedule(schedule, now_epoch_s());
+        self.scheduler
+            .lock()
+            .set_schedule(schedule, self.clock.now_unix_s());
         Ok(())
     }
 

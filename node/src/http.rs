@@ -6,7 +6,9 @@
 //! - `GET|HEAD|PUT|DELETE /objects/{key}`: objects through the client library (works from any
 //!   node), with single `Range` requests (206) and the record checksum as ETag;
 //! - admin (`Authorization: Bearer <token>`): `POST /admin/backends/{id}/{action}`,
-//!   `PUT /admin/backends/{id}/defrag/schedule`, `GET /admin/jobs`.
+//!   `PUT /admin/backends/{id}/defrag/schedule`, `PUT /admin/backends/{id}/ring-ids`,
+//!   `PUT /admin/backends/{id}/delay`, `GET /admin/jobs`, `POST /admin/jobs/{id}/{action}`,
+//!   `POST /admin/recovery`; each request, refused or not, writes one audit line.
 //!
 //! Writes and admin calls need the token (constant-time compare; 401 otherwise, and no token
 //! configured means they are refused).
@@ -104,6 +106,8 @@ fn router(state: Shared, body_limit: usize) -> Router {
         )
         .route("/admin/backends/{id}/{action}", post(admin_backend))
         .route("/admin/backends/{id}/defrag/schedule", put(admin_schedule))
+        .route("/admin/backends/{id}/ring-ids", put(admin_ring_ids))
+        .route("/admin/backends/{id}/delay", put(admin_delay))
         .route("/admin/jobs", get(admin_jobs))
         .route("/admin/jobs/{id}/{action}", post(admin_job_control))
         .route("/admin/recovery", post(admin_recovery))
@@ -154,7 +158,9 @@ pub async fn serve(
             }
             continue;
         };
-        let (app, tls, stop) = (app.clone(), tls.clone(), stop.clone());
+        // Who is asking, for the audit lines of admin requests.
+        let app = app.clone().layer(axum::Extension(HttpPeer(peer)));
+        let (tls, stop) = (tls.clone(), stop.clone());
         conns.spawn(async move {
             let _slot = slot;
             let _ = sock.set_nodelay(true);
@@ -366,6 +372,46 @@ fn node_error(e: &NodeError) -> Response {
     status_response(Status::from(e), e.to_string())
 }
 
+/// The client address of an HTTP connection (request extension).
+#[derive(Clone, Copy, Debug)]
+struct HttpPeer(std::net::SocketAddr);
+
+impl HttpPeer {
+    fn name(&self) -> String {
+        format!("http {}", self.0)
+    }
+}
+
+/// The token check of an admin request; a refusal is written to the audit log (operation and
+/// target, never what was presented).
+fn admin_guard(
+    st: &HttpState,
+    headers: &HeaderMap,
+    peer: HttpPeer,
+    operation: &str,
+    target: &str,
+) -> Result<(), Response> {
+    require_token(st, headers).inspect_err(|_| {
+        crate::auth::audit(
+            &peer.name(),
+            operation,
+            target,
+            &Err("no valid token".into()),
+        )
+    })
+}
+
+/// Writes the audit line of an admin request that passed the token check, for an outcome
+/// decided in the handler itself (a bad body, an unknown action).
+fn audited<T>(peer: HttpPeer, operation: &str, target: &str, r: &Result<T, String>) {
+    crate::auth::audit(
+        &peer.name(),
+        operation,
+        target,
+        &r.as_ref().map(|_| ()).map_err(Clone::clone),
+    );
+}
+
 fn require_token(st: &HttpState, headers: &HeaderMap) -> Result<(), Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -392,7 +438,7 @@ async fn stats_category(State(st): State<Shared>, Path(category): Path<String>) 
         Some(j) => json_text(j),
         None => error(
             StatusCode::NOT_FOUND,
-            format!("unknown category {category:?}; try commands, io, cache, backends, procfs, workers, routes"),
+            format!("unknown category {category:?}; try node, commands, io, cache, backends, procfs, workers, routes, defrag"),
         ),
     }
 }
@@ -612,16 +658,11 @@ async fn object_delete(
 
 async fn admin_backend(
     State(st): State<Shared>,
+    axum::Extension(peer): axum::Extension<HttpPeer>,
     Path((id, action)): Path<(u32, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = require_token(&st, &headers) {
-        crate::auth::audit(
-            "http",
-            &action,
-            &format!("backend {id}"),
-            &Err("no valid token".into()),
-        );
+    if let Err(r) = admin_guard(&st, &headers, peer, &action, &format!("backend {id}")) {
         return r;
     }
     let action_enum = match action.as_str() {
@@ -632,49 +673,182 @@ async fn admin_backend(
         "defrag-start" => BackendAction::DefragStart { compact: false },
         "defrag-start-compact" => BackendAction::DefragStart { compact: true },
         "defrag-stop" => BackendAction::DefragStop,
-        other => return error(StatusCode::NOT_FOUND, format!("unknown action {other:?}")),
+        other => {
+            let message = format!("unknown action {other:?}");
+            audited::<()>(
+                peer,
+                &action,
+                &format!("backend {id}"),
+                &Err(message.clone()),
+            );
+            return error(StatusCode::NOT_FOUND, message);
+        }
     };
-    let r = crate::admin::backend_action(&st.node, id, action_enum).await;
+    backend_action(&st, peer, id, &action, action_enum).await
+}
+
+/// Run a backend action for an admin HTTP request (token already checked), audit it, answer.
+async fn backend_action(
+    st: &HttpState,
+    peer: HttpPeer,
+    id: u32,
+    operation: &str,
+    action: BackendAction,
+) -> Response {
+    let r = crate::admin::backend_action(&st.node, id, action).await;
     crate::auth::audit(
-        "http",
-        &action,
+        &peer.name(),
+        operation,
         &format!("backend {id}"),
         &r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
     );
     match r {
         Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
         Err(e) => node_error(&e),
+    }
+}
+
+/// Body of `PUT /admin/backends/{id}/ring-ids`.
+#[derive(serde::Deserialize)]
+struct RingIdsBody {
+    /// The backend's new ring ids, 128 hex digits each.
+    ids: Vec<Id>,
+}
+
+/// Replace a backend's ring ids (persisted in its directory; peers get the new routes).
+async fn admin_ring_ids(
+    State(st): State<Shared>,
+    axum::Extension(peer): axum::Extension<HttpPeer>,
+    Path(id): Path<u32>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (operation, target) = ("set-ring-ids", format!("backend {id}"));
+    if let Err(r) = admin_guard(&st, &headers, peer, operation, &target) {
+        return r;
+    }
+    let parsed = match read_body(&st, &headers, body).await {
+        Ok(b) => serde_json::from_slice::<RingIdsBody>(&b)
+            .map_err(|e| format!("ring ids JSON: {e}"))
+            .and_then(|b| {
+                let n = b.ids.len();
+                if n == 0 || n > ellipsis_core::id::MAX_IDS_PER_BACKEND {
+                    Err(format!(
+                        "a backend holds 1..={} ring ids, got {n}",
+                        ellipsis_core::id::MAX_IDS_PER_BACKEND
+                    ))
+                } else {
+                    Ok(b.ids)
+                }
+            }),
+        Err(r) => {
+            audited::<()>(
+                peer,
+                operation,
+                &target,
+                &Err("request body refused".into()),
+            );
+            return r;
+        }
+    };
+    match parsed {
+        Ok(ids) => backend_action(&st, peer, id, operation, BackendAction::SetIds(ids)).await,
+        Err(e) => {
+            audited::<()>(peer, operation, &target, &Err(e.clone()));
+            error(StatusCode::BAD_REQUEST, e)
+        }
+    }
+}
+
+/// Body of `PUT /admin/backends/{id}/delay`.
+#[derive(serde::Deserialize)]
+struct DelayBody {
+    /// Added to every request the backend serves; 0 removes it.
+    delay_ms: u32,
+}
+
+/// Set a backend's artificial delay (testing timeouts and slow replicas).
+async fn admin_delay(
+    State(st): State<Shared>,
+    axum::Extension(peer): axum::Extension<HttpPeer>,
+    Path(id): Path<u32>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (operation, target) = ("set-delay", format!("backend {id}"));
+    if let Err(r) = admin_guard(&st, &headers, peer, operation, &target) {
+        return r;
+    }
+    let parsed = match read_body(&st, &headers, body).await {
+        Ok(b) => serde_json::from_slice::<DelayBody>(&b).map_err(|e| format!("delay JSON: {e}")),
+        Err(r) => {
+            audited::<()>(
+                peer,
+                operation,
+                &target,
+                &Err("request body refused".into()),
+            );
+            return r;
+        }
+    };
+    match parsed {
+        Ok(d) => {
+            let action = BackendAction::SetDelay {
+                delay_ms: d.delay_ms,
+            };
+            backend_action(&st, peer, id, operation, action).await
+        }
+        Err(e) => {
+            audited::<()>(peer, operation, &target, &Err(e.clone()));
+            error(StatusCode::BAD_REQUEST, e)
+        }
     }
 }
 
 async fn admin_schedule(
     State(st): State<Shared>,
+    axum::Extension(peer): axum::Extension<HttpPeer>,
     Path(id): Path<u32>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(r) = require_token(&st, &headers) {
+    let (operation, target) = ("defrag-schedule", format!("backend {id}"));
+    if let Err(r) = admin_guard(&st, &headers, peer, operation, &target) {
         return r;
     }
     let body = match read_body(&st, &headers, body).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => {
+            audited::<()>(
+                peer,
+                operation,
+                &target,
+                &Err("request body refused".into()),
+            );
+            return r;
+        }
     };
-    let schedule: Schedule = match serde_json::from_slice(&body) {
+    let parsed = serde_json::from_slice::<Schedule>(&body)
+        .map_err(|e| format!("schedule JSON: {e}"))
+        .and_then(|s| {
+            if s.time_hour > 23 || s.splay_hours > 12 {
+                Err("time_hour must be 0..=23 and splay_hours 0..=12".to_owned())
+            } else {
+                Ok(s)
+            }
+        });
+    let schedule = match parsed {
         Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("schedule JSON: {e}")),
+        Err(e) => {
+            audited::<()>(peer, operation, &target, &Err(e.clone()));
+            return error(StatusCode::BAD_REQUEST, e);
+        }
     };
-    if schedule.time_hour > 23 || schedule.splay_hours > 12 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "time_hour must be 0..=23 and splay_hours 0..=12",
-        );
-    }
     let r = crate::admin::set_schedule(&st.node, id, schedule);
     crate::auth::audit(
-        "http",
-        "defrag-schedule",
-        &format!("backend {id}"),
+        &peer.name(),
+        operation,
+        &target,
         &r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
     );
     match r {
@@ -683,8 +857,12 @@ async fn admin_schedule(
     }
 }
 
-async fn admin_jobs(State(st): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = require_token(&st, &headers) {
+async fn admin_jobs(
+    State(st): State<Shared>,
+    axum::Extension(peer): axum::Extension<HttpPeer>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admin_guard(&st, &headers, peer, "job list", "jobs") {
         return r;
     }
     Json(st.node.workers.list()).into_response()
@@ -692,10 +870,12 @@ async fn admin_jobs(State(st): State<Shared>, headers: HeaderMap) -> Response {
 
 async fn admin_job_control(
     State(st): State<Shared>,
+    axum::Extension(peer): axum::Extension<HttpPeer>,
     Path((id, action)): Path<(u64, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = require_token(&st, &headers) {
+    let (operation, target) = (format!("job {action}"), format!("job {id}"));
+    if let Err(r) = admin_guard(&st, &headers, peer, &operation, &target) {
         return r;
     }
     let w = &st.node.workers;
@@ -704,16 +884,15 @@ async fn admin_job_control(
         "pause" => w.pause(id),
         "resume" => w.resume(id),
         other => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("unknown job action {other:?}"),
-            )
+            let message = format!("unknown job action {other:?}");
+            audited::<()>(peer, &operation, &target, &Err(message.clone()));
+            return error(StatusCode::NOT_FOUND, message);
         }
     };
     crate::auth::audit(
-        "http",
-        &format!("job {action}"),
-        &format!("job {id}"),
+        &peer.name(),
+        &operation,
+        &target,
         &r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
     );
     match r {
@@ -722,22 +901,39 @@ async fn admin_job_control(
     }
 }
 
-async fn admin_recovery(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(r) = require_token(&st, &headers) {
+async fn admin_recovery(
+    State(st): State<Shared>,
+    axum::Extension(peer): axum::Extension<HttpPeer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(r) = admin_guard(&st, &headers, peer, "recovery", "recovery") {
         return r;
     }
     let body = match read_body(&st, &headers, body).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => {
+            audited::<()>(
+                peer,
+                "recovery",
+                "recovery",
+                &Err("request body refused".into()),
+            );
+            return r;
+        }
     };
     let req: crate::recovery::RecoveryRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("recovery JSON: {e}")),
+        Err(e) => {
+            let message = format!("recovery JSON: {e}");
+            audited::<()>(peer, "recovery", "recovery", &Err(message.clone()));
+            return error(StatusCode::BAD_REQUEST, message);
+        }
     };
     let target = format!("{:?} groups {:?}", req.kind, req.groups);
     let r = crate::recovery::start(&st.node, req).await;
     crate::auth::audit(
-        "http",
+        &peer.name(),
         "recovery",
         &target,
         &r.as_ref().map(|_| ()).map_err(|e| e.to_string()),

@@ -23,6 +23,7 @@ use crate::keylock::KeyLocks;
 use crate::notify::NotifyHub;
 use crate::peers::Peers;
 use crate::pool::BlockingPool;
+use crate::schedule::Clock;
 use crate::worker::Workers;
 
 /// Shared state of one node.
@@ -68,6 +69,11 @@ pub struct Node {
     pub started: Instant,
     /// The node's own client session (object API, server-send, recovery), made on first use.
     pub client: tokio::sync::OnceCell<Arc<ellipsis_core::client::Client>>,
+    /// Time of day for schedules (the system clock unless a test injected one).
+    pub clock: Arc<dyn Clock>,
+    /// Passes of the maintenance loop so far: a test that moved the clock waits for the next
+    /// pass to know the schedules were looked at, instead of sleeping.
+    pub maintenance_passes: AtomicU64,
 }
 
 impl std::fmt::Debug for Node {

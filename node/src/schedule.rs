@@ -1,11 +1,13 @@
 //! Data-sort scheduling: when a backend's data-sort should start by itself.
 //!
 //! Pure logic over an explicit clock value (`now`, seconds since the Unix epoch, UTC), so every
-//! rule is tested by moving a number, never by sleeping. The node's scheduler task asks
-//! [`Scheduler::due`] on every tick and starts the job when it says so.
+//! rule is tested by moving a number, never by sleeping. The node's maintenance loop asks
+//! [`Scheduler::due`] on every tick, with the time from the node's [`Clock`] (injectable: a
+//! cluster test moves a [`ManualClock`] into a window), and starts the job when it says so.
 //!
 //! Modes (as in Elliptics):
-//! - `Auto`: whenever a base is closed (rotation); nothing timed.
+//! - `Auto`: whenever a base is closed (rotation): the maintenance loop sees the engine's
+//!   rotation count grow and data-sorts the closed bases (`closed_only`); nothing timed.
 //! - `Timed`: every `timeout_s` after the previous start (the first one `timeout_s` after the
 //!   scheduler starts).
 //! - `Scheduled`: once a day inside the window `time_hour ± splay_hours` (UTC). Each node picks
@@ -199,6 +201,55 @@ pub fn now_unix_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Where a node reads the time of day its schedules run by. Injected at start
+/// ([`crate::server::StartOptions`]) so tests move a clock instead of sleeping to a window.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Seconds since the Unix epoch (UTC).
+    fn now_unix_s(&self) -> u64;
+}
+
+/// The system clock (what a node uses unless told otherwise).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix_s(&self) -> u64 {
+        now_unix_s()
+    }
+}
+
+/// A clock that moves only when told to (tests).
+#[derive(Debug)]
+pub struct ManualClock {
+    now_s: std::sync::atomic::AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock reading `now_s`.
+    pub fn new(now_s: u64) -> ManualClock {
+        ManualClock {
+            now_s: std::sync::atomic::AtomicU64::new(now_s),
+        }
+    }
+
+    /// Jump to `now_s` (backwards too: a clock step).
+    pub fn set(&self, now_s: u64) {
+        self.now_s.store(now_s, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Move forward by `by_s`.
+    pub fn advance(&self, by_s: u64) {
+        self.now_s
+            .fetch_add(by_s, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_unix_s(&self) -> u64 {
+        self.now_s.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 #[cfg(test)]

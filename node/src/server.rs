@@ -37,6 +37,7 @@ use crate::keylock::KeyLocks;
 use crate::node::Node;
 use crate::peers::Peers;
 use crate::pool::BlockingPool;
+use crate::schedule::{Clock, SystemClock};
 use crate::worker::Workers;
 
 /// Reply frames queued per connection.
@@ -73,6 +74,28 @@ impl RunningNode {
     }
 }
 
+/// What a node is started with besides its configuration: the process's handles and the
+/// seams tests inject through. `Default` is production: no tracer, the system clock, no faults.
+#[derive(Clone, Default)]
+pub struct StartOptions {
+    /// The process's react-trace handle, if one is installed.
+    pub tracer: Option<react_trace::Tracer>,
+    /// The clock schedules read (`None`: the system clock).
+    pub clock: Option<Arc<dyn Clock>>,
+    /// An IO hook every backend engine consults (fault injection; `None` in production).
+    pub engine_faults: Option<Arc<dyn eblob::FaultInjector>>,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions")
+            .field("tracer", &self.tracer.is_some())
+            .field("clock", &self.clock)
+            .field("engine_faults", &self.engine_faults)
+            .finish()
+    }
+}
+
 /// The server.
 #[derive(Debug)]
 pub struct Server;
@@ -97,7 +120,7 @@ impl Server {
             &config,
             config.advertised(listener.local_addr()?),
             http.as_ref(),
-            None,
+            StartOptions::default(),
         )
         .await?;
         serve(node, vec![listener], http, tls, stop_rx).await
@@ -109,6 +132,21 @@ impl Server {
 pub async fn start(
     config: NodeConfig,
     tracer: Option<react_trace::Tracer>,
+) -> Result<RunningNode, NodeError> {
+    start_with(
+        config,
+        StartOptions {
+            tracer,
+            ..StartOptions::default()
+        },
+    )
+    .await
+}
+
+/// [`start`] with every [`StartOptions`] seam (injected clock, engine IO hook).
+pub async fn start_with(
+    config: NodeConfig,
+    options: StartOptions,
 ) -> Result<RunningNode, NodeError> {
     let mut listeners = Vec::with_capacity(config.listen.len().max(1));
     for a in &config.listen {
@@ -127,7 +165,7 @@ pub async fn start(
         &config,
         config.advertised(first.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1025)))),
         http.as_ref(),
-        tracer,
+        options,
     )
     .await?;
     let (stop, stop_rx) = watch::channel(false);
@@ -152,8 +190,9 @@ async fn build(
     config: &NodeConfig,
     addr: SocketAddr,
     http: Option<&TcpListener>,
-    tracer: Option<react_trace::Tracer>,
+    options: StartOptions,
 ) -> Result<(Arc<Node>, Option<crate::http::TlsAcceptor>), NodeError> {
+    let clock: Arc<dyn Clock> = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
     config
         .validate()
         .map_err(|e| NodeError::Startup(e.to_string()))?;
@@ -164,7 +203,8 @@ async fn build(
         let bc = bc.clone();
         let seed = u64::from(addr.port()) << 32 | i as u64;
         // Opening runs the startup check: blocking work.
-        let b = tokio::task::spawn_blocking(move || Backend::open(bc, seed))
+        let (clock, faults) = (clock.clone(), options.engine_faults.clone());
+        let b = tokio::task::spawn_blocking(move || Backend::open(bc, seed, clock, faults))
             .await
             .map_err(|e| NodeError::Startup(e.to_string()))??;
         backends.insert(b.id(), Arc::new(b));
@@ -186,7 +226,7 @@ async fn build(
         pool: BlockingPool::new(config.blocking_threads, config.blocking_queue_limit),
         keylocks: KeyLocks::new(),
         token: AdminToken::new(config.effective_admin_token()),
-        tracer,
+        tracer: options.tracer,
         counters: Default::default(),
         notify: Default::default(),
         workers: Workers::new(64),
@@ -196,6 +236,8 @@ async fn build(
         client_connections: AtomicU64::new(0),
         started: Instant::now(),
         client: tokio::sync::OnceCell::new(),
+        clock,
+        maintenance_passes: AtomicU64::new(0),
     });
     node.announce_self();
     Ok((node, tls))
@@ -305,7 +347,8 @@ async fn shutdown_backends(node: &Arc<Node>) {
     }
 }
 
-/// Cache write-back and data-sort schedules, once a second.
+/// Cache write-back and data-sort schedules (TIMED, SCHEDULED by the node's clock; AUTO by the
+/// engine's rotation count), once a second.
 async fn maintenance_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -315,20 +358,49 @@ async fn maintenance_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         for b in node.backends.values() {
             let b2 = b.clone();
             let _ = node.pool.run(move || b2.flush_cache(false)).await;
-            let due = b.scheduler().due(crate::schedule::now_unix_s());
-            if due {
-                let compact = b.scheduler().schedule().compact;
-                match crate::admin::start_data_sort(&node, b.id(), compact) {
-                    Ok(job) => tracing::info!(
-                        backend = b.id(),
-                        job = job.id,
-                        "scheduled data-sort started"
-                    ),
-                    Err(e) => {
-                        tracing::info!(backend = b.id(), error = %e, "scheduled data-sort not started")
-                    }
-                }
+            start_due_data_sort(&node, b);
+        }
+        node.maintenance_passes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Starts backend `b`'s data-sort if its schedule says so now.
+fn start_due_data_sort(node: &Arc<Node>, b: &Arc<Backend>) {
+    use crate::admin::SortTrigger;
+    let (mode, compact) = {
+        let s = b.scheduler();
+        (s.schedule().mode, s.schedule().compact)
+    };
+    let trigger = match mode {
+        crate::config::DefragMode::Auto => {
+            let Ok(engine) = b.engine() else { return };
+            let stats = engine.stats();
+            if stats.read_only_reason.is_some() || b.sort_job().is_some() {
+                // Not now; the rotations stay counted and are looked at on a later pass.
+                return;
             }
+            match b.auto_sort_wanted(&stats) {
+                Some(rotations) => SortTrigger::Auto { rotations },
+                None => return,
+            }
+        }
+        crate::config::DefragMode::None => return,
+        _ => {
+            if !b.scheduler().due(node.clock.now_unix_s()) {
+                return;
+            }
+            SortTrigger::Schedule { compact }
+        }
+    };
+    match crate::admin::start_data_sort_by(node, b.id(), trigger) {
+        Ok(job) => tracing::info!(
+            backend = b.id(),
+            job = job.id,
+            ?mode,
+            "data-sort started by its schedule"
+        ),
+        Err(e) => {
+            tracing::info!(backend = b.id(), error = %e, ?mode, "scheduled data-sort not started")
         }
     }
 }

@@ -6,8 +6,8 @@
 use std::sync::atomic::Ordering;
 
 use ellipsis_core::stats::{
-    BackendStats, BaseSummary, CacheEntryStats, DefragStats, EblobSummary, IoStats, NodeInfo,
-    NodeStats, PeerInfo, RoutesStats,
+    BackendStats, BaseSummary, CacheEntryStats, DefragStats, DefragSummary, EblobSummary, IoStats,
+    JobState, NodeInfo, NodeStats, PeerInfo, RoutesStats,
 };
 
 use crate::backend::Backend;
@@ -46,25 +46,48 @@ fn backend_stats(node: &Node, b: &Backend) -> BackendStats {
                     want_defrag: x.want_defrag,
                 })
                 .collect(),
+            sorted_bases: s.total.sorted_bases,
+            want_defrag_bases: s.total.want_defrag_bases,
+            defrag_reclaimable_bytes: s
+                .bases
+                .iter()
+                .filter(|x| x.want_defrag)
+                .map(|x| x.removed_bytes)
+                .sum(),
+            rotations: s.ops.rotations,
         })
         .unwrap_or_default();
     let sched = b.scheduler();
     let schedule = sched.schedule().clone();
     let ds = es.as_ref().map(|s| s.data_sort.clone()).unwrap_or_default();
+    let next_start_unix_s = sched.next_start_s();
+    // The node's own record first: it is read from the node's clock, like the schedule.
+    let last_start_unix_s = sched.last_start_s().or(ds.last_start_unix_s);
+    drop(sched);
+    let job = b.sort_job().and_then(|id| node.workers.get(id));
+    let job = job.filter(|j| !j.state.is_finished());
+    let state = match &job {
+        _ if ds.stopping => "stopping",
+        Some(j) if j.state == JobState::Paused => "paused",
+        Some(_) => "running",
+        None if ds.running => "running",
+        None => "idle",
+    };
     let defrag = DefragStats {
         mode: schedule.mode,
         timeout_s: schedule.timeout_s,
         time_hour: schedule.time_hour,
         splay_hours: schedule.splay_hours,
         compact: schedule.compact,
-        state: if ds.running { "running" } else { "idle" }.into(),
-        next_start_unix_s: sched.next_start_s(),
-        last_start_unix_s: ds.last_start_unix_s.or(sched.last_start_s()),
+        state: state.into(),
+        next_start_unix_s,
+        last_start_unix_s,
         last_duration_ms: ds.last_duration_ms,
         last_result: ds.last_result,
-        progress_bases: None,
+        progress_bases: ds.progress.map(|p| (p.bases_done, p.bases_total)),
+        progress_bytes: ds.progress.map(|p| (p.bytes_done, p.bytes_total)),
+        job_id: job.map(|j| j.id),
     };
-    drop(sched);
     let share = node
         .routes
         .read()
@@ -97,6 +120,11 @@ pub fn collect(node: &Node) -> NodeStats {
     groups.sort_unstable();
     groups.dedup();
     let known = node.known.read().clone();
+    let backends: Vec<BackendStats> = node
+        .backends
+        .values()
+        .map(|b| backend_stats(node, b))
+        .collect();
     NodeStats {
         node: NodeInfo {
             addr: node.addr.to_string(),
@@ -104,7 +132,7 @@ pub fn collect(node: &Node) -> NodeStats {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_s: node.started.elapsed().as_secs(),
             groups,
-            now_unix_s: crate::schedule::now_unix_s(),
+            now_unix_s: node.clock.now_unix_s(),
         },
         commands: node.counters.snapshot(),
         io: IoStats {
@@ -131,11 +159,7 @@ pub fn collect(node: &Node) -> NodeStats {
                 })
             })
             .collect(),
-        backends: node
-            .backends
-            .values()
-            .map(|b| backend_stats(node, b))
-            .collect(),
+        backends,
         procfs: crate::procfs::sample(),
         workers: node.workers.list(),
         routes: RoutesStats {
@@ -164,6 +188,7 @@ pub fn category_json(node: &Node, category: &str) -> Option<String> {
         "procfs" => serde_json::to_string(&s.procfs),
         "workers" => serde_json::to_string(&s.workers),
         "routes" => serde_json::to_string(&s.routes),
+        "defrag" => serde_json::to_string(&DefragSummary::of(&s.backends)),
         _ => return None,
     };
     v.ok()
@@ -251,7 +276,19 @@ pub fn prometheus(node: &Node) -> String {
     for p in &s.io.peers {
         e.sample(&[("peer", &p.addr)], p.send_queue as f64);
     }
-    let per_backend: [(&str, &str, MetricType, BackendGetter); 7] = [
+    let per_backend: [(&str, &str, MetricType, BackendGetter); 9] = [
+        (
+            "ellipsis_backend_want_defrag_bases",
+            "Bases whose removed bytes reached defrag_percentage.",
+            MetricType::Gauge,
+            |b| b.eblob.want_defrag_bases as f64,
+        ),
+        (
+            "ellipsis_backend_defrag_reclaimable_bytes",
+            "Removed bytes of the bases that want defrag (what a compact data-sort frees).",
+            MetricType::Gauge,
+            |b| b.eblob.defrag_reclaimable_bytes as f64,
+        ),
         (
             "ellipsis_backend_records",
             "Live records.",
@@ -260,7 +297,7 @@ pub fn prometheus(node: &Node) -> String {
         ),
         (
             "ellipsis_backend_removed_bytes",
-            "Bytes a data-sort would free.",
+            "Removed bytes of every base (what a full data-sort frees).",
             MetricType::Gauge,
             |b| b.eblob.removed_bytes as f64,
         ),

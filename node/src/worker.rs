@@ -42,9 +42,14 @@ struct Job {
     total_bytes: AtomicU64,
     errors: AtomicU64,
     cancel: AtomicBool,
+    /// Run when cancellation is requested, so a job blocked inside a long call (a data-sort
+    /// inside the engine) hears of it at once instead of at its next checkpoint.
+    cancel_hook: Mutex<Option<CancelHook>>,
     life: Mutex<Lifecycle>,
     resumed: Condvar,
 }
+
+type CancelHook = Box<dyn Fn() + Send + Sync>;
 
 /// Marker for "total not known" in the atomics.
 const UNKNOWN: u64 = u64::MAX;
@@ -56,6 +61,15 @@ fn epoch_s() -> u64 {
 }
 
 impl Job {
+    /// Flags the job cancelled, wakes it if paused and runs its cancel hook.
+    fn request_cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        self.resumed.notify_all();
+        if let Some(hook) = &*self.cancel_hook.lock() {
+            hook();
+        }
+    }
+
     fn status(&self) -> JobStatus {
         let life = self.life.lock();
         let active = life.active_before + life.resumed_at.map_or(Duration::ZERO, |r| r.elapsed());
@@ -143,6 +157,7 @@ impl Workers {
             total_bytes: AtomicU64::new(UNKNOWN),
             errors: AtomicU64::new(0),
             cancel: AtomicBool::new(false),
+            cancel_hook: Mutex::new(None),
             life: Mutex::new(Lifecycle {
                 state: JobState::Queued,
                 started: None,
@@ -220,8 +235,7 @@ impl Workers {
         if state.is_finished() {
             return Err(ControlError::Finished { id, state });
         }
-        job.cancel.store(true, Ordering::Relaxed);
-        job.resumed.notify_all();
+        job.request_cancel();
         Ok(())
     }
 
@@ -269,8 +283,7 @@ impl Workers {
         let mut n = 0;
         for job in jobs {
             if !job.life.lock().state.is_finished() {
-                job.cancel.store(true, Ordering::Relaxed);
-                job.resumed.notify_all();
+                job.request_cancel();
                 n += 1;
             }
         }
@@ -326,6 +339,24 @@ impl JobHandle {
             .store(bytes.unwrap_or(UNKNOWN), Ordering::Relaxed);
     }
 
+    /// A handle for reporting progress from code that cannot own the job (an observer
+    /// called from inside a long engine call).
+    pub fn reporter(&self) -> JobReporter {
+        JobReporter {
+            job: self.job.clone(),
+        }
+    }
+
+    /// Run `hook` when cancellation is requested (at once if it already was). The hook is
+    /// dropped when the job finishes, so it may hold what the job works on without keeping
+    /// it alive in the job history.
+    pub fn on_cancel(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self.job.cancel_hook.lock() = Some(Box::new(hook));
+        if self.is_cancelled() {
+            self.job.request_cancel();
+        }
+    }
+
     /// Adds processed keys and bytes.
     pub fn progress(&self, keys: u64, bytes: u64) {
         self.job.done_keys.fetch_add(keys, Ordering::Relaxed);
@@ -346,11 +377,16 @@ impl JobHandle {
     /// Called between units of work: blocks while paused, and returns `Err(Cancelled)` once
     /// cancellation was requested.
     pub fn checkpoint(&self) -> Result<(), Cancelled> {
-        let mut life = self.job.life.lock();
-        while life.state == JobState::Paused && !self.is_cancelled() {
-            self.job.resumed.wait(&mut life);
+        JobHandle::checkpoint_of(&self.job)
+    }
+
+    fn checkpoint_of(job: &Job) -> Result<(), Cancelled> {
+        let cancelled = || job.cancel.load(Ordering::Relaxed);
+        let mut life = job.life.lock();
+        while life.state == JobState::Paused && !cancelled() {
+            job.resumed.wait(&mut life);
         }
-        if self.is_cancelled() {
+        if cancelled() {
             Err(Cancelled)
         } else {
             Ok(())
@@ -399,6 +435,7 @@ impl JobHandle {
     }
 
     fn close(&self, state: JobState, message: String) {
+        drop(self.job.cancel_hook.lock().take());
         let mut life = self.job.life.lock();
         if life.state.is_finished() {
             return;
@@ -411,6 +448,35 @@ impl JobHandle {
         life.result = Some(message);
         // Wakes `Workers::wait` callers (and paused checkpoints, which re-check their state).
         self.job.resumed.notify_all();
+    }
+}
+
+/// Progress reporting for a job, cloneable (see [`JobHandle::reporter`]); it cannot finish
+/// the job.
+#[derive(Clone)]
+pub struct JobReporter {
+    job: Arc<Job>,
+}
+
+impl JobReporter {
+    /// Sets the totals when they become known.
+    pub fn set_totals(&self, keys: Option<u64>, bytes: Option<u64>) {
+        let j = &self.job;
+        j.total_keys
+            .store(keys.unwrap_or(UNKNOWN), Ordering::Relaxed);
+        j.total_bytes
+            .store(bytes.unwrap_or(UNKNOWN), Ordering::Relaxed);
+    }
+
+    /// Sets the processed keys and bytes (absolute figures).
+    pub fn set_done(&self, keys: u64, bytes: u64) {
+        self.job.done_keys.store(keys, Ordering::Relaxed);
+        self.job.done_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// As [`JobHandle::checkpoint`]: blocks while paused, `Err` once cancelled.
+    pub fn checkpoint(&self) -> Result<(), Cancelled> {
+        JobHandle::checkpoint_of(&self.job)
     }
 }
 
@@ -587,6 +653,48 @@ mod tests {
         assert_eq!(workers.cancel_all(), 2);
         assert_eq!(a.admit(1, 0, Duration::from_secs(60)), Err(Cancelled));
         assert_eq!(b.checkpoint(), Err(Cancelled));
+    }
+
+    #[test]
+    fn cancel_runs_the_hook_once_asked_and_the_hook_is_dropped_at_finish() {
+        let workers = Workers::new(10);
+        let job = workers.register(JobKind::DataSort, "backend 1");
+        job.start();
+        let calls = Arc::new(AtomicU64::new(0));
+        let held = Arc::new(());
+        let (c, h) = (calls.clone(), held.clone());
+        job.on_cancel(move || {
+            let _ = &h;
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        let reporter = job.reporter();
+        reporter.set_totals(Some(4), Some(4000));
+        reporter.set_done(1, 1000);
+        let s = workers.get(job.id()).expect("listed");
+        assert_eq!(
+            (s.done_keys, s.total_keys, s.done_bytes),
+            (1, Some(4), 1000)
+        );
+        workers.cancel(job.id()).expect("cancel");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(reporter.checkpoint(), Err(Cancelled));
+        job.finish(Ok("stopped".into()));
+        assert_eq!(
+            Arc::strong_count(&held),
+            1,
+            "the hook went with the job's end"
+        );
+        assert_eq!(workers.get(1).expect("listed").state, JobState::Cancelled);
+        // A hook installed after the request runs at once.
+        let late = workers.register(JobKind::DataSort, "backend 2");
+        workers.cancel(late.id()).expect("cancel");
+        let c = calls.clone();
+        late.on_cancel(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        late.finish(Ok("stopped".into()));
     }
 
     #[test]

@@ -231,3 +231,153 @@ async fn the_admin_token_never_appears_in_the_logs() {
         "a presented (wrong) token was logged"
     );
 }
+
+/// The audit lines (target `audit`) captured so far that mention `marker`.
+fn audit_lines(logs: &Captured, marker: &str) -> Vec<String> {
+    String::from_utf8_lossy(&logs.0.lock().unwrap())
+        .lines()
+        .filter(|l| l.contains("audit:") && l.contains("admin operation") && l.contains(marker))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_request_and_every_refusal_writes_one_audit_line() {
+    let logs = logs();
+    let dir = tempfile::tempdir().unwrap();
+    // Backend 77 in group 77 and HTTP from 127.0.0.2: markers no other test's lines carry.
+    let mut c = config(dir.path());
+    c.backends[0].id = 77;
+    c.backends[0].group = 77;
+    let node = start(c).await;
+    let base = format!("http://{}", node.http_addr.unwrap());
+    let http = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let send = |method: reqwest::Method, path: &str, token: &str, body: &str| {
+        http.request(method, format!("{base}{path}"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+    };
+    use reqwest::Method;
+    let schedule =
+        r#"{"mode":"none","timeout_s":60,"time_hour":3,"splay_hours":1,"compact":false}"#;
+    let http_calls: [(Method, &str, &str, &str, u16); 7] = [
+        (
+            Method::PUT,
+            "/admin/backends/77/defrag/schedule",
+            WRONG,
+            schedule,
+            401,
+        ),
+        (Method::POST, "/admin/jobs/424242/cancel", WRONG, "", 401),
+        (Method::POST, "/admin/recovery", WRONG, "{}", 401),
+        (Method::GET, "/admin/jobs", WRONG, "", 401),
+        (
+            Method::PUT,
+            "/admin/backends/77/ring-ids",
+            TOKEN,
+            r#"{"ids":["zz"]}"#,
+            400,
+        ),
+        (
+            Method::PUT,
+            "/admin/backends/77/delay",
+            TOKEN,
+            r#"{"delay_ms":5}"#,
+            200,
+        ),
+        (
+            Method::PUT,
+            "/admin/backends/77/defrag/schedule",
+            TOKEN,
+            schedule,
+            200,
+        ),
+    ];
+    for (method, path, token, body, status) in http_calls.clone() {
+        let r = send(method, path, token, body).await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+    }
+    let lines = audit_lines(&logs, "http 127.0.0.2:");
+    assert_eq!(lines.len(), http_calls.len(), "{lines:#?}");
+    let refused = lines.iter().filter(|l| l.contains("refused")).count();
+    assert_eq!(refused, 5, "{lines:#?}");
+    for (operation, target) in [
+        ("defrag-schedule", "backend 77"),
+        ("job cancel", "job 424242"),
+        ("recovery", "recovery"),
+        ("job list", "jobs"),
+        ("set-ring-ids", "backend 77"),
+        ("set-delay", "backend 77"),
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(operation) && l.contains(target)),
+            "{operation} on {target}: {lines:#?}"
+        );
+    }
+    assert_eq!(node.node.backend(77).unwrap().delay_ms(), 5);
+
+    // The wire protocol: SEND, DEL_RANGE and ITERATOR without AUTH, then SEND (a payload it
+    // cannot decode) and DEL_RANGE with it.
+    let conn = Conn::connect(node.addr, 1 << 20, TIMEOUT).await.unwrap();
+    let call = |cmd: Command, payload: Vec<u8>| {
+        let conn = conn.clone();
+        async move {
+            let mut h = Header::request(cmd, Id::ZERO, 77, 0);
+            h.backend = 77;
+            match conn.call(h, payload.into(), TIMEOUT).await {
+                Ok(f) => f.header.status,
+                Err(e) => e.status(),
+            }
+        }
+    };
+    let range = ellipsis_core::protocol::cmd::key_range::KeyRange {
+        start: Id::ZERO,
+        end: Id([0xff; 64]),
+        ..Default::default()
+    }
+    .encode();
+    let iterate = ellipsis_core::protocol::cmd::iterator::IteratorRequest {
+        backend: 77,
+        ..Default::default()
+    }
+    .encode();
+    assert_eq!(call(Command::Send, Vec::new()).await, Status::ACCESS);
+    assert_eq!(call(Command::DelRange, range.clone()).await, Status::ACCESS);
+    assert_eq!(call(Command::Iterator, iterate).await, Status::ACCESS);
+    let auth = Auth {
+        token: TOKEN.to_owned(),
+    }
+    .encode();
+    assert_eq!(call(Command::Auth, auth).await, Status::OK);
+    assert_ne!(call(Command::Send, vec![1, 2, 3]).await, Status::OK);
+    assert_eq!(call(Command::DelRange, range).await, Status::OK);
+    node.stop().await.unwrap();
+    let lines = audit_lines(&logs, "group 77 backend 77");
+    let count = |operation: &str, result: &str| {
+        let (op, res) = (
+            format!("operation=\"{operation}\""),
+            format!("result=\"{result}\""),
+        );
+        lines
+            .iter()
+            .filter(|l| l.contains(&op) && l.contains(&res))
+            .count()
+    };
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    assert_eq!(count("SEND", "refused"), 2, "{lines:#?}");
+    assert_eq!(count("DEL_RANGE", "refused"), 1, "{lines:#?}");
+    assert_eq!(count("DEL_RANGE", "ok"), 1, "{lines:#?}");
+    assert_eq!(count("ITERATOR", "refused"), 1, "{lines:#?}");
+    let all = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(
+        !all.contains(TOKEN) && !all.contains(WRONG),
+        "a token was logged"
+    );
+}

@@ -14,7 +14,7 @@ use ellipsis_core::client::{Checker, Client, ClientConfig};
 use ellipsis_core::stats::{JobState, JobStatus};
 use ellipsis_node::config::{BackendConfig, NodeConfig, SyncSetting};
 use ellipsis_node::node::Node;
-use ellipsis_node::server::RunningNode;
+use ellipsis_node::server::{RunningNode, StartOptions};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -55,6 +55,8 @@ pub struct TestNode {
     pub config: NodeConfig,
     /// Running server, `None` while stopped.
     pub running: Option<RunningNode>,
+    /// The seams it was started with (clock, engine IO hook), kept for restarts.
+    pub options: StartOptions,
 }
 
 /// A cluster of nodes in this process.
@@ -153,9 +155,25 @@ impl Cluster {
         spec: &NodeSpec,
         tweak: impl FnOnce(&mut NodeConfig),
     ) -> usize {
+        self.add_node_opts(spec, tweak, StartOptions::default())
+            .await
+    }
+
+    /// [`Cluster::add_node_with`], started with `options` (an injected clock, an engine IO
+    /// hook); the tracer is the harness's. Restarts reuse them.
+    pub async fn add_node_opts(
+        &mut self,
+        spec: &NodeSpec,
+        tweak: impl FnOnce(&mut NodeConfig),
+        options: StartOptions,
+    ) -> usize {
         let mut config = self.node_config(spec);
         tweak(&mut config);
-        let running = ellipsis_node::server::start(config.clone(), Some(tracer()))
+        let options = StartOptions {
+            tracer: Some(tracer()),
+            ..options
+        };
+        let running = ellipsis_node::server::start_with(config.clone(), options.clone())
             .await
             .expect("node starts");
         // Keep the chosen ports for restarts.
@@ -166,6 +184,7 @@ impl Cluster {
         self.nodes.push(TestNode {
             config,
             running: Some(running),
+            options,
         });
         self.nodes.len() - 1
     }
@@ -214,7 +233,7 @@ impl Cluster {
     /// Start node `i` again on its old ports and dirs.
     pub async fn restart_node(&mut self, i: usize) {
         let cfg = self.nodes[i].config.clone();
-        let running = ellipsis_node::server::start(cfg, Some(tracer()))
+        let running = ellipsis_node::server::start_with(cfg, self.nodes[i].options.clone())
             .await
             .expect("node restarts");
         self.nodes[i].running = Some(running);
@@ -279,10 +298,38 @@ impl Cluster {
         out
     }
 
+    /// Wait until node `i`'s maintenance loop (schedules, AUTO data-sort, cache write-back)
+    /// has made `passes` more passes, so whatever it should have seen by now it has seen
+    /// (a moved clock, a rotation). Panics after 30 s.
+    pub async fn maintenance_passes(&self, i: usize, passes: u64) {
+        use std::sync::atomic::Ordering;
+        let node = self.node(i);
+        let target = node.maintenance_passes.load(Ordering::SeqCst) + passes;
+        poll_until(
+            std::time::Duration::from_secs(30),
+            "maintenance passes",
+            || node.maintenance_passes.load(Ordering::SeqCst) >= target,
+        )
+        .await;
+    }
+
     /// Stop every node.
     pub async fn shutdown(mut self) {
         for i in 0..self.nodes.len() {
             self.stop_node(i).await;
         }
+    }
+}
+
+/// Poll `done` every 20 ms until it holds; panics naming `what` after `deadline`. The way
+/// tests wait for background work (never a bare sleep standing in for it).
+pub async fn poll_until(deadline: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let until = tokio::time::Instant::now() + deadline;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{what}: not reached within {deadline:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

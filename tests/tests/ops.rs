@@ -6,6 +6,10 @@
 #[path = "iterator.rs"]
 mod iterator;
 
+// Data-sort scheduling and backend controls, likewise.
+#[path = "datasort.rs"]
+mod datasort;
+
 use std::time::Duration;
 
 use bytes::Bytes;

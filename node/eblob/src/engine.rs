@@ -89,6 +89,7 @@ pub(crate) struct Counters {
     pub not_found: AtomicU64,
     pub corrupted_reads: AtomicU64,
     pub errors: AtomicU64,
+    pub rotations: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -626,7 +627,9 @@ impl Inner {
             return Ok(open);
         }
         let mut bases = parking_lot::RwLockUpgradableReadGuard::upgrade(bases);
-        self.rotate_locked(&mut bases)
+        let base = self.rotate_locked(&mut bases)?;
+        bump(&self.counters.rotations, 1);
+        Ok(base)
     }
 
     /// Start a new open base (caller holds the write lock).
@@ -1094,6 +1097,7 @@ impl Inner {
             not_found: g(&c.not_found),
             corrupted_reads: g(&c.corrupted_reads),
             errors: g(&c.errors),
+            rotations: g(&c.rotations),
         };
         stats.read_only_reason = self.read_only.lock().clone();
         stats

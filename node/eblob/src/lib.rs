@@ -41,8 +41,8 @@ pub use engine::{Eblob, Lookup, WriteOptions};
 pub use error::Error;
 pub use iterate::{IterRecord, IterateOptions};
 pub use key::{Key, Timestamp, KEY_SIZE};
-pub use sort::DataSortOptions;
+pub use sort::{DataSortOptions, SortProgress};
 pub use stats::{
-    BaseStats, CorruptRecord, DataSortReport, DataSortStats, IterateReport, OpStats, OpenReport,
-    Stats, TornTail, TotalStats,
+    BaseStats, CorruptRecord, DataSortProgress, DataSortReport, DataSortStats, IterateReport,
+    OpStats, OpenReport, Stats, TornTail, TotalStats,
 };

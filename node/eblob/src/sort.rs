@@ -9,6 +9,7 @@
 //! temporary files).
 
 use std::fs::File;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,13 +22,38 @@ use crate::engine::{hash_parts, Eblob, Inner};
 use crate::error::Error;
 use crate::file::{sync_dir, BlobFile};
 use crate::record::{self, Header, FLAG_NOCSUM, FLAG_REMOVED, FLAG_UNCOMMITTED};
-use crate::stats::{DataSortReport, OpenReport};
+use crate::stats::{DataSortProgress, DataSortReport, OpenReport};
 
 /// What a data-sort run covers.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct DataSortOptions {
     /// Only bases that want defrag (and do not rotate the open base first).
     pub compact_only: bool,
+    /// Leave the open base alone: sort (and merge) only bases already closed. What an AUTO
+    /// run after a rotation does; a full run otherwise closes the open base first.
+    pub closed_only: bool,
+    /// Told the plan and the progress after every group of bases; may ask to stop.
+    pub progress: Option<Arc<dyn SortProgress>>,
+}
+
+impl std::fmt::Debug for DataSortOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataSortOptions")
+            .field("compact_only", &self.compact_only)
+            .field("closed_only", &self.closed_only)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// Observer of a running data-sort (the node's job status): called on the sorting thread once
+/// the plan is known (nothing done yet) and after each group of bases is swapped in. Returning
+/// `Break` stops the run there, like [`Eblob::stop_data_sort`]: what is swapped in stays, the
+/// rest is left as it was. A slow observer delays only the sort, never foreground requests (no
+/// engine lock is held while it runs).
+pub trait SortProgress: Send + Sync {
+    /// See the trait documentation.
+    fn report(&self, progress: &DataSortProgress) -> ControlFlow<()>;
 }
 
 const COMMIT_MAGIC: u32 = 0x5353_4c45; // "ELSS"
@@ -185,16 +211,20 @@ impl Eblob {
     pub fn data_sort(&self, opts: &DataSortOptions) -> Result<DataSortReport, Error> {
         let inner = &self.inner;
         let _running = inner.sort_lock.try_lock().ok_or(Error::SortRunning)?;
-        inner.stop_sort.store(false, Ordering::Release);
         let started = Instant::now();
         {
             let mut s = inner.sort_stats.lock();
+            // Under the stats lock, like `stop_data_sort`: a stop seen as `stopping` is never
+            // erased by this reset.
+            inner.stop_sort.store(false, Ordering::Release);
             s.running = true;
             s.last_start_unix_s = Some(now_unix_s());
         }
         let r = self.data_sort_run(opts);
         let mut s = inner.sort_stats.lock();
         s.running = false;
+        s.stopping = false;
+        s.progress = None;
         s.runs += 1;
         s.last_duration_ms = Some(started.elapsed().as_millis() as u64);
         s.last_result = Some(match &r {
@@ -211,14 +241,20 @@ impl Eblob {
         })
     }
 
-    /// Ask a running data-sort to stop after the base it is writing.
+    /// Ask a running data-sort to stop after the base it is writing (its stats say
+    /// `stopping` until it has). A sort that is not running is not affected: the next run
+    /// starts afresh.
     pub fn stop_data_sort(&self) {
+        let mut s = self.inner.sort_stats.lock();
         self.inner.stop_sort.store(true, Ordering::Release);
+        if s.running {
+            s.stopping = true;
+        }
     }
 
     fn data_sort_run(&self, opts: &DataSortOptions) -> Result<DataSortReport, Error> {
         let inner = &self.inner;
-        if !opts.compact_only {
+        if !opts.compact_only && !opts.closed_only {
             inner.mutate(|inner| {
                 let mut bases = inner.bases.write();
                 let open_has_records = bases.last().is_some_and(|b| b.counters.lock().records > 0);
@@ -231,18 +267,41 @@ impl Eblob {
             return Err(Error::ReadOnly { reason });
         }
         let mut report = DataSortReport::default();
-        for group in plan(inner, opts) {
+        let groups = plan(inner, opts);
+        let bytes_of =
+            |g: &[Arc<Base>]| -> u64 { g.iter().map(|b| b.counters.lock().size_bytes).sum() };
+        let mut progress = DataSortProgress {
+            bases_total: groups.iter().map(|g| g.len() as u64).sum(),
+            bytes_total: groups.iter().map(|g| bytes_of(g)).sum(),
+            ..DataSortProgress::default()
+        };
+        self.report_progress(opts, &progress);
+        for group in groups {
             if inner.stop_sort.load(Ordering::Acquire) {
                 report.stopped = true;
                 break;
             }
+            let bytes = bytes_of(&group);
             sort_group(inner, &group, &mut report).inspect_err(|e| {
                 if matches!(e, Error::Io { .. }) {
                     inner.turn_read_only(e);
                 }
             })?;
+            progress.bases_done += group.len() as u64;
+            progress.bytes_done += bytes;
+            self.report_progress(opts, &progress);
         }
         Ok(report)
+    }
+
+    /// Publish `progress` in the stats and tell the observer; its `Break` is a stop request.
+    fn report_progress(&self, opts: &DataSortOptions, progress: &DataSortProgress) {
+        self.inner.sort_stats.lock().progress = Some(*progress);
+        if let Some(observer) = &opts.progress {
+            if observer.report(progress).is_break() {
+                self.stop_data_sort();
+            }
+        }
     }
 }
 

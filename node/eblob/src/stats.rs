@@ -83,6 +83,25 @@ pub struct DataSortStats {
     pub runs: u64,
     /// Bases written by data-sort since open.
     pub bases_written: u64,
+    /// A stop was requested and the running sort finishes the base it is writing first.
+    pub stopping: bool,
+    /// Progress of the running sort (`None` when idle).
+    pub progress: Option<DataSortProgress>,
+}
+
+/// How far a running data-sort is: told to [`crate::SortProgress`] observers and kept in
+/// [`DataSortStats::progress`] while it runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DataSortProgress {
+    /// Source bases the run plans to rewrite.
+    pub bases_total: u64,
+    /// Of which rewritten and swapped in.
+    pub bases_done: u64,
+    /// Data bytes of the planned source bases.
+    pub bytes_total: u64,
+    /// Of which done.
+    pub bytes_done: u64,
 }
 
 /// Operation counters since open.
@@ -107,6 +126,9 @@ pub struct OpStats {
     pub corrupted_reads: u64,
     /// Requests that failed for any other reason.
     pub errors: u64,
+    /// Open bases closed because they were full (`blob_size_bytes` / `records_in_blob`); a
+    /// data-sort closing the open base itself does not count. What AUTO data-sort watches.
+    pub rotations: u64,
 }
 
 /// Everything the engine reports about itself.

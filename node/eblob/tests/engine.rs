@@ -736,7 +736,10 @@ fn compact_mode_sorts_only_bases_that_want_defrag() {
         .collect();
     assert_eq!(wants, vec![1]);
     let report = db
-        .data_sort(&DataSortOptions { compact_only: true })
+        .data_sort(&DataSortOptions {
+            compact_only: true,
+            ..Default::default()
+        })
         .unwrap();
     assert_eq!(report.bases_in, vec![1]);
     assert_eq!(report.records_written, 50);
@@ -808,6 +811,219 @@ fn stop_data_sort_stops_after_the_current_base() {
         .iter()
         .filter(|b| !b.sorted)
         .all(|b| b.records == 0));
+}
+
+/// Records every progress report; on the first report after a base is done, checks what the
+/// stats say at that instant and (if `stop_after_first`) asks the engine to stop.
+#[derive(Default)]
+struct Recorder {
+    db: std::sync::OnceLock<std::sync::Weak<Eblob>>,
+    seen: std::sync::Mutex<Vec<eblob::DataSortProgress>>,
+    /// Stats taken inside the first report after a base was done (no engine lock is held).
+    mid_run: std::sync::Mutex<Option<eblob::DataSortStats>>,
+    stop_after_first: bool,
+}
+
+impl eblob::SortProgress for Recorder {
+    fn report(&self, p: &eblob::DataSortProgress) -> ControlFlow<()> {
+        self.seen.lock().expect("recorder lock").push(*p);
+        if p.bases_done == 1 {
+            if let Some(db) = self.db.get().and_then(|w| w.upgrade()) {
+                if self.stop_after_first {
+                    db.stop_data_sort();
+                }
+                *self.mid_run.lock().expect("recorder lock") = Some(db.stats().data_sort);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// At least four closed bases too large to merge (each its own group), records in the open one.
+fn four_big_bases(dir: &std::path::Path, recorder: &Arc<Recorder>) -> Arc<Eblob> {
+    let mut c = sorted_config(dir);
+    c.blob_size_bytes = 30_000;
+    let db = Arc::new(Eblob::open(c).expect("open"));
+    recorder
+        .db
+        .set(Arc::downgrade(&db))
+        .expect("a recorder serves one engine");
+    for i in 0..450 {
+        db.write(&key(i), &[1; 200], &w()).expect("write");
+    }
+    db
+}
+
+#[test]
+fn data_sort_reports_progress_per_base_in_stats_and_to_its_observer() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let db = four_big_bases(dir.path(), &recorder);
+    let bases = db.stats().bases;
+    let closed: Vec<u64> = bases[..bases.len() - 1]
+        .iter()
+        .map(|b| b.size_bytes)
+        .collect();
+    let n = closed.len() as u64;
+    assert!(n >= 4, "{n} closed bases");
+    assert_eq!(db.stats().data_sort.progress, None, "idle: no progress");
+    let report = db
+        .data_sort(&DataSortOptions {
+            closed_only: true,
+            progress: Some(recorder.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(report.bases_in, (0..n as u32).collect::<Vec<_>>());
+    let total: u64 = closed.iter().sum();
+    let seen = recorder.seen.lock().unwrap().clone();
+    let expect: Vec<(u64, u64)> = (0..=n)
+        .map(|i| (i, closed[..i as usize].iter().sum()))
+        .collect();
+    assert_eq!(
+        seen.iter()
+            .map(|p| (p.bases_done, p.bytes_done))
+            .collect::<Vec<_>>(),
+        expect,
+        "one report for the plan, then one per base"
+    );
+    assert!(seen
+        .iter()
+        .all(|p| p.bases_total == n && p.bytes_total == total));
+    let mid = recorder
+        .mid_run
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("mid-run stats");
+    assert!(mid.running && !mid.stopping);
+    assert_eq!(
+        mid.progress.map(|p| (p.bases_done, p.bases_total)),
+        Some((1, n))
+    );
+    let after = db.stats().data_sort;
+    assert_eq!((after.running, after.progress), (false, None));
+}
+
+#[test]
+fn a_stop_request_shows_stopping_until_the_current_base_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder {
+        stop_after_first: true,
+        ..Recorder::default()
+    });
+    let db = four_big_bases(dir.path(), &recorder);
+    let report = db
+        .data_sort(&DataSortOptions {
+            progress: Some(recorder.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(report.stopped);
+    assert_eq!(report.bases_out, vec![0]);
+    let mid = recorder
+        .mid_run
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("mid-run stats");
+    assert!(mid.running && mid.stopping, "{mid:?}");
+    let after = db.stats().data_sort;
+    assert!(!after.running && !after.stopping);
+    assert_eq!(after.last_result.as_deref(), Some("stopped"));
+    // A stop asked while nothing runs does not cancel the next run.
+    db.stop_data_sort();
+    assert!(!db.stats().data_sort.stopping);
+    assert!(!db.data_sort(&DataSortOptions::default()).unwrap().stopped);
+}
+
+/// The observer's `Break` stops the run like `stop_data_sort` (how the node's job cancel and
+/// pause reach the engine).
+#[test]
+fn an_observer_that_breaks_stops_the_sort_after_the_current_base() {
+    struct BreakAfterFirst;
+    impl eblob::SortProgress for BreakAfterFirst {
+        fn report(&self, p: &eblob::DataSortProgress) -> ControlFlow<()> {
+            if p.bases_done >= 1 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = four_big_bases(dir.path(), &Arc::new(Recorder::default()));
+    let report = db
+        .data_sort(&DataSortOptions {
+            progress: Some(Arc::new(BreakAfterFirst)),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(report.stopped);
+    assert_eq!(report.bases_out, vec![0]);
+}
+
+#[test]
+fn closed_only_sorts_closed_bases_and_leaves_the_open_one_and_rotations_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Eblob::open(sorted_config(dir.path())).unwrap();
+    for i in 0..250 {
+        db.write(&key(i), &[1; 100], &w()).unwrap();
+    }
+    let s = db.stats();
+    assert_eq!(s.ops.rotations, 2, "bases 0 and 1 filled up");
+    let report = db
+        .data_sort(&DataSortOptions {
+            closed_only: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(report.bases_in, vec![0, 1]);
+    let s = db.stats();
+    let open = s.bases.last().unwrap();
+    assert!(!open.sorted && open.records == 50, "{open:?}");
+    assert!(s.bases[..s.bases.len() - 1].iter().all(|b| b.sorted));
+    assert_eq!(
+        s.ops.rotations, 2,
+        "a data-sort's own work is not a rotation"
+    );
+    // A full run closes the open base itself; that is not counted as a rotation either.
+    db.data_sort(&DataSortOptions::default()).unwrap();
+    assert_eq!(db.stats().ops.rotations, 2);
+    for i in 0..250 {
+        assert_eq!(db.read(&key(i)).unwrap(), vec![1; 100]);
+    }
+}
+
+#[test]
+fn a_base_wants_defrag_exactly_when_removed_bytes_reach_the_percentage() {
+    for pct in [25u8, 10, 50] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        if pct != 25 {
+            c.defrag_percentage = pct;
+        }
+        assert_eq!(
+            eblob::Config::new(dir.path()).defrag_percentage,
+            25,
+            "the default"
+        );
+        let db = Eblob::open(c).unwrap();
+        // 100 records of one size: each removal is exactly 1 % of the base.
+        for i in 0..100 {
+            db.write(&key(i), &[7; 100], &w()).unwrap();
+        }
+        for i in 0..u64::from(pct) - 1 {
+            db.remove(&key(i)).unwrap();
+        }
+        let b = &db.stats().bases[0];
+        assert_eq!(b.removed_bytes * 100, (u64::from(pct) - 1) * b.size_bytes);
+        assert!(!b.want_defrag, "{}% removed, threshold {pct}%", pct - 1);
+        db.remove(&key(u64::from(pct) - 1)).unwrap();
+        let s = db.stats();
+        assert!(s.bases[0].want_defrag, "{pct}% removed, threshold {pct}%");
+        assert_eq!(s.total.want_defrag_bases, 1);
+    }
 }
 
 #[test]
@@ -1199,4 +1415,152 @@ fn every_seconds_policy_syncs_in_the_background() {
         std::thread::park_timeout(std::time::Duration::from_millis(50));
     }
     db.close().unwrap();
+}
+
+/// Holds the data-sort (the thread that reads `data-0.index`) until released, so a test can
+/// act while base 0 is being sorted.
+#[derive(Debug, Default)]
+struct HoldBase0Sort {
+    state: std::sync::Mutex<(bool, bool, bool)>, // (armed, held, released)
+    changed: std::sync::Condvar,
+}
+
+impl eblob::FaultInjector for HoldBase0Sort {
+    fn on_io(&self, op: IoOp, path: &std::path::Path, _: u64, _: u64) -> Fault {
+        if op == IoOp::Read && path.ends_with("data-0.index") {
+            let mut s = self.state.lock().expect("gate lock");
+            if s.0 {
+                s.0 = false;
+                s.1 = true;
+                self.changed.notify_all();
+                while !s.2 {
+                    s = self.changed.wait(s).expect("gate lock");
+                }
+            }
+        }
+        Fault::None
+    }
+}
+
+#[test]
+fn a_rewrite_during_data_sort_of_its_base_is_not_in_place_and_is_in_place_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(HoldBase0Sort::default());
+    let mut c = sorted_config(dir.path());
+    c.fault_injector = Some(gate.clone());
+    let db = Arc::new(Eblob::open(c).unwrap());
+    for i in 0..150 {
+        db.write(&key(i), &value(i, 0, 100), &w()).unwrap();
+    }
+    let before = db.lookup(&key(7)).unwrap();
+    assert_eq!(before.base_index, 0);
+    gate.state.lock().unwrap().0 = true;
+    let sorter = {
+        let db = db.clone();
+        std::thread::spawn(move || db.data_sort(&DataSortOptions::default()))
+    };
+    {
+        // Wait (no timeout needed: the sort reads base 0's index first) until it is held.
+        let mut s = gate.state.lock().unwrap();
+        while !s.1 {
+            s = gate.changed.wait(s).unwrap();
+        }
+    }
+    assert!(db.stats().bases[0].sorting, "base 0 is under data-sort");
+    // Same size: would be in place, but base 0 is being read by the sort.
+    let during = db.write(&key(7), &value(7, 1, 100), &w()).unwrap();
+    assert_ne!(
+        during.base_index, 0,
+        "moved to the open base, not rewritten in base 0"
+    );
+    assert_eq!(db.read(&key(7)).unwrap(), value(7, 1, 100));
+    {
+        let mut s = gate.state.lock().unwrap();
+        s.2 = true;
+        gate.changed.notify_all();
+    }
+    sorter.join().unwrap().unwrap();
+    assert_eq!(
+        db.read(&key(7)).unwrap(),
+        value(7, 1, 100),
+        "the sort kept the newer copy"
+    );
+    // Base 0 is sorted and idle now: a same-size rewrite of one of its keys is in place.
+    let k = key(8);
+    let sorted = db.lookup(&k).unwrap();
+    assert!(db
+        .stats()
+        .bases
+        .iter()
+        .any(|b| b.number == sorted.base_index && b.sorted));
+    let again = db.write(&k, &value(8, 2, 100), &w()).unwrap();
+    assert_eq!(
+        (again.base_index, again.data_offset_bytes),
+        (sorted.base_index, sorted.data_offset_bytes)
+    );
+    assert_eq!(db.read(&k).unwrap(), value(8, 2, 100));
+}
+
+const LOCK_CHILD_DIR: &str = "EBLOB_LOCK_CHILD_DIR";
+
+/// Not a test on its own: the child process of
+/// `the_lock_is_held_across_processes_and_dies_with_its_holder` (does nothing without its
+/// environment variable). Opens the directory, says what happened, and if it got the lock
+/// holds it until killed.
+#[test]
+fn lock_child() {
+    let Ok(dir) = std::env::var(LOCK_CHILD_DIR) else {
+        return;
+    };
+    match Eblob::open(config(std::path::Path::new(&dir))) {
+        Ok(db) => {
+            println!("child: opened");
+            let mut line = String::new();
+            // Blocks until the parent kills us (or closes stdin).
+            let _ = std::io::stdin().read_line(&mut line);
+            drop(db);
+        }
+        Err(Error::Locked { .. }) => println!("child: locked"),
+        Err(e) => println!("child: error {e}"),
+    }
+}
+
+#[test]
+fn the_lock_is_held_across_processes_and_dies_with_its_holder() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let child = |stdin: Stdio| {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "lock_child", "--nocapture", "--test-threads=1"])
+            .env(LOCK_CHILD_DIR, dir.path())
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // This process holds it: another process is refused.
+    let db = open(dir.path());
+    let out = child(Stdio::null()).wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("child: locked"), "{text}");
+    drop(db);
+    // Another process holds it: this one is refused, until that process is killed.
+    let mut holder = child(Stdio::piped());
+    let mut lines = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
+    // The harness prints "test lock_child ... " before the child's words.
+    let said = lines
+        .find_map(|l| {
+            let l = l.unwrap();
+            l.find("child: ").map(|at| l[at..].to_owned())
+        })
+        .unwrap();
+    assert_eq!(said, "child: opened");
+    let err = Eblob::open(config(dir.path())).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let db = Eblob::open(config(dir.path())).expect("a killed holder leaves no stale lock");
+    db.write(&key(1), b"mine", &w()).unwrap();
 }

@@ -1138,6 +1138,7 @@ fn random_op(
             None,
             db.data_sort(&DataSortOptions {
                 compact_only: rng.random_range(0..2) == 0,
+                ..Default::default()
             })
             .map(drop),
             None,

@@ -176,7 +176,10 @@ impl Run {
             80..=81 => {
                 let compact_only = self.rng.random_bool(0.3);
                 self.db()
-                    .data_sort(&DataSortOptions { compact_only })
+                    .data_sort(&DataSortOptions {
+                        compact_only,
+                        ..Default::default()
+                    })
                     .unwrap();
             }
             82 => {

@@ -12,7 +12,18 @@ use crate::error::NodeError;
 use crate::node::Node;
 
 pub(super) async fn handle(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, NodeError> {
-    let req = BackendControl::decode(&f.payload)?;
+    let req = match BackendControl::decode(&f.payload) {
+        Ok(req) => req,
+        Err(e) => {
+            crate::auth::audit(
+                &ctx.peer.to_string(),
+                "BACKEND_CONTROL",
+                "undecodable request",
+                &Err(e.to_string()),
+            );
+            return Err(e.into());
+        }
+    };
     let r = crate::admin::backend_action(node, req.backend, req.action.clone()).await;
     crate::auth::audit(
         &ctx.peer.to_string(),

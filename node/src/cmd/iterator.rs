@@ -54,7 +54,16 @@ pub(super) async fn handle(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result
     let req = IteratorRequest::decode(&f.payload)?;
     match req.action {
         IteratorAction::Start => start(node, ctx, f.header, req).await,
-        action => control(node, req.iterator_id, action),
+        action => {
+            let r = control(node, req.iterator_id, action);
+            crate::auth::audit(
+                &ctx.peer.to_string(),
+                &format!("ITERATOR {action:?}"),
+                &format!("iterator {}", req.iterator_id),
+                &r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            );
+            r
+        }
     }
 }
 
@@ -71,7 +80,6 @@ fn control(node: &Node, id: u64, action: IteratorAction) -> Result<Reply, NodeEr
         IteratorAction::Continue => w.resume(id)?,
         _ => w.cancel(id)?,
     }
-    crate::auth::audit("protocol", "iterator", &format!("{action:?} {id}"), &Ok(()));
     let s = w.get(id).ok_or(crate::worker::ControlError::NotFound(id))?;
     let rec = IteratorRecord {
         iterator_id: id,
@@ -95,15 +103,27 @@ async fn start(
     header: Header,
     req: IteratorRequest,
 ) -> Result<Reply, NodeError> {
-    let b = node
-        .backend(req.backend)
-        .ok_or(NodeError::NoBackend(req.backend))?;
-    let engine = b.engine()?;
-    if node.workers.running_of(JobKind::Iterator) >= MAX_ITERATORS {
-        return Err(NodeError::Busy(format!(
-            "{MAX_ITERATORS} iterators already running"
-        )));
-    }
+    let peer = ctx.peer.to_string();
+    let target = format!("backend {}", req.backend);
+    let admitted = (|| {
+        let b = node
+            .backend(req.backend)
+            .ok_or(NodeError::NoBackend(req.backend))?;
+        let engine = b.engine()?;
+        if node.workers.running_of(JobKind::Iterator) >= MAX_ITERATORS {
+            return Err(NodeError::Busy(format!(
+                "{MAX_ITERATORS} iterators already running"
+            )));
+        }
+        Ok(engine)
+    })();
+    let engine = match admitted {
+        Ok(e) => e,
+        Err(e) => {
+            crate::auth::audit(&peer, "ITERATOR Start", &target, &Err(e.to_string()));
+            return Err(e);
+        }
+    };
     let job = node.workers.register(
         JobKind::Iterator,
         format!(
@@ -111,6 +131,12 @@ async fn start(
             req.backend,
             if req.with_data { " (with data)" } else { "" }
         ),
+    );
+    crate::auth::audit(
+        &peer,
+        "ITERATOR Start",
+        &format!("{target} iterator {}", job.id()),
+        &Ok(()),
     );
     let total = engine.stats().total.live_records;
     job.set_totals(Some(total), None);

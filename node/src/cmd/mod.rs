@@ -191,7 +191,7 @@ async fn dispatch(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, N
         crate::auth::audit(
             &ctx.peer.to_string(),
             h.cmd.name(),
-            "protocol",
+            &format!("group {} backend {}", h.group, h.backend),
             &Err("no valid token".into()),
         );
         return Err(NodeError::Unauthorized);
@@ -217,8 +217,22 @@ async fn dispatch(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, N
         }
         Command::Notify => notify::handle(node, ctx, f),
         Command::BulkRead => bulk_read::handle(node, &out, f).await,
-        Command::ReadRange | Command::DelRange => key_range::handle(node, &out, f).await,
-        Command::Send => send::handle(node, &out, f).await,
+        Command::ReadRange => key_range::handle(node, &out, f).await,
+        // Admin commands that change data: one audit line each, with the outcome.
+        Command::DelRange | Command::Send => {
+            let r = if h.cmd == Command::Send {
+                send::handle(node, &out, f).await
+            } else {
+                key_range::handle(node, &out, f).await
+            };
+            crate::auth::audit(
+                &ctx.peer.to_string(),
+                h.cmd.name(),
+                &format!("group {} backend {}", h.group, h.backend),
+                &r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            );
+            r
+        }
         Command::Iterator => iterator::handle(node, ctx, f).await,
         other => Err(NodeError::NotSupported(other.to_string())),
     }

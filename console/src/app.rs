@@ -632,7 +632,7 @@ impl App {
             // Soonest first; backends with no planned start last.
             "next start" => rows.sort_by_key(|b| b.defrag.next_start_s.unwrap_or(u64::MAX)),
             "want" => rows.sort_by_key(|b| std::cmp::Reverse(b.want_defrag_bases)),
-            "frees" => rows.sort_by_key(|b| std::cmp::Reverse(b.removed_bytes)),
+            "frees" => rows.sort_by_key(|b| std::cmp::Reverse(b.reclaimable_bytes)),
             _ => {}
         }
         rows

@@ -119,6 +119,7 @@ pub fn cluster(nodes: usize, groups: u32, now_s: u64) -> ClusterModel {
                 records,
                 removed_records: records / 5,
                 removed_bytes: (records / 5) * 4_096,
+                reclaimable_bytes: if i % 3 == 0 { (records / 5) * 4_096 } else { 0 },
                 used_bytes: records * 4_096,
                 fs_total_bytes: Some(100 << 30),
                 free_bytes: Some(50 << 30),

@@ -166,8 +166,10 @@ pub struct BackendRow {
     pub records: u64,
     /// Removed records.
     pub removed_records: u64,
-    /// Removed bytes (freed by data-sort).
+    /// Removed bytes, in every base.
     pub removed_bytes: u64,
+    /// Removed bytes of the bases that want data-sort: what a compact sort would free.
+    pub reclaimable_bytes: u64,
     /// Bytes on disk.
     pub used_bytes: u64,
     /// Size of the filesystem holding it, when the node reports it.

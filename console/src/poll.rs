@@ -302,6 +302,7 @@ pub fn backend_row(node: &str, b: &BackendStats) -> BackendRow {
         records: e.records,
         removed_records: e.removed_records,
         removed_bytes: e.removed_bytes,
+        reclaimable_bytes: e.defrag_reclaimable_bytes,
         used_bytes: e.size_bytes,
         fs_total_bytes: b.fs_total_bytes,
         free_bytes: b.fs_free_bytes,

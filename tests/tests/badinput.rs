@@ -580,6 +580,18 @@ async fn every_admin_endpoint_and_command_refuses_without_the_token() {
         .unwrap()
         .read_only_reason()
         .is_some());
+    // A wrong AUTH later revokes what the right one granted: the connection is as good as
+    // its last presented token.
+    let (h, _) = raw_call(&mut sock, Command::Auth, 40, &wrong).await;
+    assert_eq!(h.status, Status::ACCESS);
+    for (i, (cmd, payload)) in admin.iter().enumerate() {
+        let (h, _) = raw_call(&mut sock, *cmd, 50 + i as u64, payload).await;
+        assert_eq!(
+            h.status,
+            Status::ACCESS,
+            "{cmd} after right then wrong AUTH"
+        );
+    }
     one.stop().await;
 }
 

@@ -64,7 +64,7 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
             b.want_defrag_bases.to_string(),
         ]);
         if wide {
-            cells.push(bytes(b.removed_bytes));
+            cells.push(bytes(b.reclaimable_bytes));
         }
         cells.push(b.defrag.last_result.clone().unwrap_or_else(|| "-".into()));
         let row = Row::new(cells);

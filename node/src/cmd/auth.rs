@@ -19,7 +19,9 @@ pub(super) fn handle(node: &Node, ctx: &ConnCtx, f: &Frame) -> Result<Reply, Nod
         "connection",
         &r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
     );
+    // A failed AUTH revokes an earlier success: whoever sends a wrong token on this
+    // connection must not keep the rights of the right one.
+    ctx.authed.store(r.is_ok(), Ordering::Release);
     r.map_err(|_| NodeError::Unauthorized)?;
-    ctx.authed.store(true, Ordering::Release);
     Ok(Reply::default())
 }

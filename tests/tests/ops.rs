@@ -641,3 +641,166 @@ async fn safe_merge_copies_to_the_new_owner_and_keeps_the_old_copy() {
     }
     c.shutdown().await;
 }
+
+/// Group `g`'s copy of `k`: (timestamp, data), read from the engine of the node holding it.
+fn engine_copy(c: &Cluster, node: usize, k: &Id) -> Option<(u64, Vec<u8>)> {
+    let e = c.node(node).backend(1).unwrap().engine().unwrap();
+    let l = e.lookup(&eblob::Key(k.0)).ok()?;
+    Some((l.timestamp.sec, e.read(&eblob::Key(k.0)).ok()?))
+}
+
+async fn dc(c: &Cluster, body: serde_json::Value) -> ellipsis_node::recovery::RecoveryReport {
+    let before = job_ids(c);
+    let r = post_json(format!("http://{}/admin/recovery", c.http(0)), body).await;
+    assert_eq!(r.status(), 202);
+    report(&new_jobs(c, &before).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dc_converges_copies_with_equal_timestamps_and_different_sizes() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
+    let client = c.client(0, &[1, 2], Checker::All).await;
+    let (a, b) = (key(1), key(2));
+    // Same timestamp, different sizes, the bigger one in either group.
+    for (k, g1, g2) in [
+        (a, "short", "the longer one"),
+        (b, "the longer one", "short"),
+    ] {
+        for (g, v) in [(1, g1), (2, g2)] {
+            let r = client
+                .write_to(&[g], &k, Bytes::from(v.to_owned()), at(100))
+                .await;
+            assert_eq!(r[0].status, Status::OK);
+        }
+    }
+    let rep = dc(&c, serde_json::json!({"kind": "dc"})).await;
+    assert_eq!((rep.copied, rep.failed), (2, 0), "{rep:?}");
+    for k in [a, b] {
+        for g in [1, 2] {
+            assert_eq!(
+                group_read(&client, g, &k).await,
+                Some((Bytes::from_static(b"the longer one"), 100)),
+                "group {g}"
+            );
+        }
+    }
+    // Converged: a second pass copies nothing.
+    let rep = dc(&c, serde_json::json!({"kind": "dc"})).await;
+    assert_eq!((rep.copied, rep.failed), (0, 0), "{rep:?}");
+    assert_eq!(rep.skipped, 4, "both keys seen from both groups: {rep:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dc_racing_client_writes_never_sends_bytes_under_another_versions_timestamp() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
+    let g1 = c.client(0, &[1], Checker::All).await;
+    // The value names its own timestamp, so a copy pairing bytes with another version's
+    // timestamp is visible.
+    let val = |i: u64, ts: u64| Bytes::from(format!("key {i} at {ts} {}", "x".repeat(2000)));
+    const KEYS: u64 = 200;
+    for i in 0..KEYS {
+        g1.write(&key(i), val(i, 1000), at(1000)).await.unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (g1, stop) = (g1.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut ts = 1001;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in (ts % 7..KEYS).step_by(7) {
+                    g1.write(&key(i), val(i, ts), at(ts)).await.unwrap();
+                }
+                ts += 1;
+            }
+            ts
+        })
+    };
+    let mut passes = 0;
+    while passes < 3 {
+        dc(&c, serde_json::json!({"kind": "dc", "groups": [1, 2]})).await;
+        passes += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let last_ts = writer.await.unwrap();
+    assert!(last_ts > 1001, "the writer ran during the passes");
+    for i in 0..KEYS {
+        if let Some((ts, data)) = engine_copy(&c, 1, &key(i)) {
+            assert_eq!(
+                data,
+                val(i, ts),
+                "key {i}: bytes of another version at ts {ts}"
+            );
+        }
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dc_copies_records_larger_than_a_frame_in_parts() {
+    let mut c = Cluster::start(&[]).await;
+    for g in [1, 2] {
+        c.add_node_with(&NodeSpec::groups(&[g]), |cfg| cfg.max_frame_bytes = 1 << 20)
+            .await;
+    }
+    c.converge().await;
+    let client = c.client(0, &[1, 2], Checker::All).await;
+    let big = |seed: u8, n: usize| -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    };
+    // Uploads in 512 KiB parts (a whole one would not fit a frame either).
+    let upload = |g: u32, k: Id, v: Vec<u8>, ts: u64, commit: bool| {
+        let client = client.clone();
+        async move {
+            let part = 512 << 10;
+            let n = v.len();
+            for (j, chunk) in v.chunks(part).enumerate() {
+                let offset = (j * part) as u64;
+                let last = offset as usize + chunk.len() == n;
+                let mode = match (j, last && commit) {
+                    (0, _) => ellipsis_core::protocol::io_flags::PREPARE,
+                    (_, true) => ellipsis_core::protocol::io_flags::COMMIT,
+                    _ => ellipsis_core::protocol::io_flags::PLAIN_WRITE,
+                };
+                let attr = IoAttr {
+                    offset,
+                    ts_sec: ts,
+                    io_flags: mode,
+                    total_size: n as u64,
+                    ..IoAttr::default()
+                };
+                let r = client
+                    .write_to(&[g], &k, Bytes::copy_from_slice(chunk), attr)
+                    .await;
+                assert_eq!(r[0].status, Status::OK, "part {j}");
+                if !commit && j == 0 {
+                    return;
+                }
+            }
+        }
+    };
+    let (fresh, stale, partial) = (key(1), key(2), key(3));
+    let size = (5 << 20) + 123;
+    upload(1, fresh, big(1, size), 100, true).await;
+    upload(1, stale, big(2, size), 100, true).await;
+    client
+        .write_to(&[2], &stale, Bytes::from_static(b"old"), at(50))
+        .await;
+    upload(1, partial, big(3, size), 100, true).await;
+    // An interrupted copy of the same version: one part, never committed.
+    upload(2, partial, big(3, size), 100, false).await;
+    let rep = dc(&c, serde_json::json!({"kind": "dc"})).await;
+    assert_eq!((rep.copied, rep.failed), (3, 0), "{rep:?}");
+    for (k, seed) in [(fresh, 1), (stale, 2), (partial, 3)] {
+        assert_eq!(engine_copy(&c, 1, &k), Some((100, big(seed, size))));
+        let l1 = c.node(0).backend(1).unwrap().engine().unwrap();
+        let l2 = c.node(1).backend(1).unwrap().engine().unwrap();
+        let (l1, l2) = (
+            l1.lookup(&eblob::Key(k.0)).unwrap(),
+            l2.lookup(&eblob::Key(k.0)).unwrap(),
+        );
+        assert!(!l2.uncommitted);
+        assert_eq!(l1.checksum, l2.checksum);
+    }
+    c.shutdown().await;
+}

@@ -476,6 +476,22 @@ impl Client {
             .await
     }
 
+    /// Verifying lookups in exactly `groups`: each owner checks the whole record (a read of
+    /// the object) and answers CORRUPTED for a damaged one.
+    pub async fn lookup_verified_in(&self, groups: &[u32], key: &Id) -> Vec<GroupResult> {
+        let attr = IoAttr {
+            io_flags: crate::protocol::io_flags::VERIFY,
+            ..IoAttr::default()
+        };
+        let payload = IoPayload {
+            attr,
+            data: Bytes::new(),
+        }
+        .encode();
+        self.to_groups(Command::Lookup, groups, key, payload.into())
+            .await
+    }
+
     /// A keyed request to one backend of one node, bypassing routing (DIRECT): recovery moves
     /// keys to their owner this way.
     pub async fn direct(

@@ -33,7 +33,7 @@ use ellipsis_core::protocol::cmd::send::SendMode;
 use ellipsis_core::protocol::cmd::Payload;
 use ellipsis_core::protocol::{io_flags, Command, IoAttr, Status};
 use ellipsis_core::route::BackendAddr;
-use ellipsis_core::stats::{JobKind, JobStatus};
+use ellipsis_core::stats::{JobKind, JobStatus, RecoveryJob, RemoteJob};
 use ellipsis_core::Id;
 use serde::{Deserialize, Serialize};
 
@@ -152,8 +152,9 @@ impl RecoveryReport {
 }
 
 /// Start a recovery job on this node (and, unless `local_only`, on every other node of the
-/// cluster through their admin HTTP). Returns this node's job.
-pub async fn start(node: &Arc<Node>, req: RecoveryRequest) -> Result<JobStatus, NodeError> {
+/// cluster through their admin HTTP). Returns this node's job and the fanned-out ones, which
+/// are also kept with the job so that [`cancel`] reaches them.
+pub async fn start(node: &Arc<Node>, req: RecoveryRequest) -> Result<RecoveryJob, NodeError> {
     let client = node.client().await?;
     client
         .refresh_routes()
@@ -184,8 +185,13 @@ pub async fn start(node: &Arc<Node>, req: RecoveryRequest) -> Result<JobStatus, 
         .workers
         .get(job.id())
         .ok_or_else(|| NodeError::Invalid("job vanished".into()))?;
-    if !req.local_only {
-        fan_out(node, &req).await;
+    let fanned_out = if req.local_only {
+        Vec::new()
+    } else {
+        fan_out(node, &req).await
+    };
+    for r in &fanned_out {
+        job.add_remote(r.clone());
     }
     let node2 = node.clone();
     let rt = tokio::runtime::Handle::current();
@@ -198,11 +204,60 @@ pub async fn start(node: &Arc<Node>, req: RecoveryRequest) -> Result<JobStatus, 
             job.finish(outcome.map_err(|e| e.to_string()));
         })
         .map_err(NodeError::Io)?;
-    Ok(status)
+    Ok(RecoveryJob {
+        job: status,
+        fanned_out,
+    })
 }
 
-/// Ask every other node to run the same recovery on its own backends.
-async fn fan_out(node: &Node, req: &RecoveryRequest) {
+/// Cancel job `id` of this node and every job it fanned out to other nodes (through their
+/// admin HTTP). A local job that already ended is not an error while fanned-out ones remain:
+/// they may still be copying. Returns the local job and the remote ones asked.
+pub async fn cancel(node: &Arc<Node>, id: u64) -> Result<RecoveryJob, NodeError> {
+    let remote = node.workers.remote_jobs(id);
+    match node.workers.cancel(id) {
+        Ok(()) => {}
+        Err(crate::worker::ControlError::Finished { .. }) if !remote.is_empty() => {}
+        Err(e) => return Err(e.into()),
+    }
+    let token = node.config.effective_admin_token().unwrap_or_default();
+    let http = reqwest::Client::new();
+    for r in &remote {
+        let sent = http
+            .post(format!(
+                "http://{}/admin/jobs/{}/cancel",
+                r.http_addr, r.job
+            ))
+            .bearer_auth(&token)
+            .timeout(std::time::Duration::from_millis(
+                node.config.wait_timeout_ms,
+            ))
+            .send()
+            .await;
+        match sent {
+            // 409: it had already finished.
+            Ok(resp) if resp.status().is_success() || resp.status().as_u16() == 409 => {}
+            Ok(resp) => {
+                tracing::warn!(node = %r.http_addr, job = r.job, status = %resp.status(), "recovery cancel fan-out refused")
+            }
+            Err(e) => {
+                tracing::warn!(node = %r.http_addr, job = r.job, error = %e, "recovery cancel fan-out failed")
+            }
+        }
+    }
+    let job = node
+        .workers
+        .get(id)
+        .ok_or(NodeError::Job(crate::worker::ControlError::NotFound(id)))?;
+    Ok(RecoveryJob {
+        job,
+        fanned_out: remote,
+    })
+}
+
+/// Ask every other node to run the same recovery on its own backends; returns the jobs they
+/// started.
+async fn fan_out(node: &Node, req: &RecoveryRequest) -> Vec<RemoteJob> {
     let local = RecoveryRequest {
         local_only: true,
         ..req.clone()
@@ -216,6 +271,7 @@ async fn fan_out(node: &Node, req: &RecoveryRequest) {
         .filter_map(|(_, http)| *http)
         .collect();
     let http = reqwest::Client::new();
+    let mut started = Vec::new();
     for t in targets {
         let r = http
             .post(format!("http://{t}/admin/recovery"))
@@ -226,10 +282,19 @@ async fn fan_out(node: &Node, req: &RecoveryRequest) {
             ))
             .send()
             .await;
-        if let Err(e) = r.and_then(|r| r.error_for_status()) {
-            tracing::warn!(node = %t, error = %e, "recovery fan-out failed");
+        let job = match r.and_then(|r| r.error_for_status()) {
+            Ok(resp) => resp.json::<JobStatus>().await,
+            Err(e) => Err(e),
+        };
+        match job {
+            Ok(j) => started.push(RemoteJob {
+                http_addr: t.to_string(),
+                job: j.id,
+            }),
+            Err(e) => tracing::warn!(node = %t, error = %e, "recovery fan-out failed"),
         }
     }
+    started
 }
 
 fn in_filters(req: &RecoveryRequest, l: &eblob::Lookup) -> bool {
@@ -281,11 +346,8 @@ fn run(
             let pause = limit
                 .pause_for(moved, Instant::now())
                 .max(throttle.pause_after(started.elapsed()));
-            if !pause.is_zero() {
-                // The rate limit and throttle themselves: this thread only moves data.
-                std::thread::sleep(pause);
-            }
-            true
+            // The rate limit and throttle themselves; a cancel ends the rest at once.
+            pause.is_zero() || job.rest(pause).is_ok()
         };
         // Uncommitted records too: abandoned uploads are recovery's to clean up.
         let opts = eblob::IterateOptions {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use ellipsis_core::stats::{JobKind, JobState, JobStatus};
+pub use ellipsis_core::stats::{JobKind, JobState, JobStatus, RemoteJob};
 use parking_lot::{Condvar, Mutex};
 
 struct Lifecycle {
@@ -44,6 +44,8 @@ struct Job {
     cancel: AtomicBool,
     life: Mutex<Lifecycle>,
     resumed: Condvar,
+    /// Jobs other nodes run for this one (a fanned-out recovery): cancel reaches them too.
+    remote: Mutex<Vec<RemoteJob>>,
 }
 
 /// Marker for "total not known" in the atomics.
@@ -153,6 +155,7 @@ impl Workers {
                 result: None,
             }),
             resumed: Condvar::new(),
+            remote: Mutex::new(Vec::new()),
         });
         let mut jobs = self.jobs.lock();
         jobs.insert(id, job.clone());
@@ -211,6 +214,15 @@ impl Workers {
             .get(&id)
             .cloned()
             .ok_or(ControlError::NotFound(id))
+    }
+
+    /// The jobs other nodes run on behalf of job `id` (empty if none or unknown).
+    pub fn remote_jobs(&self, id: u64) -> Vec<RemoteJob> {
+        self.jobs
+            .lock()
+            .get(&id)
+            .map(|j| j.remote.lock().clone())
+            .unwrap_or_default()
     }
 
     /// Asks a job to stop at its next checkpoint.
@@ -324,6 +336,28 @@ impl JobHandle {
         self.job
             .total_bytes
             .store(bytes.unwrap_or(UNKNOWN), Ordering::Relaxed);
+    }
+
+    /// Records a job another node runs on behalf of this one.
+    pub fn add_remote(&self, remote: RemoteJob) {
+        self.job.remote.lock().push(remote);
+    }
+
+    /// Rests `pause` (a rate limit or throttle), waking early on cancellation, which it then
+    /// returns: a job resting for a rate limit stops as soon as it is cancelled.
+    pub fn rest(&self, pause: Duration) -> Result<(), Cancelled> {
+        let deadline = Instant::now() + pause;
+        let mut life = self.job.life.lock();
+        while !self.is_cancelled() {
+            if self.job.resumed.wait_until(&mut life, deadline).timed_out() {
+                break;
+            }
+        }
+        if self.is_cancelled() {
+            Err(Cancelled)
+        } else {
+            Ok(())
+        }
     }
 
     /// Adds processed keys and bytes.

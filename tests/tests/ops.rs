@@ -804,3 +804,75 @@ async fn dc_copies_records_larger_than_a_frame_in_parts() {
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_started_and_cancelled_over_the_protocol_stops_every_nodes_job() {
+    use ellipsis_core::protocol::cmd::recovery::RecoveryControl;
+    let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
+    // Different keys in each group: both nodes have copying to do.
+    const SIZE: usize = 10_000;
+    for (g, keys) in [(1, 0..40), (2, 40..80)] {
+        let client = c.client(0, &[g], Checker::All).await;
+        for i in keys {
+            client
+                .write(&key(i), Bytes::from(vec![i as u8; SIZE]), at(100))
+                .await
+                .unwrap();
+        }
+    }
+    let start = RecoveryControl::Start {
+        request_json: serde_json::json!({"kind": "dc", "batch": 2, "bytes_per_s": 40_000})
+            .to_string(),
+    };
+    // Without the token: refused, nothing started.
+    let anon = Client::connect(ellipsis_core::client::ClientConfig {
+        remotes: vec![c.addr(0)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let denied = anon.recovery(c.addr(0), &start).await.unwrap_err();
+    assert_eq!(denied.status(), Status::ACCESS);
+    assert!(c.node(0).workers.list().is_empty());
+
+    let admin = c.client(0, &[1, 2], Checker::All).await;
+    let began = std::time::Instant::now();
+    let started = admin.recovery(c.addr(0), &start).await.unwrap();
+    assert_eq!(started.job.kind, ellipsis_core::stats::JobKind::RecoveryDc);
+    assert_eq!(started.fanned_out.len(), 1, "{started:?}");
+    assert_eq!(started.fanned_out[0].http_addr, c.http(1).to_string());
+    let jobs = [(0, started.job.id), (1, started.fanned_out[0].job)];
+    // Both jobs are copying (polled, bounded by a deadline).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while jobs
+        .iter()
+        .any(|(n, id)| c.node(*n).workers.get(*id).unwrap().done_bytes == 0)
+    {
+        assert!(std::time::Instant::now() < deadline, "jobs never copied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cancelled = admin
+        .recovery(c.addr(0), &RecoveryControl::Cancel { job: jobs[0].1 })
+        .await
+        .unwrap();
+    assert_eq!(cancelled.fanned_out, started.fanned_out);
+    let elapsed = began.elapsed().as_secs_f64();
+    for (n, id) in jobs {
+        let node = c.node(n).clone();
+        let end =
+            tokio::task::spawn_blocking(move || node.workers.wait(id, Duration::from_secs(10)))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(end.state, JobState::Cancelled, "node {n}: {end:?}");
+        // The throughput limit held: at most the allowance so far plus one batch in flight.
+        let allowed = 40_000.0 * elapsed + (2 * SIZE) as f64;
+        assert!(
+            (end.done_bytes as f64) <= allowed,
+            "node {n}: {} bytes in {elapsed:.2} s",
+            end.done_bytes
+        );
+        assert!(end.done_keys < 40, "node {n} stopped early: {end:?}");
+    }
+    c.shutdown().await;
+}

@@ -476,6 +476,30 @@ impl Client {
             .await
     }
 
+    /// Start or cancel a recovery on `node` (RECOVERY, admin: the session needs the token).
+    /// Start takes the same JSON document as `POST /admin/recovery`; both answer with the
+    /// node's job and the jobs it fanned out to the other nodes.
+    pub async fn recovery(
+        &self,
+        node: SocketAddr,
+        control: &crate::protocol::cmd::recovery::RecoveryControl,
+    ) -> Result<crate::stats::RecoveryJob, ClientError> {
+        let h = Header::request(Command::Recovery, Id::ZERO, 0, 0);
+        let frames = self.call_node(node, h, control.encode().into()).await?;
+        let last = frames
+            .last()
+            .ok_or(ClientError::Protocol(ProtocolError::Invalid {
+                what: "recovery reply",
+                reason: "no reply".into(),
+            }))?;
+        serde_json::from_slice(&last.payload).map_err(|e| {
+            ClientError::Protocol(ProtocolError::Invalid {
+                what: "recovery reply",
+                reason: e.to_string(),
+            })
+        })
+    }
+
     /// Verifying lookups in exactly `groups`: each owner checks the whole record (a read of
     /// the object) and answers CORRUPTED for a damaged one.
     pub async fn lookup_verified_in(&self, groups: &[u32], key: &Id) -> Vec<GroupResult> {

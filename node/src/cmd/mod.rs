@@ -18,6 +18,7 @@ mod monitor_stat;
 mod notify;
 mod ping;
 mod read;
+mod recovery;
 mod route_list;
 mod send;
 mod write;
@@ -184,6 +185,7 @@ async fn dispatch(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, N
         Command::ReadRange | Command::DelRange => key_range::handle(node, &out, f).await,
         Command::Send => send::handle(node, &out, f).await,
         Command::Iterator => iterator::handle(node, ctx, f).await,
+        Command::Recovery => recovery::handle(node, ctx, f).await,
         other => Err(NodeError::NotSupported(other.to_string())),
     }
 }

@@ -284,6 +284,57 @@ async fn server_send_never_overwrites_newer_and_moves_in_move_mode() {
         Status::NOT_FOUND,
         "removed at the source"
     );
+    // A key the node does not hold (another node of its group owns it): NOT_FOUND.
+    let owner = g1.routes().owner(1, &b).unwrap().node;
+    let (other, other_http) = if owner == c.addr(0) {
+        (c.addr(1), c.http(1))
+    } else {
+        (c.addr(0), c.http(0))
+    };
+    let h = Header::request(Command::Send, Id::ZERO, 1, 0);
+    let req = SendRequest {
+        mode: SendMode::Default,
+        groups: vec![2],
+        ids: vec![b],
+    };
+    let frames = g1.call_node(other, h, req.encode().into()).await.unwrap();
+    let results: Vec<SendResult> = frames
+        .iter()
+        .filter(|f| f.header.has(flags::MORE))
+        .map(|f| SendResult::decode(&f.payload).unwrap())
+        .collect();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].status, Status::NOT_FOUND);
+    // Every SEND ran as a server-send job, visible in /stats/workers with its progress.
+    let jobs: Vec<JobStatus> = reqwest::get(format!("http://{other_http}/stats/workers"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sends: Vec<&JobStatus> = jobs
+        .iter()
+        .filter(|j| j.kind == ellipsis_core::stats::JobKind::ServerSend)
+        .collect();
+    let last = sends.last().expect("a server-send job");
+    assert_eq!(last.state, JobState::Done, "{last:?}");
+    assert_eq!((last.done_keys, last.total_keys), (1, Some(1)), "{last:?}");
+    let mut all_sends = 0;
+    let mut sent_bytes = 0;
+    for n in 0..2 {
+        for j in c.node(n).workers.list() {
+            if j.kind == ellipsis_core::stats::JobKind::ServerSend {
+                assert_eq!(j.state, JobState::Done, "{j:?}");
+                all_sends += 1;
+                sent_bytes += j.done_bytes;
+            }
+        }
+    }
+    assert!(all_sends >= 4, "one job per SEND request: {all_sends}");
+    assert!(
+        sent_bytes >= (b"only-in-1".len() + b"old".len() + b"moving".len()) as u64,
+        "{sent_bytes}"
+    );
     c.shutdown().await;
 }
 

@@ -563,7 +563,7 @@ impl Client {
                 for f in self.call_node(node, h, req.encode().into()).await? {
                     if f.header.has(crate::protocol::flags::MORE) {
                         let p = if f.header.status.is_ok() {
-                            Some(IoPayload::decode(&f.payload)?)
+                            Some(IoPayload::decode_shared(&f.payload)?)
                         } else {
                             None
                         };
@@ -585,7 +585,7 @@ impl Client {
         let mut out = Vec::new();
         for f in self.range_call(Command::ReadRange, group, range).await? {
             if f.header.status.is_ok() {
-                out.push((f.header.id, IoPayload::decode(&f.payload)?));
+                out.push((f.header.id, IoPayload::decode_shared(&f.payload)?));
             }
         }
         out.sort_by_key(|x| x.0);
@@ -695,7 +695,7 @@ impl Client {
             let (_, r) = self
                 .keyed(Command::Read, g, key, payload.clone(), trace)
                 .await;
-            match r.and_then(|f| Ok(IoPayload::decode(&f.payload)?)) {
+            match r.and_then(|f| Ok(IoPayload::decode_shared(&f.payload)?)) {
                 Ok(p) => {
                     self.note_latency(g, started);
                     return Ok(ReadResult {

@@ -57,7 +57,7 @@ pub(super) async fn handle(
     b: Arc<Backend>,
     f: &Frame,
 ) -> Result<Reply, NodeError> {
-    let p = IoPayload::decode(&f.payload)?;
+    let p = IoPayload::decode_shared(&f.payload)?;
     let opts = write_options(&p.attr)?;
     let cache_use = CacheUse {
         cache: p.attr.has(io_flags::CACHE),

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ellipsis_console::admin::{load_token, AdminClient, ScheduleBody};
-use ellipsis_console::app::{App, RecoveryKind, Tab};
+use ellipsis_console::app::{App, Tab};
 use ellipsis_console::loadgen::{self, LoadConfig};
 use ellipsis_console::model::{ActionNode, ClusterModel};
 use ellipsis_console::poll::{trace_summary, PollConfig, Poller};
 use ellipsis_console::ui::{bytes as fmt_bytes, render_to_text};
 use ellipsis_core::client::{Client, ClientConfig, ClientError};
 use ellipsis_core::protocol::{IoAttr, Status};
-use ellipsis_core::stats::{JobState, JobStatus};
+use ellipsis_core::stats::{JobState, JobStatus, RecoveryJob};
 use ellipsis_core::Id;
 use serde_json::json;
 
@@ -599,10 +599,36 @@ pub async fn defrag(g: &Global, a: &DefragArgs) -> Result<(), Fail> {
 }
 
 /// `ell recover`.
+/// The recovery request document (`POST /admin/recovery`, RECOVERY) for `ell recover`.
+fn recovery_body(a: &RecoverArgs, groups: &[u32]) -> serde_json::Value {
+    let mut body = json!({
+        "kind": match a.kind {
+            RecoverKind::Merge => "merge",
+            RecoverKind::Dc => "dc",
+        },
+        "dry_run": a.dry_run,
+        "groups": groups,
+        "safe": a.safe,
+        "verify": a.verify,
+    });
+    if let Some(s) = a.since {
+        body["since_unix_s"] = json!(s);
+    }
+    if let Some((start, end)) = &a.key_range {
+        body["key_range"] = json!([start, end]);
+    }
+    if let Some(n) = a.batch {
+        body["batch"] = json!(n);
+    }
+    if let Some(r) = a.rate_limit {
+        body["bytes_per_s"] = json!(r);
+    }
+    body
+}
+
 pub async fn recover(g: &Global, a: &RecoverArgs) -> Result<(), Fail> {
     refuse_read_only(g)?;
-    let admin = admin_client(g)?;
-    if !admin.has_token() {
+    if token(g)?.is_none() {
         return Err(Fail::usage(
             "no admin token: set ELL_ADMIN_TOKEN or pass --token-file",
         ));
@@ -626,84 +652,178 @@ pub async fn recover(g: &Global, a: &RecoverArgs) -> Result<(), Fail> {
     } else {
         g.groups.clone()
     };
-    let kind = match a.kind {
-        RecoverKind::Merge => RecoveryKind::Merge,
-        RecoverKind::Dc => RecoveryKind::Dc,
-    };
-    let job = admin
-        .start_recovery(&http, kind, a.dry_run, &groups)
-        .await
-        .map_err(|e| Fail::failure(e.to_string()))?;
+    // The answer names the jobs fanned out to the other nodes, which the progress below
+    // follows too.
+    let started = start_recovery(g, &http, &recovery_body(a, &groups)).await?;
+    let job = &started.job;
+    let summary = format!(
+        "job {} on {node}: {:?} {:?} ({}), {} more on other nodes",
+        job.id,
+        job.kind,
+        job.state,
+        job.target,
+        started.fanned_out.len()
+    );
     if a.detach {
         if g.json {
-            print_json(&serde_json::to_value(&job).map_err(|e| Fail::failure(e.to_string()))?)?;
+            print_json(&serde_json::to_value(&started).map_err(|e| Fail::failure(e.to_string()))?)?;
         } else {
-            println!(
-                "job {} on {node}: {:?} {:?} ({})",
-                job.id, job.kind, job.state, job.target
-            );
+            println!("{summary}");
         }
         return Ok(());
     }
     if !g.json {
-        println!(
-            "job {} on {node}: {:?} {:?} ({})",
-            job.id, job.kind, job.state, job.target
-        );
+        println!("{summary}");
     }
-    let job = watch_job(g, &http, job).await?;
+    let mut watched = vec![(http.clone(), job.clone())];
+    for r in &started.fanned_out {
+        let mut j = job.clone();
+        j.id = r.job;
+        watched.push((r.http_addr.clone(), j));
+    }
+    let ended = watch_jobs(g, watched).await?;
+    let local = ended
+        .first()
+        .map(|(_, j)| j.clone())
+        .ok_or_else(|| Fail::failure("no job followed"))?;
     if g.json {
-        print_json(&serde_json::to_value(&job).map_err(|e| Fail::failure(e.to_string()))?)?;
+        // The starting node's job at the top level (it parses as a job status), every
+        // node's final job under "jobs".
+        let mut v = serde_json::to_value(&local).map_err(|e| Fail::failure(e.to_string()))?;
+        v["fanned_out"] =
+            serde_json::to_value(&started.fanned_out).map_err(|e| Fail::failure(e.to_string()))?;
+        v["jobs"] = ended
+            .iter()
+            .map(|(h, j)| json!({"http_addr": h, "job": j}))
+            .collect();
+        print_json(&v)?;
     } else {
-        println!(
-            "job {} on {node}: {:?}: {}",
-            job.id,
-            job.state,
-            job.result.as_deref().unwrap_or("")
-        );
+        for (h, j) in &ended {
+            println!(
+                "job {} on {h}: {:?}: {}",
+                j.id,
+                j.state,
+                j.result.as_deref().unwrap_or("")
+            );
+        }
     }
-    match job.state {
-        JobState::Done => Ok(()),
-        other => Err(Fail::failure(format!("job {} ended {other:?}", job.id))),
+    match ended.iter().find(|(_, j)| j.state != JobState::Done) {
+        None => Ok(()),
+        Some((h, j)) => Err(Fail::failure(format!(
+            "job {} on {h} ended {:?}",
+            j.id, j.state
+        ))),
     }
 }
 
-/// Polls `/stats/workers` on `http` until `job` finishes; draws a progress bar on stderr
-/// meanwhile (unless `--json`). Returns the finished job.
-async fn watch_job(g: &Global, http: &str, job: JobStatus) -> Result<JobStatus, Fail> {
+/// `POST /admin/recovery` on `http`: the node's job and the jobs it fanned out.
+async fn start_recovery(
+    g: &Global,
+    http: &str,
+    body: &serde_json::Value,
+) -> Result<RecoveryJob, Fail> {
+    let token = token(g)?.ok_or_else(|| Fail::usage("no admin token"))?;
+    let url = g.tls_config.url(http, "/admin/recovery");
+    let resp = ellipsis_console::poll::http_client(g.timeout_ms, &g.tls_config)
+        .map_err(|e| Fail::failure(e.to_string()))?
+        .post(&url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| Fail::failure(format!("{url}: {e}")))?;
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| Fail::failure(format!("{url}: {e}")))?;
+    if !status.is_success() {
+        return Err(Fail::failure(format!(
+            "{url}: {status}: {}",
+            String::from_utf8_lossy(&bytes).trim()
+        )));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| Fail::failure(format!("{url}: {e}")))
+}
+
+/// Polls `/stats/workers` of every node in `jobs` until each of its jobs finishes; draws one
+/// progress bar for their sum on stderr meanwhile (unless `--json`). Returns the finished
+/// jobs in the same order.
+async fn watch_jobs(
+    g: &Global,
+    mut jobs: Vec<(String, JobStatus)>,
+) -> Result<Vec<(String, JobStatus)>, Fail> {
     let client = ellipsis_console::poll::http_client(g.timeout_ms, &g.tls_config)
         .map_err(|e| Fail::failure(e.to_string()))?;
-    let url = g.tls_config.url(http, "/stats/workers");
-    let mut last = job;
-    // A live bar for a human; polling a remote node's stats is the only way to see progress.
+    // A live bar for a human; polling the nodes' stats is the only way to see progress.
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tick.tick().await;
-        let jobs: Vec<JobStatus> = match client.get(&url).send().await {
-            Ok(r) => r
-                .json()
-                .await
-                .map_err(|e| Fail::failure(format!("{url}: {e}")))?,
-            Err(e) => return Err(Fail::failure(format!("{url}: {e}"))),
-        };
-        let Some(now) = jobs.into_iter().find(|j| j.id == last.id) else {
-            return Err(Fail::failure(format!(
-                "job {} is no longer listed on {http}",
-                last.id
-            )));
-        };
-        last = now;
+        for (http, last) in jobs.iter_mut().filter(|(_, j)| !j.state.is_finished()) {
+            let url = g.tls_config.url(http, "/stats/workers");
+            let listed: Vec<JobStatus> = match client.get(&url).send().await {
+                Ok(r) => r
+                    .json()
+                    .await
+                    .map_err(|e| Fail::failure(format!("{url}: {e}")))?,
+                Err(e) => return Err(Fail::failure(format!("{url}: {e}"))),
+            };
+            *last = listed
+                .into_iter()
+                .find(|j| j.id == last.id)
+                .ok_or_else(|| {
+                    Fail::failure(format!("job {} is no longer listed on {http}", last.id))
+                })?;
+        }
+        let total = sum_jobs(jobs.iter().map(|(_, j)| j));
         if !g.json {
-            eprint!("\r{}", progress_line(&last));
+            eprint!("\r{}", progress_line(&total));
             let _ = std::io::stderr().flush();
         }
-        if last.state.is_finished() {
+        if total.state.is_finished() {
             if !g.json {
                 eprintln!();
             }
-            return Ok(last);
+            return Ok(jobs);
         }
     }
+}
+
+/// One status for a recovery running as several jobs: counters and rates summed, totals
+/// known only if every job's is, running until the last job ends (then the worst outcome).
+fn sum_jobs<'a>(jobs: impl Iterator<Item = &'a JobStatus>) -> JobStatus {
+    let jobs: Vec<&JobStatus> = jobs.collect();
+    let mut total = jobs.first().map(|j| (*j).clone()).unwrap_or(JobStatus {
+        id: 0,
+        kind: ellipsis_core::stats::JobKind::RecoveryDc,
+        target: String::new(),
+        state: JobState::Done,
+        done_keys: 0,
+        total_keys: None,
+        done_bytes: 0,
+        total_bytes: None,
+        rate_keys_per_s: 0.0,
+        rate_bytes_per_s: 0.0,
+        errors: 0,
+        last_error: None,
+        started_at_s: None,
+        finished_at_s: None,
+        result: None,
+    });
+    total.done_keys = jobs.iter().map(|j| j.done_keys).sum();
+    total.done_bytes = jobs.iter().map(|j| j.done_bytes).sum();
+    total.total_keys = jobs.iter().map(|j| j.total_keys).sum();
+    total.rate_bytes_per_s = jobs.iter().map(|j| j.rate_bytes_per_s).sum();
+    total.rate_keys_per_s = jobs.iter().map(|j| j.rate_keys_per_s).sum();
+    total.errors = jobs.iter().map(|j| j.errors).sum();
+    total.state = if let Some(j) = jobs.iter().find(|j| !j.state.is_finished()) {
+        j.state
+    } else if let Some(j) = jobs.iter().find(|j| j.state != JobState::Done) {
+        j.state
+    } else {
+        JobState::Done
+    };
+    total
 }
 
 /// `[#####.....]  50%  512/1024 keys  12.5 MB/s  running`.

@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ellipsis_console::config::{self, ConsoleConfig};
 use ellipsis_console::poll::TlsConfig;
 use ellipsis_core::client::Checker;
+use ellipsis_core::Id;
 
 /// Ellipsis console and command-line tool.
 #[derive(Debug, Parser)]
@@ -389,6 +390,59 @@ pub struct RecoverArgs {
     /// Return once the job started instead of following it to its end.
     #[arg(long)]
     pub detach: bool,
+    /// Only records written at or after this time (Unix seconds).
+    #[arg(long, value_name = "UNIX_S")]
+    pub since: Option<u64>,
+    /// Only keys in START..=END (hex ids, inclusive).
+    #[arg(long, value_name = "START:END", value_parser = parse_key_range)]
+    pub key_range: Option<(Id, Id)>,
+    /// Merge: keep the local copy after moving it to its owner.
+    #[arg(long)]
+    pub safe: bool,
+    /// Record locations each node processes per batch (the node's default: 256).
+    #[arg(long, value_name = "N")]
+    pub batch: Option<usize>,
+    /// Throughput limit of each node's job in bytes per second (suffix K, M or G: powers of
+    /// 1024).
+    #[arg(long, value_name = "BYTES_PER_S", value_parser = parse_rate)]
+    pub rate_limit: Option<u64>,
+    /// dc: verify every replica in full (a scrub: reads each copy once) so that copies whose
+    /// bytes rotted are found and replaced.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+fn parse_key_range(s: &str) -> Result<(Id, Id), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not START:END"))?;
+    let start: Id = a.parse().map_err(|e| format!("start: {e}"))?;
+    let end: Id = b.parse().map_err(|e| format!("end: {e}"))?;
+    if start > end {
+        return Err("the range's start is after its end".into());
+    }
+    Ok((start, end))
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, ' '),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte rate such as 500K or 10M"))?;
+    let scale: u64 = match unit {
+        ' ' => 1,
+        'K' => 1 << 10,
+        'M' => 1 << 20,
+        'G' => 1 << 30,
+        other => return Err(format!("unknown unit {other:?} (K, M or G)")),
+    };
+    n.checked_mul(scale)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {

@@ -247,3 +247,155 @@ async fn status_and_top_once_discover_real_nodes_from_one_remote() {
     );
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_follows_every_nodes_job_and_passes_its_filters() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
+    let remote = c.addr(0).to_string();
+    let at = |sec| IoAttr {
+        ts_sec: sec,
+        ..IoAttr::default()
+    };
+    let g1 = c.client(0, &[1], Checker::All).await;
+    let g2 = c.client(0, &[2], Checker::All).await;
+    // Old and new keys in group 1 only, new keys in group 2 only: the node of group 2 has
+    // its own copying to do, and the command must wait for it too.
+    for i in 0..20 {
+        g1.write(&key(i), Bytes::from(format!("a{i}")), at(100))
+            .await
+            .unwrap();
+    }
+    for i in 20..40 {
+        g1.write(&key(i), Bytes::from(format!("a{i}")), at(300))
+            .await
+            .unwrap();
+    }
+    for i in 40..60 {
+        g2.write(&key(i), Bytes::from(format!("b{i}")), at(300))
+            .await
+            .unwrap();
+    }
+    let out = ell(&[
+        "--remote",
+        &remote,
+        "recover",
+        "dc",
+        "--node",
+        &remote,
+        "--since",
+        "200",
+        "--batch",
+        "3",
+        "--rate-limit",
+        "10M",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("1 more on other nodes"), "{stdout}");
+    assert_eq!(stdout.matches(": Done:").count(), 2, "{stdout}");
+    // One bar over both jobs: its last state counts the records of both nodes (60, plus any
+    // the group 2 job had copied to group 1 before the group 1 job counted its records).
+    let bar = text(&out.stderr);
+    let last = bar.rsplit('[').next().unwrap();
+    let keys = last
+        .split_whitespace()
+        .find(|w| w.contains('/'))
+        .unwrap()
+        .split_once('/')
+        .unwrap();
+    let (done, total): (u64, u64) = (keys.0.parse().unwrap(), keys.1.parse().unwrap());
+    assert!(done == total && total >= 60, "{bar}");
+    assert!(last.contains("100%") && last.contains("Done"), "{bar}");
+    // Done means done everywhere: both directions copied when the command returns, and only
+    // the records at or after --since.
+    for i in 20..40 {
+        assert_eq!(g2.read(&key(i), 0, 0).await.unwrap().data, format!("a{i}"));
+    }
+    for i in 40..60 {
+        assert_eq!(g1.read(&key(i), 0, 0).await.unwrap().data, format!("b{i}"));
+    }
+    for i in 0..20 {
+        assert_eq!(
+            g2.read(&key(i), 0, 0).await.unwrap_err().status(),
+            Status::NOT_FOUND
+        );
+    }
+    // --key-range: exactly the old keys inside it (inclusive), by id order.
+    let mut old: Vec<(Id, u64)> = (0..20).map(|i| (key(i), i)).collect();
+    old.sort();
+    let range = format!("{}:{}", old[3].0, old[7].0);
+    let out = ell(&[
+        "--remote",
+        &remote,
+        "--json",
+        "recover",
+        "dc",
+        "--node",
+        &remote,
+        "--key-range",
+        &range,
+        "--verify",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["fanned_out"].as_array().unwrap().len(), 1, "{v}");
+    let copied: Vec<u64> = {
+        let mut found = Vec::new();
+        for i in 0..20 {
+            if g2.read(&key(i), 0, 0).await.is_ok() {
+                found.push(i);
+            }
+        }
+        found
+    };
+    let mut expected: Vec<u64> = old[3..8].iter().map(|x| x.1).collect();
+    expected.sort_unstable();
+    assert_eq!(copied, expected);
+    // Bad flag values are usage errors.
+    for bad in [["--rate-limit", "fast"], ["--key-range", "00:zz"]] {
+        let out = ell(&["--remote", &remote, "recover", "dc", bad[0], bad[1]]).await;
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_merge_safe_keeps_the_old_copies() {
+    let mut c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    let remote = c.addr(0).to_string();
+    let client = c.client(0, &[1], Checker::All).await;
+    for i in 0..30 {
+        client
+            .write(&key(i), Bytes::from(format!("m{i}")), IoAttr::default())
+            .await
+            .unwrap();
+    }
+    let n = c.add_node(&NodeSpec::groups(&[1])).await;
+    c.converge().await;
+    client.refresh_routes().await.unwrap();
+    let moved: Vec<u64> = (0..30)
+        .filter(|i| client.routes().owner(1, &key(*i)).unwrap().node == c.addr(n))
+        .collect();
+    assert!(!moved.is_empty());
+    let out = ell(&[
+        "--remote", &remote, "recover", "merge", "--node", &remote, "--safe",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let old = c.node(0).backend(1).unwrap().engine().unwrap();
+    for i in &moved {
+        assert_eq!(
+            client.read(&key(*i), 0, 0).await.unwrap().data,
+            format!("m{i}")
+        );
+    }
+    assert_eq!(
+        old.stats().total.live_records,
+        30,
+        "every copy kept at the source"
+    );
+    c.shutdown().await;
+}

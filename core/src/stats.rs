@@ -498,6 +498,30 @@ pub struct JobStatus {
     pub result: Option<String>,
 }
 
+/// A job another node runs on behalf of this one (a recovery fanned out to it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RemoteJob {
+    /// That node's HTTP address (where `/admin/jobs/{job}` answers).
+    pub http_addr: String,
+    /// The job's id there.
+    pub job: u64,
+}
+
+/// The answer to a recovery start or cancel (`POST /admin/recovery`, the RECOVERY command):
+/// the receiving node's job, with the job's fields at the top level (so it also parses as a
+/// [`JobStatus`]), and the jobs it fanned out to the other nodes. Progress of the whole
+/// recovery is the sum over all of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryJob {
+    /// The receiving node's job.
+    #[serde(flatten)]
+    pub job: JobStatus,
+    /// The same recovery's jobs on the other nodes.
+    #[serde(default)]
+    pub fanned_out: Vec<RemoteJob>,
+}
+
 /// A peer as listed with the routes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

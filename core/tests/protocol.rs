@@ -225,6 +225,25 @@ fn counts_beyond_their_bounds_or_the_payload_are_refused_without_allocating() {
 }
 
 #[test]
+fn io_payload_decodes_as_a_slice_of_the_frame_without_copying() {
+    let p = IoPayload {
+        attr: IoAttr {
+            ts_sec: 7,
+            ..Default::default()
+        },
+        data: bytes::Bytes::from(vec![5u8; 4096]),
+    };
+    let frame = bytes::Bytes::from(p.encode());
+    let shared = IoPayload::decode_shared(&frame).unwrap();
+    assert_eq!(shared, IoPayload::decode(&frame).unwrap());
+    assert_eq!(shared, p);
+    // The data points into the frame's buffer.
+    let at = shared.data.as_ptr() as usize - frame.as_ptr() as usize;
+    assert_eq!(at, ellipsis_core::protocol::IO_ATTR_SIZE);
+    assert!(IoPayload::decode_shared(&frame.slice(..10)).is_err());
+}
+
+#[test]
 fn io_attributes_are_validated() {
     let mut w = ellipsis_core::wire::Writer::new();
     IoAttr {

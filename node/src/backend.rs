@@ -450,7 +450,11 @@ impl Backend {
             && !opts.commit;
         if let Some(cache) = &self.cache {
             let timestamp = opts.timestamp.unwrap_or_else(eblob::Timestamp::now);
-            if whole && (cache_use.cache || cache_use.cache_only) && !opts.cas_timestamp {
+            if whole
+                && (cache_use.cache || cache_use.cache_only)
+                && !opts.cas_timestamp
+                && !opts.cas_version
+            {
                 let meta = CachedMeta {
                     timestamp,
                     user_flags: opts.user_flags,
@@ -550,12 +554,9 @@ impl Backend {
                 });
             }
         }
-        let lookup = engine.lookup(key)?;
-        let data = if offset == 0 && size == 0 {
-            engine.read(key)?
-        } else {
-            engine.read_range(key, offset, size)?
-        };
+        // One engine call: the timestamp and flags returned are those of these very bytes,
+        // even when a caller without the key lock (recovery) races a writer.
+        let (lookup, data) = engine.read_with_lookup(key, offset, size)?;
         let data = Bytes::from(data);
         if let Some(cache) = &self.cache {
             if cache_use.cache && offset == 0 && size == 0 {
@@ -586,6 +587,14 @@ impl Backend {
         let engine = self.engine()?;
         self.flush_key(key)?;
         Ok(engine.lookup(key)?)
+    }
+
+    /// [`Backend::lookup`] after verifying the whole record on disk (see
+    /// [`eblob::Eblob::verify`]): a damaged copy is an error, not an answer.
+    pub fn verify(&self, key: &eblob::Key) -> Result<eblob::Lookup, BackendError> {
+        let engine = self.engine()?;
+        self.flush_key(key)?;
+        Ok(engine.verify(key)?)
     }
 
     /// Removes an object from the cache and the engine. A cache-only object exists only in the

@@ -63,7 +63,9 @@ impl From<&NodeError> for Status {
                 E::Corrupted { .. } => Status::CORRUPTED,
                 E::NoSpace { .. } => Status::NO_SPACE,
                 E::ReadOnly { .. } => Status::READ_ONLY,
-                E::OutOfRange { .. } | E::InvalidArgument(_) => Status::INVALID,
+                E::OutOfRange { .. } | E::InvalidArgument(_) | E::ChecksumMismatch { .. } => {
+                    Status::INVALID
+                }
                 E::SortRunning => Status::AGAIN,
                 _ => Status::IO,
             },

@@ -880,6 +880,20 @@ async fn admin_job_control(
     }
     let w = &st.node.workers;
     let r = match action.as_str() {
+        // A fanned-out recovery is cancelled on every node it runs on.
+        "cancel" if !w.remote_jobs(id).is_empty() => {
+            let r = crate::recovery::cancel(&st.node, id).await;
+            crate::auth::audit(
+                "http",
+                "job cancel",
+                &format!("job {id} and its fanned-out jobs"),
+                &r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            );
+            return match r {
+                Ok(j) => Json(j).into_response(),
+                Err(e) => node_error(&e),
+            };
+        }
         "cancel" => w.cancel(id),
         "pause" => w.pause(id),
         "resume" => w.resume(id),

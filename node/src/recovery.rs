@@ -2,8 +2,10 @@
 //!
 //! - `dc` (across groups): for each record of this node's backends in the listed groups, the
 //!   copies in the other listed groups are looked up; groups that lack the key or hold an
-//!   older `(timestamp, size)` get this node's copy, written with CAS on timestamp so a newer
-//!   copy is never overwritten. Run on every node of those groups (the starting node fans the
+//!   older `(timestamp, size)` get this node's copy, written with CAS on that same version
+//!   (`CAS_VERSION`) so a newer copy is never overwritten and an equal one is left alone.
+//!   With `verify`, the lookups check whole records and a damaged copy counts as missing
+//!   (the CAS lets an equal version replace a copy that fails verification). Run on every node of those groups (the starting node fans the
 //!   job out), all groups converge on the newest copy.
 //! - `merge` (within a group): records held by a backend that no longer owns them (after a ring
 //!   change) are written to the owner (DIRECT, CAS on timestamp) and removed here unless
@@ -17,7 +19,8 @@
 //!   still be in progress) and counted.
 //!
 //! Not a scheduler. Invariants: memory is bounded by one batch of `batch` record locations
-//! (plus one record's data per concurrent copy) whatever the key count; `dry_run` changes
+//! (plus one part of at most `COPY_PART_BYTES_MAX` per concurrent copy) whatever the key
+//! count and object size; `dry_run` changes
 //! nothing; each job runs on its own thread and is visible in `/stats/workers` while it runs.
 
 use std::sync::Arc;
@@ -30,7 +33,7 @@ use ellipsis_core::protocol::cmd::send::SendMode;
 use ellipsis_core::protocol::cmd::Payload;
 use ellipsis_core::protocol::{io_flags, Command, IoAttr, Status};
 use ellipsis_core::route::BackendAddr;
-use ellipsis_core::stats::{JobKind, JobStatus};
+use ellipsis_core::stats::{JobKind, JobStatus, RecoveryJob, RemoteJob};
 use ellipsis_core::Id;
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +80,13 @@ pub struct RecoveryRequest {
     /// Uncommitted records older than this are abandoned uploads (default: the node's
     /// `prepare_timeout_s`, one hour unless configured).
     pub prepare_timeout_s: Option<u64>,
+    /// dc: look the other groups' copies up with VERIFY, which reads each whole record and
+    /// checks its checksums, so a copy whose bytes rotted (same version as the intact one,
+    /// headers intact) is found and replaced. Off by default: it reads every replica of every
+    /// key in full (the cost of a scrub: with two groups, each group's data is read once
+    /// more), where a plain dc reads only the records it copies. Use it after damage is
+    /// suspected (`/stats` counts corrupted reads) or as a periodic scrub.
+    pub verify: bool,
 }
 
 /// The UNCOMMITTED bit of a LOOKUP reply's `record_flags` (see `cmd::lookup_info`).
@@ -96,6 +106,7 @@ impl Default for RecoveryRequest {
             safe: false,
             local_only: false,
             prepare_timeout_s: None,
+            verify: false,
         }
     }
 }
@@ -141,8 +152,9 @@ impl RecoveryReport {
 }
 
 /// Start a recovery job on this node (and, unless `local_only`, on every other node of the
-/// cluster through their admin HTTP). Returns this node's job.
-pub async fn start(node: &Arc<Node>, req: RecoveryRequest) -> Result<JobStatus, NodeError> {
+/// cluster through their admin HTTP). Returns this node's job and the fanned-out ones, which
+/// are also kept with the job so that [`cancel`] reaches them.
+pub async fn start(node: &Arc<Node>, req: RecoveryRequest) -> Result<RecoveryJob, NodeError> {
     let client = node.client().await?;
     client
         .refresh_routes()
@@ -173,8 +185,13 @@ pub async fn start(node: &Arc<Node>, req: RecoveryRequest) -> Result<JobStatus, 
         .workers
         .get(job.id())
         .ok_or_else(|| NodeError::Invalid("job vanished".into()))?;
-    if !req.local_only {
-        fan_out(node, &req).await;
+    let fanned_out = if req.local_only {
+        Vec::new()
+    } else {
+        fan_out(node, &req).await
+    };
+    for r in &fanned_out {
+        job.add_remote(r.clone());
     }
     let node2 = node.clone();
     let rt = tokio::runtime::Handle::current();
@@ -187,11 +204,60 @@ pub async fn start(node: &Arc<Node>, req: RecoveryRequest) -> Result<JobStatus, 
             job.finish(outcome.map_err(|e| e.to_string()));
         })
         .map_err(NodeError::Io)?;
-    Ok(status)
+    Ok(RecoveryJob {
+        job: status,
+        fanned_out,
+    })
 }
 
-/// Ask every other node to run the same recovery on its own backends.
-async fn fan_out(node: &Node, req: &RecoveryRequest) {
+/// Cancel job `id` of this node and every job it fanned out to other nodes (through their
+/// admin HTTP). A local job that already ended is not an error while fanned-out ones remain:
+/// they may still be copying. Returns the local job and the remote ones asked.
+pub async fn cancel(node: &Arc<Node>, id: u64) -> Result<RecoveryJob, NodeError> {
+    let remote = node.workers.remote_jobs(id);
+    match node.workers.cancel(id) {
+        Ok(()) => {}
+        Err(crate::worker::ControlError::Finished { .. }) if !remote.is_empty() => {}
+        Err(e) => return Err(e.into()),
+    }
+    let token = node.config.effective_admin_token().unwrap_or_default();
+    let http = reqwest::Client::new();
+    for r in &remote {
+        let sent = http
+            .post(format!(
+                "http://{}/admin/jobs/{}/cancel",
+                r.http_addr, r.job
+            ))
+            .bearer_auth(&token)
+            .timeout(std::time::Duration::from_millis(
+                node.config.wait_timeout_ms,
+            ))
+            .send()
+            .await;
+        match sent {
+            // 409: it had already finished.
+            Ok(resp) if resp.status().is_success() || resp.status().as_u16() == 409 => {}
+            Ok(resp) => {
+                tracing::warn!(node = %r.http_addr, job = r.job, status = %resp.status(), "recovery cancel fan-out refused")
+            }
+            Err(e) => {
+                tracing::warn!(node = %r.http_addr, job = r.job, error = %e, "recovery cancel fan-out failed")
+            }
+        }
+    }
+    let job = node
+        .workers
+        .get(id)
+        .ok_or(NodeError::Job(crate::worker::ControlError::NotFound(id)))?;
+    Ok(RecoveryJob {
+        job,
+        fanned_out: remote,
+    })
+}
+
+/// Ask every other node to run the same recovery on its own backends; returns the jobs they
+/// started.
+async fn fan_out(node: &Node, req: &RecoveryRequest) -> Vec<RemoteJob> {
     let local = RecoveryRequest {
         local_only: true,
         ..req.clone()
@@ -205,6 +271,7 @@ async fn fan_out(node: &Node, req: &RecoveryRequest) {
         .filter_map(|(_, http)| *http)
         .collect();
     let http = reqwest::Client::new();
+    let mut started = Vec::new();
     for t in targets {
         let r = http
             .post(format!("http://{t}/admin/recovery"))
@@ -215,10 +282,19 @@ async fn fan_out(node: &Node, req: &RecoveryRequest) {
             ))
             .send()
             .await;
-        if let Err(e) = r.and_then(|r| r.error_for_status()) {
-            tracing::warn!(node = %t, error = %e, "recovery fan-out failed");
+        let job = match r.and_then(|r| r.error_for_status()) {
+            Ok(resp) => resp.json::<JobStatus>().await,
+            Err(e) => Err(e),
+        };
+        match job {
+            Ok(j) => started.push(RemoteJob {
+                http_addr: t.to_string(),
+                job: j.id,
+            }),
+            Err(e) => tracing::warn!(node = %t, error = %e, "recovery fan-out failed"),
         }
     }
+    started
 }
 
 fn in_filters(req: &RecoveryRequest, l: &eblob::Lookup) -> bool {
@@ -270,11 +346,8 @@ fn run(
             let pause = limit
                 .pause_for(moved, Instant::now())
                 .max(throttle.pause_after(started.elapsed()));
-            if !pause.is_zero() {
-                // The rate limit and throttle themselves: this thread only moves data.
-                std::thread::sleep(pause);
-            }
-            true
+            // The rate limit and throttle themselves; a cancel ends the rest at once.
+            pause.is_zero() || job.rest(pause).is_ok()
         };
         // Uncommitted records too: abandoned uploads are recovery's to clean up.
         let opts = eblob::IterateOptions {
@@ -358,8 +431,8 @@ fn classify(replicas: &[Replica], now_s: u64, prepare_timeout_s: u64) -> Uncommi
     }
 }
 
-/// Keys of one batch copied at once. Each holds at most one record's data, so a job's memory
-/// stays within `COPIES_IN_FLIGHT` records; several in flight keep the disk, both nodes' CPUs
+/// Keys of one batch copied at once. Each holds at most one part of a record (see
+/// [`copy_part_bytes`]), so a job's memory stays within `COPIES_IN_FLIGHT` parts; several in flight keep the disk, both nodes' CPUs
 /// and the connection busy at the same time instead of one round trip after another.
 const COPIES_IN_FLIGHT: usize = 16;
 
@@ -415,14 +488,22 @@ async fn process_key(
             let mut replicas = vec![local];
             let mut missing = Vec::new();
             let mut lookup_failed = false;
-            for r in client.lookup_in(&others, &id).await {
+            let found = if req.verify {
+                client.lookup_verified_in(&others, &id).await
+            } else {
+                client.lookup_in(&others, &id).await
+            };
+            for r in found {
                 match (r.status, r.info) {
                     (s, Some(info)) if s.is_ok() => replicas.push(Replica {
                         group: r.group,
                         version: version(info.attr.ts_sec, info.attr.ts_nsec, info.attr.total_size),
                         uncommitted: info.attr.record_flags & RECORD_UNCOMMITTED != 0,
                     }),
-                    (Status::NOT_FOUND, _) => missing.push(r.group),
+                    // A damaged copy (found by a verifying lookup) is as good as none: the
+                    // copy replaces it (CAS on version lets an equal version replace a copy
+                    // that fails verification).
+                    (Status::NOT_FOUND | Status::CORRUPTED, _) => missing.push(r.group),
                     _ => {
                         rep.failed += 1;
                         lookup_failed = true;
@@ -452,7 +533,8 @@ async fn process_key(
             }
             let mut t: Vec<Target> = missing.into_iter().map(Target::Group).collect();
             for r in &replicas[1..] {
-                if r.version < local_v {
+                // An unfinished upload or copy of this very version is overwritten too.
+                if r.version < local_v || (r.uncommitted && r.version == local_v) {
                     t.push(Target::Group(r.group));
                 } else {
                     rep.skipped += 1;
@@ -576,7 +658,82 @@ pub(crate) struct CopyResult {
     pub statuses: Vec<(Target, Status)>,
 }
 
-/// Read the local record and write it to `targets`, keeping its timestamp and flags.
+/// Largest part of a record one copy request carries (the rest follow as plain writes): a
+/// copy's memory is one part, and a record larger than the frame limit still moves.
+const COPY_PART_BYTES_MAX: u64 = 4 << 20;
+
+/// Bytes of a record per copy request for this node: at most [`COPY_PART_BYTES_MAX`], and
+/// small enough that header, IO attributes and part fit a frame of `max_frame_bytes`.
+pub(crate) fn copy_part_bytes(max_frame_bytes: u64) -> u64 {
+    let overhead =
+        (ellipsis_core::protocol::HEADER_SIZE + ellipsis_core::protocol::IO_ATTR_SIZE) as u64;
+    max_frame_bytes
+        .saturating_sub(overhead)
+        .clamp(1, COPY_PART_BYTES_MAX)
+}
+
+/// Why a source record cannot be read for a copy, as the status every target gets.
+fn read_failure(e: &NodeError, targets: &[Target]) -> CopyResult {
+    let s = Status::from(e);
+    let mut out = CopyResult::default();
+    // Removed since the pass saw it (a concurrent recovery on another node removed an
+    // abandoned upload, or a client deleted it): nothing left to copy.
+    if s == Status::NOT_FOUND {
+        out.skipped += targets.len() as u64;
+    } else {
+        out.failed += targets.len() as u64;
+    }
+    out.statuses = targets.iter().map(|t| (*t, s)).collect();
+    out
+}
+
+/// Send one write (a whole record or one part of it) to `t`.
+async fn write_part(
+    client: &Arc<Client>,
+    group: u32,
+    id: &Id,
+    t: Target,
+    attr: IoAttr,
+    data: Bytes,
+) -> Status {
+    match t {
+        Target::Group(g) => {
+            let r = client.write_to(&[g], id, data, attr).await;
+            r.first().map_or(Status::UNREACHABLE, |x| x.status)
+        }
+        Target::Backend(addr) => {
+            let payload: Bytes = IoPayload {
+                attr: IoAttr {
+                    size: data.len() as u64,
+                    ..attr
+                },
+                data,
+            }
+            .encode()
+            .into();
+            match client
+                .direct(Command::Write, addr, group, id, payload)
+                .await
+            {
+                Ok(_) => Status::OK,
+                Err(e) => e.status(),
+            }
+        }
+    }
+}
+
+/// Read the local record and write it to `targets`, keeping its timestamp and user flags as
+/// read together with the data (not as seen when the key was listed: a client write in
+/// between must not be sent under the old timestamp).
+///
+/// Default and move mode write with CAS on the version `(timestamp, size)`, the order dc
+/// ranks replicas by, so a newer copy is never overwritten and an equal one only when it is
+/// damaged; overwrite mode writes unconditionally. A record larger than one part
+/// ([`copy_part_bytes`]) goes as PREPARE (first part, CAS) / PLAIN_WRITE / COMMIT (last part,
+/// sealed only if the target's checksum equals the source's), one part in memory at a time;
+/// if the record changes while it is copied the copy stops (AGAIN) and the next pass sends
+/// the new version; an interrupted copy leaves an uncommitted record, which dc overwrites or
+/// (past the prepare timeout, if it is all that is left) removes.
 pub(crate) async fn copy(
     node: &Arc<Node>,
     client: &Arc<Client>,
@@ -586,63 +743,49 @@ pub(crate) async fn copy(
     targets: &[Target],
     mode: SendMode,
 ) -> CopyResult {
+    let part = copy_part_bytes(node.config.max_frame_bytes);
+    let cas = if mode == SendMode::Overwrite {
+        0
+    } else {
+        io_flags::CAS_VERSION
+    };
+    if l.data_size_bytes <= part {
+        return copy_whole(node, client, b, id, l, targets, cas).await;
+    }
+    copy_in_parts(node, client, b, id, l, targets, cas, part).await
+}
+
+async fn copy_whole(
+    node: &Arc<Node>,
+    client: &Arc<Client>,
+    b: &Arc<Backend>,
+    id: &Id,
+    l: &eblob::Lookup,
+    targets: &[Target],
+    cas: u64,
+) -> CopyResult {
     let mut out = CopyResult::default();
     let (b2, k) = (b.clone(), l.key);
-    let data =
-        match crate::cmd::blocking(node, move || Ok(b2.read(&k, 0, 0, CacheUse::default())?)).await
-        {
-            Ok(r) => r.data,
-            Err(e) => {
-                let s = Status::from(&e);
-                // Removed since the pass saw it (a concurrent recovery on another node removed
-                // an abandoned upload, or a client deleted it): nothing left to copy.
-                if s == Status::NOT_FOUND {
-                    out.skipped += targets.len() as u64;
-                } else {
-                    out.failed += targets.len() as u64;
-                }
-                out.statuses = targets.iter().map(|t| (*t, s)).collect();
-                return out;
-            }
-        };
+    let r = match crate::cmd::blocking(node, move || Ok(b2.read(&k, 0, 0, CacheUse::default())?))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return read_failure(&e, targets),
+    };
     let attr = IoAttr {
-        ts_sec: l.timestamp.sec,
-        ts_nsec: l.timestamp.nsec,
-        user_flags: l.user_flags,
-        io_flags: if mode == SendMode::Overwrite {
-            0
-        } else {
-            io_flags::CAS_TIMESTAMP
-        },
-        size: data.len() as u64,
+        ts_sec: r.timestamp.sec,
+        ts_nsec: r.timestamp.nsec,
+        user_flags: r.user_flags,
+        io_flags: cas,
+        size: r.data.len() as u64,
         ..IoAttr::default()
     };
     for t in targets {
-        let status = match t {
-            Target::Group(g) => {
-                let r = client.write_to(&[*g], id, data.clone(), attr).await;
-                r.first().map_or(Status::UNREACHABLE, |x| x.status)
-            }
-            Target::Backend(addr) => {
-                let payload: Bytes = IoPayload {
-                    attr,
-                    data: data.clone(),
-                }
-                .encode()
-                .into();
-                match client
-                    .direct(Command::Write, *addr, b.group(), id, payload)
-                    .await
-                {
-                    Ok(_) => Status::OK,
-                    Err(e) => e.status(),
-                }
-            }
-        };
+        let status = write_part(client, b.group(), id, *t, attr, r.data.clone()).await;
         match status {
             Status::OK => {
                 out.copied += 1;
-                out.bytes += data.len() as u64;
+                out.bytes += r.data.len() as u64;
             }
             Status::NEWER_EXISTS => out.skipped += 1,
             _ => out.failed += 1,
@@ -650,6 +793,143 @@ pub(crate) async fn copy(
         out.statuses.push((*t, status));
     }
     out
+}
+
+/// One part of the source record, with the lookup it was read under.
+fn read_part(
+    b: &Backend,
+    key: &eblob::Key,
+    offset: u64,
+    size: u64,
+) -> Result<(eblob::Lookup, Bytes), NodeError> {
+    let engine = b.engine()?;
+    let (l, data) = engine
+        .read_with_lookup(key, offset, size)
+        .map_err(crate::backend::BackendError::from)?;
+    Ok((l, Bytes::from(data)))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_in_parts(
+    node: &Arc<Node>,
+    client: &Arc<Client>,
+    b: &Arc<Backend>,
+    id: &Id,
+    l: &eblob::Lookup,
+    targets: &[Target],
+    cas: u64,
+    part: u64,
+) -> CopyResult {
+    let key = l.key;
+    // A dirty cached copy reaches the engine first, so the parts are the newest version.
+    let b2 = b.clone();
+    if let Err(e) = crate::cmd::blocking(node, move || Ok(b2.lookup(&key)?)).await {
+        return read_failure(&e, targets);
+    }
+    // Per target: its status so far (OK while it is still being written).
+    let mut state: Vec<(Target, Status)> = targets.iter().map(|t| (*t, Status::OK)).collect();
+    let mut first: Option<eblob::Lookup> = None;
+    let mut offset = 0;
+    loop {
+        let size_now = first
+            .as_ref()
+            .map_or(l.data_size_bytes, |f| f.data_size_bytes);
+        let want = part.min(size_now.saturating_sub(offset));
+        let (b2, k) = (b.clone(), key);
+        let read = crate::cmd::blocking(node, move || read_part(&b2, &k, offset, want)).await;
+        let (this, data) = match read {
+            Ok(x) => x,
+            Err(e) => {
+                // Shrunk or removed since it was listed: AGAIN or the read's own failure.
+                let s = match Status::from(&e) {
+                    Status::INVALID => Status::AGAIN,
+                    s => s,
+                };
+                for st in state.iter_mut().filter(|s| s.1 == Status::OK) {
+                    st.1 = s;
+                }
+                break;
+            }
+        };
+        let f = first.get_or_insert_with(|| this.clone());
+        let same = (f.timestamp, f.data_size_bytes, f.checksum, f.user_flags)
+            == (
+                this.timestamp,
+                this.data_size_bytes,
+                this.checksum,
+                this.user_flags,
+            );
+        if !same {
+            // Rewritten while being copied: the next pass copies the new version.
+            for st in state.iter_mut().filter(|s| s.1 == Status::OK) {
+                st.1 = Status::AGAIN;
+            }
+            break;
+        }
+        let size = f.data_size_bytes;
+        let end = offset + data.len() as u64;
+        let last = end >= size;
+        let mode = match (offset == 0, last) {
+            (true, _) => io_flags::PREPARE | cas,
+            (false, false) => io_flags::PLAIN_WRITE,
+            (false, true) => io_flags::COMMIT,
+        };
+        let seal = if last && !f.nocsum {
+            io_flags::CAS_CHECKSUM
+        } else {
+            0
+        };
+        // PREPARE may carry COMMIT for a record that fits one part: not the case here.
+        let attr = IoAttr {
+            offset,
+            ts_sec: f.timestamp.sec,
+            ts_nsec: f.timestamp.nsec,
+            user_flags: f.user_flags,
+            io_flags: mode | seal,
+            total_size: size,
+            checksum: f.checksum,
+            ..IoAttr::default()
+        };
+        let writes = state
+            .iter()
+            .filter(|(_, s)| *s == Status::OK)
+            .map(|(t, _)| {
+                let data = data.clone();
+                async move { (*t, write_part(client, b.group(), id, *t, attr, data).await) }
+            });
+        let done = futures::future::join_all(writes).await;
+        for (t, s) in done {
+            if let Some(st) = state.iter_mut().find(|x| same_target(&x.0, &t)) {
+                st.1 = s;
+            }
+        }
+        offset = end;
+        if last || state.iter().all(|(_, s)| *s != Status::OK) || data.is_empty() {
+            break;
+        }
+    }
+    let mut out = CopyResult::default();
+    let size = first.as_ref().map_or(0, |f| f.data_size_bytes);
+    for (t, s) in state {
+        match s {
+            Status::OK => {
+                out.copied += 1;
+                out.bytes += size;
+            }
+            Status::NEWER_EXISTS => out.skipped += 1,
+            _ => out.failed += 1,
+        }
+        out.statuses.push((t, s));
+    }
+    out
+}
+
+fn same_target(a: &Target, b: &Target) -> bool {
+    match (a, b) {
+        (Target::Group(x), Target::Group(y)) => x == y,
+        (Target::Backend(x), Target::Backend(y)) => x == y,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

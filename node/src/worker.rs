@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use ellipsis_core::stats::{JobKind, JobState, JobStatus};
+pub use ellipsis_core::stats::{JobKind, JobState, JobStatus, RemoteJob};
 use parking_lot::{Condvar, Mutex};
 
 struct Lifecycle {
@@ -47,6 +47,8 @@ struct Job {
     cancel_hook: Mutex<Option<CancelHook>>,
     life: Mutex<Lifecycle>,
     resumed: Condvar,
+    /// Jobs other nodes run for this one (a fanned-out recovery): cancel reaches them too.
+    remote: Mutex<Vec<RemoteJob>>,
 }
 
 type CancelHook = Box<dyn Fn() + Send + Sync>;
@@ -168,6 +170,7 @@ impl Workers {
                 result: None,
             }),
             resumed: Condvar::new(),
+            remote: Mutex::new(Vec::new()),
         });
         let mut jobs = self.jobs.lock();
         jobs.insert(id, job.clone());
@@ -226,6 +229,15 @@ impl Workers {
             .get(&id)
             .cloned()
             .ok_or(ControlError::NotFound(id))
+    }
+
+    /// The jobs other nodes run on behalf of job `id` (empty if none or unknown).
+    pub fn remote_jobs(&self, id: u64) -> Vec<RemoteJob> {
+        self.jobs
+            .lock()
+            .get(&id)
+            .map(|j| j.remote.lock().clone())
+            .unwrap_or_default()
     }
 
     /// Asks a job to stop at its next checkpoint.
@@ -354,6 +366,28 @@ impl JobHandle {
         *self.job.cancel_hook.lock() = Some(Box::new(hook));
         if self.is_cancelled() {
             self.job.request_cancel();
+        }
+    }
+
+    /// Records a job another node runs on behalf of this one.
+    pub fn add_remote(&self, remote: RemoteJob) {
+        self.job.remote.lock().push(remote);
+    }
+
+    /// Rests `pause` (a rate limit or throttle), waking early on cancellation, which it then
+    /// returns: a job resting for a rate limit stops as soon as it is cancelled.
+    pub fn rest(&self, pause: Duration) -> Result<(), Cancelled> {
+        let deadline = Instant::now() + pause;
+        let mut life = self.job.life.lock();
+        while !self.is_cancelled() {
+            if self.job.resumed.wait_until(&mut life, deadline).timed_out() {
+                break;
+            }
+        }
+        if self.is_cancelled() {
+            Err(Cancelled)
+        } else {
+            Ok(())
         }
     }
 

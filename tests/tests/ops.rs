@@ -288,6 +288,57 @@ async fn server_send_never_overwrites_newer_and_moves_in_move_mode() {
         Status::NOT_FOUND,
         "removed at the source"
     );
+    // A key the node does not hold (another node of its group owns it): NOT_FOUND.
+    let owner = g1.routes().owner(1, &b).unwrap().node;
+    let (other, other_http) = if owner == c.addr(0) {
+        (c.addr(1), c.http(1))
+    } else {
+        (c.addr(0), c.http(0))
+    };
+    let h = Header::request(Command::Send, Id::ZERO, 1, 0);
+    let req = SendRequest {
+        mode: SendMode::Default,
+        groups: vec![2],
+        ids: vec![b],
+    };
+    let frames = g1.call_node(other, h, req.encode().into()).await.unwrap();
+    let results: Vec<SendResult> = frames
+        .iter()
+        .filter(|f| f.header.has(flags::MORE))
+        .map(|f| SendResult::decode(&f.payload).unwrap())
+        .collect();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].status, Status::NOT_FOUND);
+    // Every SEND ran as a server-send job, visible in /stats/workers with its progress.
+    let jobs: Vec<JobStatus> = reqwest::get(format!("http://{other_http}/stats/workers"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sends: Vec<&JobStatus> = jobs
+        .iter()
+        .filter(|j| j.kind == ellipsis_core::stats::JobKind::ServerSend)
+        .collect();
+    let last = sends.last().expect("a server-send job");
+    assert_eq!(last.state, JobState::Done, "{last:?}");
+    assert_eq!((last.done_keys, last.total_keys), (1, Some(1)), "{last:?}");
+    let mut all_sends = 0;
+    let mut sent_bytes = 0;
+    for n in 0..2 {
+        for j in c.node(n).workers.list() {
+            if j.kind == ellipsis_core::stats::JobKind::ServerSend {
+                assert_eq!(j.state, JobState::Done, "{j:?}");
+                all_sends += 1;
+                sent_bytes += j.done_bytes;
+            }
+        }
+    }
+    assert!(all_sends >= 4, "one job per SEND request: {all_sends}");
+    assert!(
+        sent_bytes >= (b"only-in-1".len() + b"old".len() + b"moving".len()) as u64,
+        "{sent_bytes}"
+    );
     c.shutdown().await;
 }
 
@@ -642,6 +693,241 @@ async fn safe_merge_copies_to_the_new_owner_and_keeps_the_old_copy() {
             old.lookup(&eblob::Key(key(*i).0)).is_ok(),
             "kept at the source"
         );
+    }
+    c.shutdown().await;
+}
+
+/// Group `g`'s copy of `k`: (timestamp, data), read from the engine of the node holding it.
+fn engine_copy(c: &Cluster, node: usize, k: &Id) -> Option<(u64, Vec<u8>)> {
+    let e = c.node(node).backend(1).unwrap().engine().unwrap();
+    let l = e.lookup(&eblob::Key(k.0)).ok()?;
+    Some((l.timestamp.sec, e.read(&eblob::Key(k.0)).ok()?))
+}
+
+async fn dc(c: &Cluster, body: serde_json::Value) -> ellipsis_node::recovery::RecoveryReport {
+    let before = job_ids(c);
+    let r = post_json(format!("http://{}/admin/recovery", c.http(0)), body).await;
+    assert_eq!(r.status(), 202);
+    report(&new_jobs(c, &before).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dc_converges_copies_with_equal_timestamps_and_different_sizes() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
+    let client = c.client(0, &[1, 2], Checker::All).await;
+    let (a, b) = (key(1), key(2));
+    // Same timestamp, different sizes, the bigger one in either group.
+    for (k, g1, g2) in [
+        (a, "short", "the longer one"),
+        (b, "the longer one", "short"),
+    ] {
+        for (g, v) in [(1, g1), (2, g2)] {
+            let r = client
+                .write_to(&[g], &k, Bytes::from(v.to_owned()), at(100))
+                .await;
+            assert_eq!(r[0].status, Status::OK);
+        }
+    }
+    let rep = dc(&c, serde_json::json!({"kind": "dc"})).await;
+    assert_eq!((rep.copied, rep.failed), (2, 0), "{rep:?}");
+    for k in [a, b] {
+        for g in [1, 2] {
+            assert_eq!(
+                group_read(&client, g, &k).await,
+                Some((Bytes::from_static(b"the longer one"), 100)),
+                "group {g}"
+            );
+        }
+    }
+    // Converged: a second pass copies nothing.
+    let rep = dc(&c, serde_json::json!({"kind": "dc"})).await;
+    assert_eq!((rep.copied, rep.failed), (0, 0), "{rep:?}");
+    assert_eq!(rep.skipped, 4, "both keys seen from both groups: {rep:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dc_racing_client_writes_never_sends_bytes_under_another_versions_timestamp() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
+    let g1 = c.client(0, &[1], Checker::All).await;
+    // The value names its own timestamp, so a copy pairing bytes with another version's
+    // timestamp is visible.
+    let val = |i: u64, ts: u64| Bytes::from(format!("key {i} at {ts} {}", "x".repeat(2000)));
+    const KEYS: u64 = 200;
+    for i in 0..KEYS {
+        g1.write(&key(i), val(i, 1000), at(1000)).await.unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (g1, stop) = (g1.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut ts = 1001;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in (ts % 7..KEYS).step_by(7) {
+                    g1.write(&key(i), val(i, ts), at(ts)).await.unwrap();
+                }
+                ts += 1;
+            }
+            ts
+        })
+    };
+    let mut passes = 0;
+    while passes < 3 {
+        dc(&c, serde_json::json!({"kind": "dc", "groups": [1, 2]})).await;
+        passes += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let last_ts = writer.await.unwrap();
+    assert!(last_ts > 1001, "the writer ran during the passes");
+    for i in 0..KEYS {
+        if let Some((ts, data)) = engine_copy(&c, 1, &key(i)) {
+            assert_eq!(
+                data,
+                val(i, ts),
+                "key {i}: bytes of another version at ts {ts}"
+            );
+        }
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dc_copies_records_larger_than_a_frame_in_parts() {
+    let mut c = Cluster::start(&[]).await;
+    for g in [1, 2] {
+        c.add_node_with(&NodeSpec::groups(&[g]), |cfg| cfg.max_frame_bytes = 1 << 20)
+            .await;
+    }
+    c.converge().await;
+    let client = c.client(0, &[1, 2], Checker::All).await;
+    let big = |seed: u8, n: usize| -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    };
+    // Uploads in 512 KiB parts (a whole one would not fit a frame either).
+    let upload = |g: u32, k: Id, v: Vec<u8>, ts: u64, commit: bool| {
+        let client = client.clone();
+        async move {
+            let part = 512 << 10;
+            let n = v.len();
+            for (j, chunk) in v.chunks(part).enumerate() {
+                let offset = (j * part) as u64;
+                let last = offset as usize + chunk.len() == n;
+                let mode = match (j, last && commit) {
+                    (0, _) => ellipsis_core::protocol::io_flags::PREPARE,
+                    (_, true) => ellipsis_core::protocol::io_flags::COMMIT,
+                    _ => ellipsis_core::protocol::io_flags::PLAIN_WRITE,
+                };
+                let attr = IoAttr {
+                    offset,
+                    ts_sec: ts,
+                    io_flags: mode,
+                    total_size: n as u64,
+                    ..IoAttr::default()
+                };
+                let r = client
+                    .write_to(&[g], &k, Bytes::copy_from_slice(chunk), attr)
+                    .await;
+                assert_eq!(r[0].status, Status::OK, "part {j}");
+                if !commit && j == 0 {
+                    return;
+                }
+            }
+        }
+    };
+    let (fresh, stale, partial) = (key(1), key(2), key(3));
+    let size = (5 << 20) + 123;
+    upload(1, fresh, big(1, size), 100, true).await;
+    upload(1, stale, big(2, size), 100, true).await;
+    client
+        .write_to(&[2], &stale, Bytes::from_static(b"old"), at(50))
+        .await;
+    upload(1, partial, big(3, size), 100, true).await;
+    // An interrupted copy of the same version: one part, never committed.
+    upload(2, partial, big(3, size), 100, false).await;
+    let rep = dc(&c, serde_json::json!({"kind": "dc"})).await;
+    assert_eq!((rep.copied, rep.failed), (3, 0), "{rep:?}");
+    for (k, seed) in [(fresh, 1), (stale, 2), (partial, 3)] {
+        assert_eq!(engine_copy(&c, 1, &k), Some((100, big(seed, size))));
+        let l1 = c.node(0).backend(1).unwrap().engine().unwrap();
+        let l2 = c.node(1).backend(1).unwrap().engine().unwrap();
+        let (l1, l2) = (
+            l1.lookup(&eblob::Key(k.0)).unwrap(),
+            l2.lookup(&eblob::Key(k.0)).unwrap(),
+        );
+        assert!(!l2.uncommitted);
+        assert_eq!(l1.checksum, l2.checksum);
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_started_and_cancelled_over_the_protocol_stops_every_nodes_job() {
+    use ellipsis_core::protocol::cmd::recovery::RecoveryControl;
+    let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
+    // Different keys in each group: both nodes have copying to do.
+    const SIZE: usize = 10_000;
+    for (g, keys) in [(1, 0..40), (2, 40..80)] {
+        let client = c.client(0, &[g], Checker::All).await;
+        for i in keys {
+            client
+                .write(&key(i), Bytes::from(vec![i as u8; SIZE]), at(100))
+                .await
+                .unwrap();
+        }
+    }
+    let start = RecoveryControl::Start {
+        request_json: serde_json::json!({"kind": "dc", "batch": 2, "bytes_per_s": 40_000})
+            .to_string(),
+    };
+    // Without the token: refused, nothing started.
+    let anon = Client::connect(ellipsis_core::client::ClientConfig {
+        remotes: vec![c.addr(0)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let denied = anon.recovery(c.addr(0), &start).await.unwrap_err();
+    assert_eq!(denied.status(), Status::ACCESS);
+    assert!(c.node(0).workers.list().is_empty());
+
+    let admin = c.client(0, &[1, 2], Checker::All).await;
+    let began = std::time::Instant::now();
+    let started = admin.recovery(c.addr(0), &start).await.unwrap();
+    assert_eq!(started.job.kind, ellipsis_core::stats::JobKind::RecoveryDc);
+    assert_eq!(started.fanned_out.len(), 1, "{started:?}");
+    assert_eq!(started.fanned_out[0].http_addr, c.http(1).to_string());
+    let jobs = [(0, started.job.id), (1, started.fanned_out[0].job)];
+    // Both jobs are copying (polled, bounded by a deadline).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while jobs
+        .iter()
+        .any(|(n, id)| c.node(*n).workers.get(*id).unwrap().done_bytes == 0)
+    {
+        assert!(std::time::Instant::now() < deadline, "jobs never copied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cancelled = admin
+        .recovery(c.addr(0), &RecoveryControl::Cancel { job: jobs[0].1 })
+        .await
+        .unwrap();
+    assert_eq!(cancelled.fanned_out, started.fanned_out);
+    let elapsed = began.elapsed().as_secs_f64();
+    for (n, id) in jobs {
+        let node = c.node(n).clone();
+        let end =
+            tokio::task::spawn_blocking(move || node.workers.wait(id, Duration::from_secs(10)))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(end.state, JobState::Cancelled, "node {n}: {end:?}");
+        // The throughput limit held: at most the allowance so far plus one batch in flight.
+        let allowed = 40_000.0 * elapsed + (2 * SIZE) as f64;
+        assert!(
+            (end.done_bytes as f64) <= allowed,
+            "node {n}: {} bytes in {elapsed:.2} s",
+            end.done_bytes
+        );
+        assert!(end.done_keys < 40, "node {n} stopped early: {end:?}");
     }
     c.shutdown().await;
 }

@@ -502,6 +502,46 @@ impl Client {
             .await
     }
 
+    /// Start or cancel a recovery on `node` (RECOVERY, admin: the session needs the token).
+    /// Start takes the same JSON document as `POST /admin/recovery`; both answer with the
+    /// node's job and the jobs it fanned out to the other nodes.
+    pub async fn recovery(
+        &self,
+        node: SocketAddr,
+        control: &crate::protocol::cmd::recovery::RecoveryControl,
+    ) -> Result<crate::stats::RecoveryJob, ClientError> {
+        let h = Header::request(Command::Recovery, Id::ZERO, 0, 0);
+        let frames = self.call_node(node, h, control.encode().into()).await?;
+        let last = frames
+            .last()
+            .ok_or(ClientError::Protocol(ProtocolError::Invalid {
+                what: "recovery reply",
+                reason: "no reply".into(),
+            }))?;
+        serde_json::from_slice(&last.payload).map_err(|e| {
+            ClientError::Protocol(ProtocolError::Invalid {
+                what: "recovery reply",
+                reason: e.to_string(),
+            })
+        })
+    }
+
+    /// Verifying lookups in exactly `groups`: each owner checks the whole record (a read of
+    /// the object) and answers CORRUPTED for a damaged one.
+    pub async fn lookup_verified_in(&self, groups: &[u32], key: &Id) -> Vec<GroupResult> {
+        let attr = IoAttr {
+            io_flags: crate::protocol::io_flags::VERIFY,
+            ..IoAttr::default()
+        };
+        let payload = IoPayload {
+            attr,
+            data: Bytes::new(),
+        }
+        .encode();
+        self.to_groups(Command::Lookup, groups, key, payload.into())
+            .await
+    }
+
     /// A keyed request to one backend of one node, bypassing routing (DIRECT): recovery moves
     /// keys to their owner this way.
     pub async fn direct(
@@ -549,7 +589,7 @@ impl Client {
                 for f in self.call_node(node, h, req.encode().into()).await? {
                     if f.header.has(crate::protocol::flags::MORE) {
                         let p = if f.header.status.is_ok() {
-                            Some(IoPayload::decode(&f.payload)?)
+                            Some(IoPayload::decode_shared(&f.payload)?)
                         } else {
                             None
                         };
@@ -571,7 +611,7 @@ impl Client {
         let mut out = Vec::new();
         for f in self.range_call(Command::ReadRange, group, range).await? {
             if f.header.status.is_ok() {
-                out.push((f.header.id, IoPayload::decode(&f.payload)?));
+                out.push((f.header.id, IoPayload::decode_shared(&f.payload)?));
             }
         }
         out.sort_by_key(|x| x.0);
@@ -698,7 +738,7 @@ impl Client {
             let (_, r) = self
                 .keyed(Command::Read, g, key, payload.clone(), trace)
                 .await;
-            match r.and_then(|f| Ok((f.header.trace_id, IoPayload::decode(&f.payload)?))) {
+            match r.and_then(|f| Ok((f.header.trace_id, IoPayload::decode_shared(&f.payload)?))) {
                 Ok((trace_id, p)) => {
                     self.note_latency(g, started);
                     return Ok(ReadResult {

@@ -38,13 +38,15 @@ pub enum Command {
     /// Liveness check.
     #[default]
     Ping,
+    /// Admin: start or cancel a dc / merge recovery (fanned out to every node).
+    Recovery,
     /// A code this version does not know.
     Unknown(u32),
 }
 
 impl Command {
     /// Every known command.
-    pub const ALL: [Command; 16] = [
+    pub const ALL: [Command; 17] = [
         Command::Lookup,
         Command::RouteList,
         Command::Write,
@@ -61,6 +63,7 @@ impl Command {
         Command::Notify,
         Command::Auth,
         Command::Ping,
+        Command::Recovery,
     ];
 
     /// Wire code.
@@ -82,6 +85,7 @@ impl Command {
             Command::Notify => 14,
             Command::Auth => 15,
             Command::Ping => 16,
+            Command::Recovery => 17,
             Command::Unknown(c) => c,
         }
     }
@@ -113,6 +117,7 @@ impl Command {
             Command::Notify => "NOTIFY",
             Command::Auth => "AUTH",
             Command::Ping => "PING",
+            Command::Recovery => "RECOVERY",
             Command::Unknown(_) => "UNKNOWN",
         }
     }
@@ -121,7 +126,11 @@ impl Command {
     pub fn is_admin(self) -> bool {
         matches!(
             self,
-            Command::BackendControl | Command::Send | Command::Iterator | Command::DelRange
+            Command::BackendControl
+                | Command::Send
+                | Command::Iterator
+                | Command::DelRange
+                | Command::Recovery
         )
     }
 

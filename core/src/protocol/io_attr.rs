@@ -20,7 +20,8 @@ pub mod io_flags {
     pub const PLAIN_WRITE: u64 = 1 << 2;
     /// Finish a prepared record (`total_size` = final size).
     pub const COMMIT: u64 = 1 << 3;
-    /// Write only if the stored checksum equals `checksum`.
+    /// Write only if the stored checksum equals `checksum`; with COMMIT: seal only if the
+    /// record's data comes out with this checksum (else it stays uncommitted).
     pub const CAS_CHECKSUM: u64 = 1 << 4;
     /// Write only if no stored copy is newer than (or as new as) the given timestamp.
     pub const CAS_TIMESTAMP: u64 = 1 << 5;
@@ -32,8 +33,15 @@ pub mod io_flags {
     pub const NOCSUM: u64 = 1 << 8;
     /// Reply without data (lookups, iterators).
     pub const NO_DATA: u64 = 1 << 9;
+    /// LOOKUP: verify the whole record (data header and every chunk checksum) before
+    /// answering; a damaged record answers CORRUPTED. Costs a read of the object.
+    pub const VERIFY: u64 = 1 << 10;
+    /// Write only if this version `(timestamp, size)` is newer than the stored copy's, or
+    /// equal while the stored copy is uncommitted or fails verification (recovery's rule:
+    /// replicas are ranked by `(timestamp, size)`, and an equal but damaged copy is repaired).
+    pub const CAS_VERSION: u64 = 1 << 11;
     /// Every flag this version knows.
-    pub const KNOWN: u64 = (1 << 10) - 1;
+    pub const KNOWN: u64 = (1 << 12) - 1;
 }
 
 /// Attributes of one IO.

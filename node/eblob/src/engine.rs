@@ -48,6 +48,19 @@ pub struct WriteOptions {
     pub nocsum: bool,
     /// Only write if no stored copy has a timestamp >= this write's.
     pub cas_timestamp: bool,
+    /// Only write if this write's version `(timestamp, size)` is newer than the stored copy's
+    /// (the order recovery ranks replicas by; `size` is `prepare_size_bytes` for a PREPARE,
+    /// else `offset + data length`). An uncommitted stored copy is replaced by a version at
+    /// least as new (an unfinished upload or copy of it). A committed stored copy of the *same*
+    /// version is replaced only if it fails checksum verification: the write repairs a copy
+    /// whose bytes rotted. That verification reads the stored record under the write lock; it
+    /// happens only for equal versions, i.e. when recovery found the copy damaged.
+    pub cas_version: bool,
+    /// With `commit`: seal only if the record's checksum (hash of its chunk hashes, as
+    /// [`Lookup::checksum`]) comes out equal to this; otherwise the record stays uncommitted
+    /// and the commit fails with [`Error::ChecksumMismatch`]. A chunked copy passes the
+    /// source's checksum so a record assembled from interleaved or lost chunks is never sealed.
+    pub commit_checksum: Option<u64>,
 }
 
 /// Where and what a record is.
@@ -104,6 +117,9 @@ pub(crate) struct Loc {
 }
 
 const STRIPES: usize = 256;
+
+/// Bytes a full verification reads at a time (whole checksum chunks).
+const VERIFY_SPAN_BYTES: u64 = 8 * record::CHUNK_SIZE;
 
 /// Shared engine state.
 pub(crate) struct Inner {
@@ -292,6 +308,48 @@ impl Eblob {
             .and_then(|l| self.inner.lookup_of(&l));
         if let Err(e) = &r {
             self.inner.count_error(e);
+        }
+        r
+    }
+
+    /// [`Eblob::lookup`] after a full check of the record: its data header and every data
+    /// chunk against its checksums (what a whole read checks, without keeping the bytes).
+    /// A damaged record is [`Error::Corrupted`] (and counted). Costs a read of the whole
+    /// object, in bounded spans; uncommitted and NOCSUM records are checked for their header
+    /// only.
+    pub fn verify(&self, key: &Key) -> Result<Lookup, Error> {
+        bump(&self.inner.counters.lookups, 1);
+        let _s = self.inner.stripe(key).read();
+        let r = self
+            .inner
+            .find(key)
+            .and_then(|l| l.ok_or(Error::NotFound))
+            .and_then(|l| {
+                self.inner.verify_loc(&l)?;
+                self.inner.lookup_of(&l)
+            });
+        if let Err(e) = &r {
+            self.inner.count_error(e);
+        }
+        r
+    }
+
+    /// [`Eblob::read_range`] together with the lookup of the record the bytes came from, both
+    /// taken under one hold of the key's lock: the timestamp and flags describe exactly these
+    /// bytes even while writers replace the record.
+    pub fn read_with_lookup(
+        &self,
+        key: &Key,
+        offset: u64,
+        size: u64,
+    ) -> Result<(Lookup, Vec<u8>), Error> {
+        let r = self.inner.read_range_loc(key, offset, size);
+        match &r {
+            Ok((_, d)) => {
+                bump(&self.inner.counters.reads, 1);
+                bump(&self.inner.counters.read_bytes, d.len() as u64);
+            }
+            Err(e) => self.inner.count_error(e),
         }
         r
     }
@@ -536,6 +594,15 @@ impl Inner {
     }
 
     fn read_range(&self, key: &Key, offset: u64, size: u64) -> Result<Vec<u8>, Error> {
+        self.read_range_loc(key, offset, size).map(|(_, d)| d)
+    }
+
+    fn read_range_loc(
+        &self,
+        key: &Key,
+        offset: u64,
+        size: u64,
+    ) -> Result<(Lookup, Vec<u8>), Error> {
         let _s = self.stripe(key).read();
         let loc = self.find(key)?.ok_or(Error::NotFound)?;
         let h = loc.header;
@@ -576,7 +643,7 @@ impl Inner {
             Err(e) => return Err(corrupted(format!("data header: {e}"))),
         }
         match loc.base.read_verified(&h, offset, end) {
-            Ok(data) => Ok(data),
+            Ok(data) => Ok((self.lookup_of(&loc)?, data)),
             Err(VerifyError::Damaged(reason)) => Err(corrupted(reason)),
             // The disk failed to answer: a read error, not damage (nothing is counted).
             Err(VerifyError::Io(e)) => Err(e),
@@ -843,7 +910,7 @@ impl Inner {
     }
 
     /// Seal a prepared record at `size` bytes: checksum its data and clear UNCOMMITTED.
-    fn commit(&self, loc: Loc, size: Option<u64>) -> Result<Loc, Error> {
+    fn commit(&self, loc: Loc, size: Option<u64>, expected: Option<u64>) -> Result<Loc, Error> {
         let mut h = loc.header;
         let size = size.unwrap_or(h.data_size);
         if size > h.capacity() {
@@ -867,11 +934,74 @@ impl Inner {
                 hashes.push(record::chunk_hash(c_start / record::CHUNK_SIZE, &chunk));
                 c_start = c_end;
             }
+            if let Some(expected) = expected {
+                let found = record::hash_of_hashes(&hashes);
+                if found != expected {
+                    return Err(Error::ChecksumMismatch { expected, found });
+                }
+            }
             let footer = record::encode_footer(record::chunk_slots(h.disk_size), &hashes);
             loc.base.data.write_at(&footer, h.footer_offset())?;
         }
         loc.base.store_header(loc.slot, &h)?;
         Ok(Loc { header: h, ..loc })
+    }
+
+    /// Whether a `cas_version` write of version `new` may replace the stored record `l`.
+    fn version_replaceable(&self, l: &Loc, new: (Timestamp, u64)) -> Result<bool, Error> {
+        let h = &l.header;
+        if h.has(FLAG_UNCOMMITTED) {
+            return Ok(h.timestamp <= new.0);
+        }
+        let stored = (h.timestamp, h.data_size);
+        if stored != new {
+            return Ok(stored < new);
+        }
+        // Same version: only a damaged copy gives way. An IO error proves nothing.
+        match self.verify_loc(l) {
+            Ok(()) => Ok(false),
+            Err(Error::Corrupted { .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Check a located record end to end: its data header names it, and (unless it is
+    /// uncommitted or stored without checksums) every data chunk matches the footer. Reads one
+    /// span of at most `VERIFY_SPAN_BYTES` at a time, so memory stays bounded for any size.
+    pub(crate) fn verify_loc(&self, loc: &Loc) -> Result<(), Error> {
+        let h = loc.header;
+        let corrupted = |reason: String| {
+            loc.base.note_corrupted();
+            Error::Corrupted {
+                key: h.key,
+                base: loc.base.number,
+                offset_bytes: h.position,
+                reason,
+            }
+        };
+        let mut raw = [0u8; HEADER_SIZE as usize];
+        loc.base.data.read_at(&mut raw, h.position)?;
+        match Header::decode(&raw) {
+            Ok(dh) if dh.key == h.key && dh.disk_size == h.disk_size => {}
+            Ok(_) => return Err(corrupted("data header names another record".into())),
+            Err(e) => return Err(corrupted(format!("data header: {e}"))),
+        }
+        if h.has(FLAG_UNCOMMITTED) || h.has(FLAG_NOCSUM) {
+            return Ok(());
+        }
+        let mut from = 0;
+        loop {
+            let to = (from + VERIFY_SPAN_BYTES).min(h.data_size);
+            match loc.base.read_verified(&h, from, to) {
+                Ok(_) => {}
+                Err(VerifyError::Damaged(reason)) => return Err(corrupted(reason)),
+                Err(VerifyError::Io(e)) => return Err(e),
+            }
+            if to >= h.data_size {
+                return Ok(());
+            }
+            from = to;
+        }
     }
 
     /// The whole current object of a committed record, verified.
@@ -928,6 +1058,16 @@ impl Inner {
                 }
             }
         }
+        if o.cas_version {
+            if let Some(l) = &existing {
+                let new_size = o.prepare_size_bytes.unwrap_or(end);
+                if !self.version_replaceable(l, (ts, new_size))? {
+                    return Err(Error::NewerExists {
+                        stored: l.header.timestamp,
+                    });
+                }
+            }
+        }
         let nocsum = if o.nocsum { FLAG_NOCSUM } else { 0 };
         let template = |flags: u64, data_size: u64| Header {
             key: *key,
@@ -951,7 +1091,7 @@ impl Inner {
             let new = self.append_record(h, reserve, o.offset, parts)?;
             self.retire(&existing, &new)?;
             if o.commit {
-                self.commit(new, o.commit_size_bytes)?
+                self.commit(new, o.commit_size_bytes, o.commit_checksum)?
             } else {
                 new
             }
@@ -988,7 +1128,7 @@ impl Inner {
                 loc
             };
             if o.commit {
-                self.commit(loc, o.commit_size_bytes)?
+                self.commit(loc, o.commit_size_bytes, o.commit_checksum)?
             } else {
                 loc
             }

@@ -68,6 +68,14 @@ pub enum Error {
         /// Object size (reads) or reserved capacity (plain writes).
         limit: u64,
     },
+    /// A commit with an expected checksum found other data in the record (left uncommitted).
+    #[error("commit refused: record checksum {found:#x}, expected {expected:#x}")]
+    ChecksumMismatch {
+        /// The checksum the commit asked for.
+        expected: u64,
+        /// The checksum of the data in the record.
+        found: u64,
+    },
     /// The request itself is malformed (bad flag combination, bad key length, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -308,6 +308,101 @@ fn cas_on_timestamp_never_overwrites_a_newer_or_equal_copy() {
 }
 
 #[test]
+fn cas_on_version_orders_by_timestamp_then_size_and_replaces_only_a_damaged_equal_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let at = |sec| WriteOptions {
+        timestamp: Some(Timestamp { sec, nsec: 0 }),
+        cas_version: true,
+        ..w()
+    };
+    db.write(&key(1), b"ten", &at(10)).unwrap();
+    // Same timestamp, bigger: newer by size.
+    db.write(&key(1), b"ten-bigger", &at(10)).unwrap();
+    assert_eq!(db.read(&key(1)).unwrap(), b"ten-bigger");
+    // Same timestamp, smaller: older.
+    assert!(matches!(
+        db.write(&key(1), b"ten", &at(10)),
+        Err(Error::NewerExists { .. })
+    ));
+    // Older timestamp, however big: older.
+    assert!(matches!(
+        db.write(&key(1), &[7u8; 100], &at(9)),
+        Err(Error::NewerExists { .. })
+    ));
+    // Same version, intact: refused (nothing to repair).
+    assert!(matches!(
+        db.write(&key(1), b"TEN-BIGGER", &at(10)),
+        Err(Error::NewerExists { .. })
+    ));
+    assert_eq!(db.read(&key(1)).unwrap(), b"ten-bigger");
+    assert_eq!(db.verify(&key(1)).unwrap().data_size_bytes, 10);
+
+    // Same version, damaged data (header intact): the write repairs it.
+    let v = value(2, 0, 3 << 20);
+    db.write(&key(2), &v, &at(20)).unwrap();
+    let l = db.lookup(&key(2)).unwrap();
+    db.close().unwrap();
+    flip_byte(&l.data_path, l.data_offset_bytes + (2 << 20) + 3);
+    let db = open(dir.path());
+    // A plain lookup does not see it; a verifying one does.
+    assert_eq!(db.lookup(&key(2)).unwrap().timestamp.sec, 20);
+    assert!(matches!(db.verify(&key(2)), Err(Error::Corrupted { .. })));
+    db.write(&key(2), &v, &at(20)).unwrap();
+    assert_eq!(db.read(&key(2)).unwrap(), v);
+    assert_eq!(db.verify(&key(2)).unwrap().checksum, l.checksum);
+
+    // An uncommitted stored copy gives way to the same version.
+    let prep = WriteOptions {
+        prepare_size_bytes: Some(6),
+        ..at(30)
+    };
+    db.write(&key(3), b"abc", &prep).unwrap();
+    db.write(&key(3), b"abcdef", &at(30)).unwrap();
+    assert_eq!(db.read(&key(3)).unwrap(), b"abcdef");
+}
+
+#[test]
+fn a_commit_with_an_expected_checksum_seals_only_matching_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let v = value(4, 0, (2 << 20) + 99);
+    db.write(&key(9), &v, &w()).unwrap();
+    let want = db.lookup(&key(9)).unwrap().checksum;
+    let (half, rest) = v.split_at(1 << 20);
+    let prepare = WriteOptions {
+        prepare_size_bytes: Some(v.len() as u64),
+        ..w()
+    };
+    let plain = |offset| WriteOptions {
+        offset,
+        plain_write: true,
+        ..w()
+    };
+    let commit = WriteOptions {
+        commit: true,
+        commit_checksum: Some(want),
+        ..w()
+    };
+    // A chunk missing: refused, left uncommitted.
+    db.write(&key(1), half, &prepare).unwrap();
+    assert!(matches!(
+        db.write(&key(1), b"", &commit),
+        Err(Error::ChecksumMismatch { .. })
+    ));
+    assert!(db.lookup(&key(1)).unwrap().uncommitted);
+    // Every chunk in place: sealed with the source's checksum.
+    db.write(&key(1), rest, &plain(half.len() as u64)).unwrap();
+    let l = db.write(&key(1), b"", &commit).unwrap();
+    assert!(!l.uncommitted);
+    assert_eq!(l.checksum, want);
+    assert_eq!(db.read(&key(1)).unwrap(), v);
+    // The bytes and the lookup of one read describe the same record.
+    let (lk, data) = db.read_with_lookup(&key(1), 0, 0).unwrap();
+    assert_eq!((lk.checksum, data), (want, v));
+}
+
+#[test]
 fn scatter_gather_write_stores_the_parts_as_one_record() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());

@@ -18,6 +18,7 @@ mod monitor_stat;
 mod notify;
 mod ping;
 mod read;
+mod recovery;
 mod route_list;
 mod send;
 mod write;
@@ -234,6 +235,7 @@ async fn dispatch(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, N
             r
         }
         Command::Iterator => iterator::handle(node, ctx, f).await,
+        Command::Recovery => recovery::handle(node, ctx, f).await,
         other => Err(NodeError::NotSupported(other.to_string())),
     }
 }

@@ -1,13 +1,19 @@
 //! SEND (server-send, admin): copy keys this node holds in the header's group to target
 //! groups, from here. One MORE frame per (key, target group) with a `SendResult`, then the ack.
 //! Default mode never overwrites a newer copy (NEWER_EXISTS = skipped, not failed); move mode
-//! removes the local copy only after every target acknowledged.
+//! removes the local copy only after every target acknowledged. A key this node does not hold
+//! (not its owner here, or absent) gets NOT_FOUND.
+//!
+//! Each request runs as a `server-send` job in the worker registry (`/stats/workers`, `GET
+//! /admin/jobs`): keys done of keys asked, bytes sent, errors; cancelling it stops before the
+//! next key (the request then ends CANCELLED).
 
 use std::sync::Arc;
 
 use ellipsis_core::protocol::cmd::send::{SendMode, SendRequest, SendResult};
 use ellipsis_core::protocol::cmd::Payload;
 use ellipsis_core::protocol::{Frame, Status};
+use ellipsis_core::stats::JobKind;
 
 use super::{blocking, key, Reply, Responder};
 use crate::counters::Source;
@@ -29,8 +35,24 @@ pub(super) async fn handle(
         .filter(|g| **g != group)
         .map(|g| Target::Group(*g))
         .collect();
+    let job = node.workers.register(
+        JobKind::ServerSend,
+        format!(
+            "{} keys of group {group} to groups {:?} ({:?})",
+            req.ids.len(),
+            req.groups,
+            req.mode
+        ),
+    );
+    job.start();
+    job.set_totals(Some(req.ids.len() as u64), None);
     let mut bytes = 0;
+    let mut failed = 0u64;
     for id in req.ids {
+        if job.checkpoint().is_err() {
+            job.finish(Err(format!("cancelled after {bytes} bytes")));
+            return Err(NodeError::Cancelled("server-send job cancelled".into()));
+        }
         let result = |g: u32, status: Status| {
             SendResult {
                 id,
@@ -47,14 +69,12 @@ pub(super) async fn handle(
             .filter(|o| o.node == node.addr)
             .and_then(|o| node.backend(o.backend));
         let Some(b) = local else {
+            // Not held here: as for a key the owner does not have.
             for g in &req.groups {
-                out.more(
-                    Some(id),
-                    Status::UNREACHABLE,
-                    result(*g, Status::UNREACHABLE),
-                )
-                .await?;
+                out.more(Some(id), Status::NOT_FOUND, result(*g, Status::NOT_FOUND))
+                    .await?;
             }
+            job.progress(1, 0);
             continue;
         };
         let _g = node.keylocks.lock((b.id(), id)).await;
@@ -66,11 +86,21 @@ pub(super) async fn handle(
                 for g in &req.groups {
                     out.more(Some(id), s, result(*g, s)).await?;
                 }
+                if s != Status::NOT_FOUND {
+                    failed += 1;
+                    job.error(format!("{}: {s}", id.short()));
+                }
+                job.progress(1, 0);
                 continue;
             }
         };
         let r = copy(node, &client, &b, &id, &l, &targets, req.mode).await;
         bytes += r.bytes;
+        job.progress(1, r.bytes);
+        if r.failed > 0 {
+            failed += r.failed;
+            job.error(format!("{}: {} targets failed", id.short(), r.failed));
+        }
         for (t, s) in &r.statuses {
             if let Target::Group(g) = t {
                 out.more(Some(id), *s, result(*g, *s)).await?;
@@ -81,6 +111,7 @@ pub(super) async fn handle(
             blocking(node, move || Ok(b2.remove(&key(&id))?)).await?;
         }
     }
+    job.finish(Ok(format!("{bytes} bytes sent, {failed} failed")));
     Ok(Reply {
         bytes,
         source: Some(Source::Disk),

@@ -46,6 +46,9 @@ pub(crate) fn write_options(a: &IoAttr) -> Result<eblob::WriteOptions, NodeError
         commit_size_bytes: (a.has(io_flags::COMMIT) && a.total_size > 0).then_some(a.total_size),
         nocsum: a.has(io_flags::NOCSUM),
         cas_timestamp: a.has(io_flags::CAS_TIMESTAMP),
+        cas_version: a.has(io_flags::CAS_VERSION),
+        commit_checksum: (a.has(io_flags::COMMIT) && a.has(io_flags::CAS_CHECKSUM))
+            .then_some(a.checksum),
     })
 }
 
@@ -54,7 +57,7 @@ pub(super) async fn handle(
     b: Arc<Backend>,
     f: &Frame,
 ) -> Result<Reply, NodeError> {
-    let p = IoPayload::decode(&f.payload)?;
+    let p = IoPayload::decode_shared(&f.payload)?;
     let opts = write_options(&p.attr)?;
     let cache_use = CacheUse {
         cache: p.attr.has(io_flags::CACHE),
@@ -65,9 +68,9 @@ pub(super) async fn handle(
     let _g = node.keylocks.lock((b.id(), id)).await;
     artificial_delay(&b).await;
     let backend = b.clone();
-    let cas_checksum = p
-        .attr
-        .has(io_flags::CAS_CHECKSUM)
+    // With COMMIT the checksum is the sealed record's (checked by the engine), not the
+    // stored one's.
+    let cas_checksum = (p.attr.has(io_flags::CAS_CHECKSUM) && !p.attr.has(io_flags::COMMIT))
         .then_some(p.attr.checksum);
     let data = p.data.clone();
     let outcome = blocking(node, move || {

@@ -129,7 +129,8 @@ async fn recovery(objects: u64) -> Result<(Duration, u64)> {
             ..RecoveryRequest::default()
         },
     )
-    .await?;
+    .await?
+    .job;
     let node = source.clone();
     let done =
         tokio::task::spawn_blocking(move || node.workers.wait(job.id, Duration::from_secs(3600)))

@@ -29,9 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use ellipsis_core::client::{Checker, Client, ClientConfig, ClientError, WriteResult};
-use ellipsis_core::protocol::cmd::send::{SendMode, SendRequest, SendResult};
-use ellipsis_core::protocol::cmd::Payload;
-use ellipsis_core::protocol::{flags, Command as Cmd, Header, IoAttr, Status};
+use ellipsis_core::protocol::{IoAttr, Status};
 use ellipsis_core::stats::{JobKind, JobStatus};
 use ellipsis_core::Id;
 use ellipsis_node::config::{BackendConfig, NodeConfig, SyncSetting};
@@ -486,12 +484,12 @@ impl Soak {
     }
 
     async fn dc(&self) -> anyhow::Result<()> {
-        self.post(
-            self.nodes[0].http,
-            "/admin/recovery",
-            serde_json::json!({"kind": "dc"}),
-        )
-        .await?;
+        self.dc_with(serde_json::json!({"kind": "dc"})).await
+    }
+
+    async fn dc_with(&self, body: serde_json::Value) -> anyhow::Result<()> {
+        self.post(self.nodes[0].http, "/admin/recovery", body)
+            .await?;
         self.wait_jobs().await
     }
 
@@ -661,44 +659,16 @@ impl Soak {
                 other.map(|r| r.data.len())
             )),
         }
-        self.dc().await?;
-        // dc compares versions from lookups, which do not read data: a damaged copy with the
-        // same version as the intact one looks current. Repair what it left by a server-send
-        // in overwrite mode from the other group.
-        if matches!(c.read(&key_id(k), 0, 0).await, Err(e) if e.status() == Status::CORRUPTED) {
-            self.count("  (left by dc, repaired by server-send overwrite)");
-            self.send_overwrite(k, GROUPS[1 - i], group).await?;
-        }
+        // A verifying dc reads the other group's copies in full: the rotted one (same version
+        // as the intact copy, headers intact) counts as missing and is replaced.
+        self.dc_with(serde_json::json!({"kind": "dc", "verify": true}))
+            .await?;
         match c.read(&key_id(k), 0, 0).await {
             Ok(r) if decode(k, &r.data) == model[&k].acked => self.repaired += 1,
             other => self.losses.push(format!(
                 "key {k} group {group}: not repaired by dc: {:?}",
                 other.map(|r| decode(k, &r.data)).map_err(|e| e.status())
             )),
-        }
-        Ok(())
-    }
-
-    /// SEND `k` from its owner in group `from` to group `to`, overwriting.
-    async fn send_overwrite(&self, k: u64, from: u32, to: u32) -> anyhow::Result<()> {
-        let id = key_id(k);
-        let owner = self
-            .all
-            .routes()
-            .owner(from, &id)
-            .context("no owner in the source group")?
-            .node;
-        let req = SendRequest {
-            mode: SendMode::Overwrite,
-            groups: vec![to],
-            ids: vec![id],
-        };
-        let h = Header::request(Cmd::Send, Id::ZERO, from, 0);
-        for f in self.all.call_node(owner, h, req.encode().into()).await? {
-            if f.header.has(flags::MORE) {
-                let r = SendResult::decode(&f.payload)?;
-                anyhow::ensure!(r.status == Status::OK, "send of key {k}: {}", r.status);
-            }
         }
         Ok(())
     }

@@ -15,6 +15,18 @@ pub struct IoPayload {
     pub data: Bytes,
 }
 
+impl IoPayload {
+    /// [`Payload::decode`] of a frame's payload without copying the data: `data` is a slice
+    /// of `b` (what the node's WRITE and the client's READ use; `decode` copies, as it only
+    /// has a borrowed slice).
+    pub fn decode_shared(b: &Bytes) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(b, "io payload");
+        let attr = IoAttr::read(&mut r)?;
+        let data = b.slice(b.len() - r.remaining()..);
+        Ok(IoPayload { attr, data })
+    }
+}
+
 impl Payload for IoPayload {
     fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();

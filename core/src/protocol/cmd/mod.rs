@@ -13,6 +13,7 @@ pub mod key_range;
 pub mod lookup;
 pub mod monitor_stat;
 pub mod notify;
+pub mod recovery;
 pub mod route_list;
 pub mod send;
 

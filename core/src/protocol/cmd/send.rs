@@ -8,7 +8,8 @@ use crate::wire::{Reader, Writer};
 /// How to treat a target that already holds the key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SendMode {
-    /// CAS on timestamp: never overwrite a newer copy (skipped, not failed).
+    /// CAS on the version `(timestamp, size)`: never overwrite a newer or equal copy (skipped,
+    /// not failed) unless the equal one fails verification (damaged: replaced).
     #[default]
     Default,
     /// Overwrite whatever is there.
@@ -24,7 +25,8 @@ pub struct SendRequest {
     pub mode: SendMode,
     /// Target groups.
     pub groups: Vec<u32>,
-    /// Keys (the node sends those it holds; others get NOT_FOUND results).
+    /// Keys (the node sends those it holds; others get NOT_FOUND results, also when the node
+    /// is not their owner in the request's group).
     pub ids: Vec<Id>,
 }
 

@@ -8,6 +8,7 @@ mod client;
 mod corruption;
 mod ops;
 mod partition;
+mod services;
 mod topology;
 mod traces;
 

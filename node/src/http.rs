@@ -723,41 +723,20 @@ async fn admin_ring_ids(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (operation, target) = ("set-ring-ids", format!("backend {id}"));
-    if let Err(r) = admin_guard(&st, &headers, peer, operation, &target) {
-        return r;
-    }
-    let parsed = match read_body(&st, &headers, body).await {
-        Ok(b) => serde_json::from_slice::<RingIdsBody>(&b)
-            .map_err(|e| format!("ring ids JSON: {e}"))
-            .and_then(|b| {
-                let n = b.ids.len();
-                if n == 0 || n > ellipsis_core::id::MAX_IDS_PER_BACKEND {
-                    Err(format!(
-                        "a backend holds 1..={} ring ids, got {n}",
-                        ellipsis_core::id::MAX_IDS_PER_BACKEND
-                    ))
-                } else {
-                    Ok(b.ids)
-                }
-            }),
-        Err(r) => {
-            audited::<()>(
-                peer,
-                operation,
-                &target,
-                &Err("request body refused".into()),
-            );
-            return r;
+    let parse = |b: &[u8]| {
+        let ids = serde_json::from_slice::<RingIdsBody>(b)
+            .map_err(|e| format!("ring ids JSON: {e}"))?
+            .ids;
+        let n = ids.len();
+        if n == 0 || n > ellipsis_core::id::MAX_IDS_PER_BACKEND {
+            return Err(format!(
+                "a backend holds 1..={} ring ids, got {n}",
+                ellipsis_core::id::MAX_IDS_PER_BACKEND
+            ));
         }
+        Ok(BackendAction::SetIds(ids))
     };
-    match parsed {
-        Ok(ids) => backend_action(&st, peer, id, operation, BackendAction::SetIds(ids)).await,
-        Err(e) => {
-            audited::<()>(peer, operation, &target, &Err(e.clone()));
-            error(StatusCode::BAD_REQUEST, e)
-        }
-    }
+    admin_body_action(&st, peer, id, &headers, body, "set-ring-ids", parse).await
 }
 
 /// Body of `PUT /admin/backends/{id}/delay`.
@@ -775,12 +754,32 @@ async fn admin_delay(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (operation, target) = ("set-delay", format!("backend {id}"));
-    if let Err(r) = admin_guard(&st, &headers, peer, operation, &target) {
+    let parse = |b: &[u8]| {
+        let d = serde_json::from_slice::<DelayBody>(b).map_err(|e| format!("delay JSON: {e}"))?;
+        Ok(BackendAction::SetDelay {
+            delay_ms: d.delay_ms,
+        })
+    };
+    admin_body_action(&st, peer, id, &headers, body, "set-delay", parse).await
+}
+
+/// An admin endpoint whose JSON body becomes one backend action: token check, bounded body,
+/// `parse` (its error is a 400), the action, and one audit line whatever the outcome.
+async fn admin_body_action(
+    st: &HttpState,
+    peer: HttpPeer,
+    id: u32,
+    headers: &HeaderMap,
+    body: Body,
+    operation: &'static str,
+    parse: impl FnOnce(&[u8]) -> Result<BackendAction, String>,
+) -> Response {
+    let target = format!("backend {id}");
+    if let Err(r) = admin_guard(st, headers, peer, operation, &target) {
         return r;
     }
-    let parsed = match read_body(&st, &headers, body).await {
-        Ok(b) => serde_json::from_slice::<DelayBody>(&b).map_err(|e| format!("delay JSON: {e}")),
+    let bytes = match read_body(st, headers, body).await {
+        Ok(b) => b,
         Err(r) => {
             audited::<()>(
                 peer,
@@ -791,13 +790,8 @@ async fn admin_delay(
             return r;
         }
     };
-    match parsed {
-        Ok(d) => {
-            let action = BackendAction::SetDelay {
-                delay_ms: d.delay_ms,
-            };
-            backend_action(&st, peer, id, operation, action).await
-        }
+    match parse(&bytes) {
+        Ok(action) => backend_action(st, peer, id, operation, action).await,
         Err(e) => {
             audited::<()>(peer, operation, &target, &Err(e.clone()));
             error(StatusCode::BAD_REQUEST, e)

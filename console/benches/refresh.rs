@@ -69,6 +69,7 @@ fn node_docs(i: usize, round: u64) -> [String; 7] {
             CommandStat {
                 successes: 1_000_000 * (k as u64 + 1) + round * 1_000,
                 failures: 17 * k as u64,
+                not_found: 3_000,
                 bytes: 4_096_000_000 + round,
                 cache_hits: 600_000,
                 disk: 400_000,

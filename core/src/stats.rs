@@ -92,8 +92,11 @@ pub struct NodeInfo {
 pub struct CommandStat {
     /// Requests answered OK.
     pub successes: u64,
-    /// Requests answered with an error.
+    /// Requests answered with an error (NOT_FOUND is not one: see `not_found`).
     pub failures: u64,
+    /// Requests answered NOT_FOUND: an answer about the key (never written, removed), not a
+    /// fault of the node, so alerts on `failures` stay quiet on a healthy cluster.
+    pub not_found: u64,
     /// Payload bytes received and sent.
     pub bytes: u64,
     /// Answered from the cache.

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use ellipsis_core::protocol::Status;
 use ellipsis_core::stats::{CommandStat, CommandStats};
 use parking_lot::Mutex;
 use react_trace::LatencyHistogram;
@@ -27,6 +28,7 @@ pub enum Source {
 struct Entry {
     successes: u64,
     failures: u64,
+    not_found: u64,
     bytes: u64,
     cache_hits: u64,
     disk: u64,
@@ -47,12 +49,21 @@ impl std::fmt::Debug for CommandCounters {
 }
 
 impl CommandCounters {
-    /// Count one finished request.
-    pub fn record(&self, cmd: &'static str, ok: bool, bytes: u64, source: Source, took: Duration) {
+    /// Count one finished request answered with `status`.
+    pub fn record(
+        &self,
+        cmd: &'static str,
+        status: Status,
+        bytes: u64,
+        source: Source,
+        took: Duration,
+    ) {
         let mut map = self.map.lock();
         let e = map.entry(cmd).or_default();
-        if ok {
+        if status.is_ok() {
             e.successes += 1;
+        } else if status == Status::NOT_FOUND {
+            e.not_found += 1;
         } else {
             e.failures += 1;
         }
@@ -79,6 +90,7 @@ impl CommandCounters {
                         CommandStat {
                             successes: e.successes,
                             failures: e.failures,
+                            not_found: e.not_found,
                             bytes: e.bytes,
                             cache_hits: e.cache_hits,
                             disk: e.disk,

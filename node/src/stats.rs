@@ -207,7 +207,7 @@ pub fn prometheus(node: &Node) -> String {
         MetricType::Gauge,
         s.node.uptime_s as f64,
     );
-    let counters: [(&str, &str, CommandGetter); 5] = [
+    let counters: [(&str, &str, CommandGetter); 6] = [
         (
             "ellipsis_requests_succeeded_total",
             "Requests answered OK.",
@@ -215,8 +215,13 @@ pub fn prometheus(node: &Node) -> String {
         ),
         (
             "ellipsis_requests_failed_total",
-            "Requests answered with an error.",
+            "Requests answered with an error (NOT_FOUND excluded).",
             |c| c.failures,
+        ),
+        (
+            "ellipsis_requests_not_found_total",
+            "Requests answered NOT_FOUND.",
+            |c| c.not_found,
         ),
         (
             "ellipsis_request_bytes_total",

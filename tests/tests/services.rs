@@ -185,3 +185,31 @@ async fn every_stats_category_decodes_into_the_core_types_with_nothing_left_over
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_key_counts_as_not_found_not_as_a_failure() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    let client = c.client(0, &[1], Checker::All).await;
+    for i in 0..3 {
+        let e = client.read(&key(900 + i), 0, 0).await.unwrap_err();
+        assert_eq!(e.status(), Status::NOT_FOUND);
+    }
+    let s = ellipsis_node::stats::collect(c.node(0));
+    let read = &s.commands.commands["READ"];
+    assert_eq!((read.not_found, read.failures), (3, 0), "{read:?}");
+    let metrics = reqwest::get(format!("http://{}/metrics", c.http(0)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ellipsis_requests_not_found_total{")
+                && l.contains("READ")
+                && l.ends_with(" 3")),
+        "{metrics}"
+    );
+    c.shutdown().await;
+}

@@ -179,7 +179,7 @@ pub async fn handle(node: Arc<Node>, ctx: Arc<ConnCtx>, mut frame: Frame, arriva
     }
     node.counters.record(
         h.cmd.name(),
-        status.is_ok(),
+        status,
         bytes + frame.payload.len() as u64,
         source.unwrap_or(Source::Other),
         started.elapsed(),

@@ -66,7 +66,12 @@ impl Job {
     /// Flags the job cancelled, wakes it if paused and runs its cancel hook.
     fn request_cancel(&self) {
         self.cancel.store(true, Ordering::Relaxed);
-        self.resumed.notify_all();
+        {
+            // Notified under `life`: a job that checked the flag and is about to wait (a
+            // rest, a pause) holds `life` until it waits, so it cannot miss this wake-up.
+            let _life = self.life.lock();
+            self.resumed.notify_all();
+        }
         if let Some(hook) = &*self.cancel_hook.lock() {
             hook();
         }

@@ -763,6 +763,22 @@ async fn admin_delay(
     admin_body_action(&st, peer, id, &headers, body, "set-delay", parse).await
 }
 
+/// The body of an admin request: the token checked and the body read within its bounds, a
+/// refusal of either audited (one line) and returned as the response to send.
+async fn admin_body(
+    st: &HttpState,
+    headers: &HeaderMap,
+    peer: HttpPeer,
+    operation: &str,
+    target: &str,
+    body: Body,
+) -> Result<Bytes, Response> {
+    admin_guard(st, headers, peer, operation, target)?;
+    read_body(st, headers, body).await.inspect_err(|_| {
+        audited::<()>(peer, operation, target, &Err("request body refused".into()));
+    })
+}
+
 /// An admin endpoint whose JSON body becomes one backend action: token check, bounded body,
 /// `parse` (its error is a 400), the action, and one audit line whatever the outcome.
 async fn admin_body_action(
@@ -775,20 +791,9 @@ async fn admin_body_action(
     parse: impl FnOnce(&[u8]) -> Result<BackendAction, String>,
 ) -> Response {
     let target = format!("backend {id}");
-    if let Err(r) = admin_guard(st, headers, peer, operation, &target) {
-        return r;
-    }
-    let bytes = match read_body(st, headers, body).await {
+    let bytes = match admin_body(st, headers, peer, operation, &target, body).await {
         Ok(b) => b,
-        Err(r) => {
-            audited::<()>(
-                peer,
-                operation,
-                &target,
-                &Err("request body refused".into()),
-            );
-            return r;
-        }
+        Err(r) => return r,
     };
     match parse(&bytes) {
         Ok(action) => backend_action(st, peer, id, operation, action).await,
@@ -807,20 +812,9 @@ async fn admin_schedule(
     body: Body,
 ) -> Response {
     let (operation, target) = ("defrag-schedule", format!("backend {id}"));
-    if let Err(r) = admin_guard(&st, &headers, peer, operation, &target) {
-        return r;
-    }
-    let body = match read_body(&st, &headers, body).await {
+    let body = match admin_body(&st, &headers, peer, operation, &target, body).await {
         Ok(b) => b,
-        Err(r) => {
-            audited::<()>(
-                peer,
-                operation,
-                &target,
-                &Err("request body refused".into()),
-            );
-            return r;
-        }
+        Err(r) => return r,
     };
     let parsed = serde_json::from_slice::<Schedule>(&body)
         .map_err(|e| format!("schedule JSON: {e}"))
@@ -915,20 +909,9 @@ async fn admin_recovery(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(r) = admin_guard(&st, &headers, peer, "recovery", "recovery") {
-        return r;
-    }
-    let body = match read_body(&st, &headers, body).await {
+    let body = match admin_body(&st, &headers, peer, "recovery", "recovery", body).await {
         Ok(b) => b,
-        Err(r) => {
-            audited::<()>(
-                peer,
-                "recovery",
-                "recovery",
-                &Err("request body refused".into()),
-            );
-            return r;
-        }
+        Err(r) => return r,
     };
     let req: crate::recovery::RecoveryRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,

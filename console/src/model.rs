@@ -80,6 +80,12 @@ pub struct QueueModel {
     pub engine_waiting_limit: u64,
     /// Engine calls refused since start (pool full).
     pub engine_refused: u64,
+    /// Writes and removes queued or running on the backends' write queues (summed).
+    pub writes_queued: u64,
+    /// Their bound (summed).
+    pub writes_limit: u64,
+    /// Writes and removes refused since start because a write queue was full.
+    pub writes_refused: u64,
     /// Requests being handled on the network side.
     pub network: u64,
     /// Its bound.

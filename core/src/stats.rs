@@ -383,6 +383,24 @@ pub struct BackendStats {
     pub eblob: EblobSummary,
     /// Data-sort.
     pub defrag: DefragStats,
+    /// The backend's write queue (writes and removes run serially, in batches).
+    pub write_queue: WriteQueueStats,
+}
+
+/// A backend's write queue: mutations waiting or running, its bound, and how they batched.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WriteQueueStats {
+    /// Writes and removes queued or running now.
+    pub queued: u64,
+    /// Its bound; one more is refused with AGAIN.
+    pub limit: u64,
+    /// Mutations refused since start because the queue was full.
+    pub refused: u64,
+    /// Mutations run since start.
+    pub mutations: u64,
+    /// Batches they ran in (`mutations / batches` is the mean batch size).
+    pub batches: u64,
 }
 
 /// The node process and host, from procfs (fields missing on other systems are `None`).

@@ -25,3 +25,4 @@ pub mod schedule;
 pub mod server;
 pub mod stats;
 pub mod worker;
+pub mod write_queue;

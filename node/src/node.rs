@@ -25,6 +25,7 @@ use crate::peers::Peers;
 use crate::pool::BlockingPool;
 use crate::schedule::Clock;
 use crate::worker::Workers;
+use crate::write_queue::WriteQueue;
 
 /// Shared state of one node.
 pub struct Node {
@@ -44,6 +45,8 @@ pub struct Node {
     pub peers: Peers,
     /// Blocking threads for engine calls.
     pub pool: BlockingPool,
+    /// Each backend's write queue (mutations run serially, drained in batches), by backend id.
+    pub write_queues: BTreeMap<u32, WriteQueue>,
     /// Per-key serialisation of requests.
     pub keylocks: KeyLocks<(u32, Id)>,
     /// Admin token.

@@ -39,6 +39,7 @@ use crate::peers::Peers;
 use crate::pool::BlockingPool;
 use crate::schedule::{Clock, SystemClock};
 use crate::worker::Workers;
+use crate::write_queue::WriteQueue;
 
 /// Reply frames queued per connection.
 const CONN_REPLY_QUEUE: usize = 1024;
@@ -214,6 +215,10 @@ async fn build(
         None => None,
     };
     let timeout = Duration::from_millis(config.wait_timeout_ms.max(1));
+    let write_queues = backends
+        .keys()
+        .map(|&id| (id, WriteQueue::new(config.blocking_queue_limit as usize)))
+        .collect();
     let node = Arc::new(Node {
         config: config.clone(),
         addr,
@@ -224,6 +229,7 @@ async fn build(
         // Replies from peers carry whole objects: allow the frame limit plus attributes.
         peers: Peers::new(config.max_frame_bytes + (1 << 20), timeout),
         pool: BlockingPool::new(config.blocking_threads, config.blocking_queue_limit),
+        write_queues,
         keylocks: KeyLocks::new(),
         token: AdminToken::new(config.effective_admin_token()),
         tracer: options.tracer,
@@ -518,8 +524,16 @@ async fn write_replies(
     while let Some(first) = rx.recv().await {
         // Replies already queued go out in one write (one syscall for many small replies
         // under pipelining); the codec flushes past its buffer boundary, so batches stay bounded.
+        // One yield to the scheduler before the write lets request tasks that are ready now
+        // (a write-queue batch finishing wakes many at once) queue their replies too: on
+        // loopback a send costs the whole TCP path of both ends, so fewer, larger sends are
+        // what keeps a busy node's CPU for requests. An idle node pays one scheduler turn.
         let batch = async {
             w.feed(first).await?;
+            while let Ok(f) = rx.try_recv() {
+                w.feed(f).await?;
+            }
+            tokio::task::yield_now().await;
             while let Ok(f) = rx.try_recv() {
                 w.feed(f).await?;
             }

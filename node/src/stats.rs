@@ -109,6 +109,11 @@ fn backend_stats(node: &Node, b: &Backend) -> BackendStats {
         fs_free_bytes: fs2::available_space(b.dir()).ok(),
         eblob,
         defrag,
+        write_queue: node
+            .write_queues
+            .get(&b.id())
+            .map(crate::write_queue::WriteQueue::stats)
+            .unwrap_or_default(),
     }
 }
 
@@ -281,7 +286,25 @@ pub fn prometheus(node: &Node) -> String {
     for p in &s.io.peers {
         e.sample(&[("peer", &p.addr)], p.send_queue as f64);
     }
-    let per_backend: [(&str, &str, MetricType, BackendGetter); 9] = [
+    let per_backend: [(&str, &str, MetricType, BackendGetter); 12] = [
+        (
+            "ellipsis_backend_write_queue",
+            "Writes and removes queued or running on the backend's write queue.",
+            MetricType::Gauge,
+            |b| b.write_queue.queued as f64,
+        ),
+        (
+            "ellipsis_backend_write_mutations_total",
+            "Writes and removes the write queue ran.",
+            MetricType::Counter,
+            |b| b.write_queue.mutations as f64,
+        ),
+        (
+            "ellipsis_backend_write_batches_total",
+            "Batches the write queue ran them in.",
+            MetricType::Counter,
+            |b| b.write_queue.batches as f64,
+        ),
         (
             "ellipsis_backend_want_defrag_bases",
             "Bases whose removed bytes reached defrag_percentage.",

@@ -49,15 +49,19 @@ pub(super) fn render(frame: &mut Frame, area: Rect, app: &App) {
                 n.rss_bytes.map_or("-".into(), bytes),
                 n.load1.map_or("-".into(), |l| format!("{l:.2}")),
             ),
-            // What `/stats/io` reports: the blocking pool engine calls run on, and the
-            // network side (requests being handled), each with what it refused.
+            // What `/stats/io` reports: the blocking pool engine calls run on, the backends'
+            // write queues (summed) and the network side (requests being handled), each with
+            // what it refused.
             format!(
-                "engine {}/{} running, {}/{} waiting, {} refused · network {}/{}, {} refused · {} clients",
+                "engine {}/{} running, {}/{} waiting, {} refused · writes {}/{} queued, {} refused · network {}/{}, {} refused · {} clients",
                 q.engine_running,
                 q.engine_threads,
                 q.engine_waiting,
                 q.engine_waiting_limit,
                 q.engine_refused,
+                q.writes_queued,
+                q.writes_limit,
+                q.writes_refused,
                 q.network,
                 q.network_limit,
                 q.network_refused,

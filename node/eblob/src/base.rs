@@ -212,9 +212,16 @@ impl Base {
 
     /// Write `header` to the data file and to index slot `slot`, and update RAM.
     pub(crate) fn store_header(&self, slot: u64, header: &Header) -> Result<(), Error> {
+        self.dirty.store(true, Ordering::Release);
+        self.data.write_at(&header.encode(), header.position)?;
+        self.store_index_entry(slot, header)
+    }
+
+    /// The index half of [`Base::store_header`], for a caller that wrote the data header
+    /// itself (together with the record's bytes).
+    pub(crate) fn store_index_entry(&self, slot: u64, header: &Header) -> Result<(), Error> {
         let bytes = header.encode();
         self.dirty.store(true, Ordering::Release);
-        self.data.write_at(&bytes, header.position)?;
         self.index.write_at(&bytes, slot * HEADER_SIZE)?;
         if let Kind::Unsorted(u) = &self.kind {
             let mut u = u.write();

@@ -96,6 +96,7 @@ impl Eblob {
                         base: base.clone(),
                         slot: slot + i as u64,
                         header: h,
+                        written_checksum: None,
                     };
                     let lookup = self.inner.lookup_of(&loc)?;
                     report.records += 1;

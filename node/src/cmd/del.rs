@@ -5,7 +5,7 @@ use std::sync::Arc;
 use ellipsis_core::protocol::cmd::notify::NotifyKind;
 use ellipsis_core::protocol::{Frame, IoAttr};
 
-use super::{artificial_delay, blocking, key, Reply};
+use super::{artificial_delay, key, mutation, Reply};
 use crate::backend::Backend;
 use crate::counters::Source;
 use crate::error::NodeError;
@@ -20,7 +20,7 @@ pub(super) async fn handle(
     let _g = node.keylocks.lock((b.id(), id)).await;
     artificial_delay(&b).await;
     let backend = b.clone();
-    blocking(node, move || {
+    mutation(node, &b, move || {
         let _a = react_trace::action!("eblob.remove").entered();
         Ok(backend.remove(&key(&id))?)
     })

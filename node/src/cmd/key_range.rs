@@ -12,7 +12,7 @@ use ellipsis_core::protocol::cmd::Payload;
 use ellipsis_core::protocol::{io_flags, Command, Frame, IoAttr, Status};
 use ellipsis_core::Id;
 
-use super::{blocking, key, Reply, Responder};
+use super::{blocking, key, mutation, Reply, Responder};
 use crate::counters::Source;
 use crate::error::NodeError;
 use crate::node::Node;
@@ -80,7 +80,7 @@ pub(super) async fn handle(
                 let _g = node.keylocks.lock((b.id(), id)).await;
                 if remove {
                     let b2 = b.clone();
-                    let r = blocking(node, move || Ok(b2.remove(&key(&id))?)).await;
+                    let r = mutation(node, &b, move || Ok(b2.remove(&key(&id))?)).await;
                     let status = r.as_ref().map_or_else(Status::from, |()| Status::OK);
                     out.more(Some(id), status, Bytes::new()).await?;
                     continue;

@@ -342,6 +342,24 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| NodeError::Busy(e.to_string()))?
 }
 
+/// Run a mutation of backend `b` (write, remove) on its write queue: after the mutations
+/// submitted before it, batched with them on one blocking thread (see `write_queue`).
+pub(crate) async fn mutation<T: Send + 'static>(
+    node: &Node,
+    b: &Backend,
+    f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, NodeError> {
+    let Some(queue) = node.write_queues.get(&b.id()) else {
+        // A backend without a queue (not opened by this node's start) still works, unbatched.
+        return blocking(node, f).await;
+    };
+    let span = tracing::Span::current();
+    queue
+        .run(move || span.in_scope(f))
+        .await
+        .map_err(|e| NodeError::Busy(e.to_string()))?
+}
+
 /// Honour a backend's artificial delay (an admin testing feature, not synchronisation).
 pub(crate) async fn artificial_delay(b: &Backend) {
     let ms = b.delay_ms();

@@ -11,7 +11,7 @@ use ellipsis_core::protocol::cmd::notify::NotifyKind;
 use ellipsis_core::protocol::cmd::Payload;
 use ellipsis_core::protocol::{io_flags, Frame, IoAttr};
 
-use super::{artificial_delay, blocking, key, lookup_info, Reply};
+use super::{artificial_delay, key, lookup_info, mutation, Reply};
 use crate::backend::{Backend, CacheUse, WriteOutcome};
 use crate::counters::Source;
 use crate::error::NodeError;
@@ -73,7 +73,7 @@ pub(super) async fn handle(
     let cas_checksum = (p.attr.has(io_flags::CAS_CHECKSUM) && !p.attr.has(io_flags::COMMIT))
         .then_some(p.attr.checksum);
     let data = p.data.clone();
-    let outcome = blocking(node, move || {
+    let outcome = mutation(node, &b, move || {
         let k = key(&id);
         if let Some(expected) = cas_checksum {
             let _a = react_trace::action!("cas.lookup").entered();

@@ -182,6 +182,55 @@ impl Base {
         }
     }
 
+    /// The valid data header at `position` that names that position and fits in a data file
+    /// of `data_len` bytes, if there is one (IO errors count as none: this only rescues).
+    fn data_header_at(&self, position: u64, data_len: u64) -> Option<Header> {
+        if position + HEADER_SIZE > data_len {
+            return None;
+        }
+        let mut raw = [0u8; HEADER_SIZE as usize];
+        self.data.read_at(&mut raw, position).ok()?;
+        Header::decode(&raw)
+            .ok()
+            .filter(|h| h.position == position && position + h.disk_size <= data_len)
+    }
+
+    /// The record of sorted slot `slot` read from the data file, for when its index entry does
+    /// not decode: records lie back to back in slot order, so it starts where the nearest
+    /// readable entry before it ends, plus the records between (walked by their data headers,
+    /// at most one index block of them).
+    fn sorted_slot_from_data(&self, buf_start: u64, buf: &[u8], slot: u64) -> Option<Header> {
+        let data_len = self.data.len().ok()?;
+        let decoded = |raw: &[u8]| Header::decode(raw).ok();
+        let rel = (slot - buf_start) as usize;
+        let chunks: Vec<&[u8]> = buf.chunks_exact(HEADER_SIZE as usize).collect();
+        // The nearest readable entry before `slot`: in this block, else the previous block's
+        // last one, else (slot 0) the start of the file.
+        let mut anchor = (0..rel).rev().find_map(|j| {
+            decoded(chunks[j]).map(|h| (buf_start + j as u64 + 1, h.position + h.disk_size))
+        });
+        if anchor.is_none() {
+            anchor = if buf_start == 0 {
+                Some((0, 0))
+            } else {
+                let mut raw = [0u8; HEADER_SIZE as usize];
+                self.index
+                    .read_at(&mut raw, (buf_start - 1) * HEADER_SIZE)
+                    .ok()?;
+                decoded(&raw).map(|h| (buf_start, h.position + h.disk_size))
+            };
+        }
+        let (mut at_slot, mut position) = anchor?;
+        loop {
+            let h = self.data_header_at(position, data_len)?;
+            if at_slot == slot {
+                return Some(h);
+            }
+            at_slot += 1;
+            position += h.disk_size;
+        }
+    }
+
     fn find_sorted(&self, s: &Sorted, key: &Key) -> Result<Option<(u64, Header)>, Error> {
         let mut block = s.first_keys.partition_point(|k| k <= key);
         if block == 0 {
@@ -195,10 +244,15 @@ impl Base {
                 let n = bs.min(s.count - start);
                 let buf = self.index.read_vec(start * HEADER_SIZE, n * HEADER_SIZE)?;
                 for (i, raw) in buf.chunks_exact(HEADER_SIZE as usize).enumerate() {
-                    if let Ok(h) = Header::decode(raw) {
-                        if h.key == *key {
-                            return Ok((!h.has(FLAG_REMOVED)).then_some((start + i as u64, h)));
-                        }
+                    let slot = start + i as u64;
+                    // An entry damaged since the open (a torn write of it while the record
+                    // was rewritten in place) may be this key's: its data header says.
+                    let h = match Header::decode(raw) {
+                        Ok(h) => Some(h),
+                        Err(_) => self.sorted_slot_from_data(start, &buf, slot),
+                    };
+                    if let Some(h) = h.filter(|h| h.key == *key) {
+                        return Ok((!h.has(FLAG_REMOVED)).then_some((slot, h)));
                     }
                 }
             }
@@ -299,8 +353,32 @@ impl Base {
             index,
             Kind::Unsorted(RwLock::new(Unsorted::default())),
         );
+        // Where the next slot's record starts, while every entry so far was readable: a
+        // sorted base's records lie back to back in slot order.
+        let mut next_position = Some(0u64);
+        let mut repaired = false;
         for (slot, entry) in base.read_index()?.into_iter().enumerate() {
             let slot = slot as u64;
+            let entry = match entry {
+                Ok(h) if h.position + h.disk_size <= size_bytes => Ok(h),
+                // An entry that does not decode (a torn rewrite of it, decay): its record is
+                // still in the data file, where the previous one ends. Take its data header
+                // (the truth for a record) and write the entry back, so the key is not lost.
+                damaged => match next_position.and_then(|pos| base.data_header_at(pos, size_bytes))
+                {
+                    Some(h) => {
+                        base.index.write_at(&h.encode(), slot * HEADER_SIZE)?;
+                        repaired = true;
+                        Ok(h)
+                    }
+                    None => damaged,
+                },
+            };
+            next_position = entry
+                .as_ref()
+                .ok()
+                .filter(|h| h.position + h.disk_size <= size_bytes)
+                .map(|h| h.position + h.disk_size);
             match entry {
                 Ok(h) if h.position + h.disk_size <= size_bytes => {
                     if config.verify_data_on_open {
@@ -340,6 +418,10 @@ impl Base {
                         .push((slot * HEADER_SIZE, format!("sorted index entry: {e}")));
                 }
             }
+        }
+        if repaired {
+            base.index.sync()?;
+            notes.index_rebuilt = true;
         }
         let Base { data, index, .. } = base;
         let base = Base::new(n, data, index, Kind::Sorted(sorted));

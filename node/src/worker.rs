@@ -901,6 +901,36 @@ mod tests {
     }
 
     #[test]
+    fn pacer_rests_what_its_share_owes_and_counts_it_in_the_job() {
+        let workers = Workers::new(10);
+        let job = workers.register(JobKind::ServerSend, "backend 1");
+        job.start();
+        // Unthrottled: never rests.
+        let mut free = Pacer::new(1.0);
+        for _ in 0..100 {
+            assert_eq!(free.after_unit(&job), Ok(()));
+        }
+        assert_eq!(workers.get(job.id()).expect("listed").rests, 0);
+        // A tenth of the time: 2 ms of work owes 18 ms of rest (above the 5 ms minimum).
+        let mut paced = Pacer::new(0.1);
+        paced.working_since = Instant::now() - Duration::from_millis(2);
+        assert_eq!(paced.after_unit(&job), Ok(()));
+        let s = workers.get(job.id()).expect("listed");
+        assert_eq!(s.rests, 1, "{s:?}");
+        assert!(s.rested_ms >= 17, "{s:?}");
+        // Idle time (waiting for a client) is not work: nothing owed.
+        paced.working_since = Instant::now() - Duration::from_secs(5);
+        paced.idle();
+        assert_eq!(paced.after_unit(&job), Ok(()));
+        assert_eq!(workers.get(job.id()).expect("listed").rests, 1);
+        // A rest of a cancelled job ends at once, and says so.
+        workers.cancel(job.id()).expect("cancel");
+        paced.working_since = Instant::now() - Duration::from_secs(1);
+        assert_eq!(paced.after_unit(&job), Err(Cancelled));
+        job.finish(Ok("stopped".into()));
+    }
+
+    #[test]
     fn rate_limit_pauses_when_ahead_of_the_limit() {
         let mut r = RateLimit::new(1_000);
         let start = r.started;

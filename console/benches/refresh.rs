@@ -188,6 +188,8 @@ fn node_docs(i: usize, round: u64) -> [String; 7] {
             rate_keys_per_s: 10_000.0,
             rate_bytes_per_s: 1e8,
             errors: 0,
+            rests: 0,
+            rested_ms: 0,
             last_error: None,
             started_at_s: Some(1_795_600_000),
             finished_at_s: None,

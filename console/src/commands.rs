@@ -805,6 +805,8 @@ fn sum_jobs<'a>(jobs: impl Iterator<Item = &'a JobStatus>) -> JobStatus {
         rate_keys_per_s: 0.0,
         rate_bytes_per_s: 0.0,
         errors: 0,
+        rests: 0,
+        rested_ms: 0,
         last_error: None,
         started_at_s: None,
         finished_at_s: None,
@@ -816,6 +818,8 @@ fn sum_jobs<'a>(jobs: impl Iterator<Item = &'a JobStatus>) -> JobStatus {
     total.rate_bytes_per_s = jobs.iter().map(|j| j.rate_bytes_per_s).sum();
     total.rate_keys_per_s = jobs.iter().map(|j| j.rate_keys_per_s).sum();
     total.errors = jobs.iter().map(|j| j.errors).sum();
+    total.rests = jobs.iter().map(|j| j.rests).sum();
+    total.rested_ms = jobs.iter().map(|j| j.rested_ms).sum();
     total.state = if let Some(j) = jobs.iter().find(|j| !j.state.is_finished()) {
         j.state
     } else if let Some(j) = jobs.iter().find(|j| j.state != JobState::Done) {

@@ -505,6 +505,12 @@ pub struct JobStatus {
     /// Errors counted so far (the job goes on unless it fails).
     #[serde(default)]
     pub errors: u64,
+    /// Rests the job took to give way to foreground work (its throttle, a rate limit).
+    #[serde(default)]
+    pub rests: u64,
+    /// Time spent in those rests, milliseconds.
+    #[serde(default)]
+    pub rested_ms: u64,
     /// The last error message, if any.
     #[serde(default)]
     pub last_error: Option<String>,
@@ -609,6 +615,8 @@ mod tests {
             rate_keys_per_s: 1.5,
             rate_bytes_per_s: 0.0,
             errors: 0,
+            rests: 0,
+            rested_ms: 0,
             last_error: None,
             started_at_s: Some(1),
             finished_at_s: None,

@@ -88,7 +88,7 @@ proptest! {
     #[test]
     fn id_list_payloads_round_trip(ids in proptest::collection::vec(id_strategy(), 0..20)) {
         round_trip(&BulkRead { ids: ids.clone() });
-        round_trip(&SendRequest { mode: SendMode::Move, groups: vec![1, 2], ids: ids.clone() });
+        round_trip(&SendRequest { mode: SendMode::Move, groups: vec![1, 2], ids: ids.clone(), backend: None });
         if !ids.is_empty() {
             round_trip(&BackendControl { backend: 1, action: BackendAction::SetIds(ids.clone()) });
         }
@@ -146,6 +146,8 @@ fn every_fixed_payload_round_trips() {
         id: Id::MAX,
         group: 2,
         status: Status::NEWER_EXISTS,
+        job: 12,
+        keepalive: false,
     });
     round_trip(&BackendStatusReply {
         backends: vec![BackendStatusEntry {

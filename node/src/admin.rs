@@ -16,7 +16,7 @@ use crate::backend::BackendError;
 use crate::error::NodeError;
 use crate::node::Node;
 use crate::schedule::Schedule;
-use crate::worker::JobReporter;
+use crate::worker::{JobReporter, Pacer};
 
 /// Longest artificial delay a backend accepts (10 minutes): longer would only hold requests
 /// past every client timeout.
@@ -36,9 +36,14 @@ pub async fn backend_action(
             crate::peers::push_routes(node);
         }
         BackendAction::Disable => {
-            // Withdraw the routes first so peers stop sending while it closes.
-            let b2 = b.clone();
-            crate::cmd::blocking(node, move || Ok(b2.disable()?)).await?;
+            // Withdraw the routes first so peers stop sending while it closes. The cache's
+            // dirty objects go first, as a cache-sync job (disable would flush them untracked).
+            let (n2, b2) = (node.clone(), b.clone());
+            crate::cmd::blocking(node, move || {
+                crate::cache_sync::sync(&n2, &b2, crate::cache_sync::SyncTrigger::Disable);
+                Ok(b2.disable()?)
+            })
+            .await?;
             crate::peers::push_routes(node);
         }
         BackendAction::ReadOnly => b.set_read_only(Some("set read-only by an admin".into())),
@@ -88,15 +93,26 @@ pub fn start_data_sort(node: &Arc<Node>, id: u32, compact: bool) -> Result<JobSt
     start_data_sort_by(node, id, SortTrigger::Command { compact })
 }
 
-/// Reports the engine's per-base progress to the job, and turns a job pause into a wait
-/// between bases and a job cancel into a stop after the current base.
-struct JobProgress(JobReporter);
+/// Reports the engine's per-base progress to the job, turns a job pause into a wait between
+/// bases and a job cancel into a stop after the current base, and rests there as the node's
+/// `work_share.data_sort` asks (between bases is where the engine can wait safely: a pause
+/// waits there too).
+struct JobProgress {
+    job: JobReporter,
+    pacer: parking_lot::Mutex<Pacer>,
+}
 
 impl eblob::SortProgress for JobProgress {
     fn report(&self, p: &eblob::DataSortProgress) -> ControlFlow<()> {
-        self.0.set_totals(Some(p.bases_total), Some(p.bytes_total));
-        self.0.set_done(p.bases_done, p.bytes_done);
-        match self.0.checkpoint() {
+        self.job
+            .set_totals(Some(p.bases_total), Some(p.bytes_total));
+        self.job.set_done(p.bases_done, p.bytes_done);
+        let mut pacer = self.pacer.lock();
+        // The time since the last report sorted bases: the work owed rest for.
+        let rested = pacer.after_unit(&self.job);
+        let r = rested.and_then(|()| self.job.checkpoint());
+        pacer.idle();
+        match r {
             Ok(()) => ControlFlow::Continue(()),
             Err(_) => ControlFlow::Break(()),
         }
@@ -160,7 +176,10 @@ pub fn start_data_sort_by(
         }
     });
     let opts = eblob::DataSortOptions {
-        progress: Some(Arc::new(JobProgress(job.reporter()))),
+        progress: Some(Arc::new(JobProgress {
+            job: job.reporter(),
+            pacer: parking_lot::Mutex::new(Pacer::new(node.config.work_share.data_sort)),
+        })),
         ..opts
     };
     let backend = b.clone();

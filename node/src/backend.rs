@@ -38,6 +38,9 @@ pub struct CachedMeta {
     pub user_flags: u64,
 }
 
+/// A dirty cached object handed out for write-back.
+pub type CacheWriteBack = crate::cache::WriteBack<eblob::Key, CachedMeta>;
+
 /// How a request uses the cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheUse {
@@ -612,23 +615,44 @@ impl Backend {
     /// Writes back dirty cached objects that are due (`force`: all of them). Returns how many
     /// were written; failures stay dirty and are retried on the next pass.
     pub fn flush_cache(&self, force: bool) -> Result<u64, BackendError> {
-        let Some(cache) = &self.cache else {
-            return Ok(0);
-        };
-        let engine = self.engine()?;
         let mut written = 0;
-        let now = Instant::now();
-        for item in cache.take_writebacks(now, force) {
+        for item in self.take_cache_writebacks(force) {
+            written += u64::from(self.write_back(item).is_ok());
+        }
+        Ok(written)
+    }
+
+    /// The dirty cached objects due for write-back (`force`: all of them), each marked in
+    /// flight until [`Backend::write_back`] or [`Backend::return_write_back`] reports on it.
+    /// Empty without a cache.
+    pub fn take_cache_writebacks(&self, force: bool) -> Vec<CacheWriteBack> {
+        self.cache
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.take_writebacks(Instant::now(), force))
+    }
+
+    /// Writes one handed-out object to the engine and tells the cache (a failure keeps it
+    /// dirty, for the next pass).
+    pub fn write_back(&self, item: CacheWriteBack) -> Result<(), BackendError> {
+        let written = self.engine().and_then(|engine| {
             let opts = eblob::WriteOptions {
                 timestamp: Some(item.meta.timestamp),
                 user_flags: item.meta.user_flags,
                 ..eblob::WriteOptions::default()
             };
-            let ok = engine.write(&item.key, &item.data, &opts).is_ok();
-            cache.writeback_done(&item.key, item.version, ok, now);
-            written += u64::from(ok);
+            Ok(engine.write(&item.key, &item.data, &opts)?)
+        });
+        if let Some(cache) = &self.cache {
+            cache.writeback_done(&item.key, item.version, written.is_ok(), Instant::now());
         }
-        Ok(written)
+        written.map(|_| ())
+    }
+
+    /// Gives back a handed-out object not written (its job was cancelled): still dirty, due.
+    pub fn return_write_back(&self, item: &CacheWriteBack) {
+        if let Some(cache) = &self.cache {
+            cache.writeback_returned(&item.key, item.version);
+        }
     }
 
     /// Cache counters, if the backend has a cache.

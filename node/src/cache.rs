@@ -464,6 +464,31 @@ impl<K: Hash + Eq + Clone, M: Clone> Cache<K, M> {
         }
     }
 
+    /// Gives back a write-back handed out by [`Cache::take_writebacks`] that was not attempted
+    /// (its job was cancelled): the object stays dirty and due, for the next pass, and no
+    /// counter moves.
+    pub fn writeback_returned(&self, key: &K, version: u64) {
+        let mut shard = self.shard(key).lock();
+        let shard = &mut *shard;
+        if let Some(entry) = shard.pending.get_mut(key) {
+            if entry.version == version {
+                entry.in_flight = false;
+            }
+            return;
+        }
+        if let Some(level) = shard.find(key) {
+            if let Some(entry) = shard
+                .segments
+                .get_mut(level)
+                .and_then(|s| s.lru.peek_mut(key))
+            {
+                if entry.version == version {
+                    entry.in_flight = false;
+                }
+            }
+        }
+    }
+
     /// Counters and sizes summed over shards.
     pub fn stats(&self) -> CacheStats {
         let mut total = CacheStats {
@@ -748,6 +773,25 @@ mod tests {
             .take_writebacks(t0 + Duration::from_secs(60), true)
             .is_empty());
         assert_eq!(c.stats().writebacks, 1);
+    }
+
+    #[test]
+    fn returned_writeback_stays_dirty_and_due_without_counting() {
+        let c = cache(10 * C100, vec![1]);
+        let t0 = Instant::now();
+        let dirty = InsertOptions {
+            dirty: true,
+            ..InsertOptions::default()
+        };
+        c.insert(1, obj(100), 5, dirty, t0);
+        let due = c.take_writebacks(t0, true);
+        assert_eq!(due.len(), 1);
+        assert!(c.take_writebacks(t0, true).is_empty(), "in flight");
+        c.writeback_returned(&1, due[0].version);
+        let again = c.take_writebacks(t0, true);
+        assert_eq!(again.len(), 1, "handed out again at once");
+        let s = c.stats();
+        assert_eq!((s.writebacks, s.writeback_failures), (0, 0));
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub struct NodeConfig {
     pub trace_sampling_rate: f64,
     /// Recent call trees kept for `/traces`.
     pub trace_ring_size: u32,
+    /// Share of wall time each kind of background job may work (the rest it rests), so
+    /// foreground latency holds while it runs.
+    pub work_share: WorkShareConfig,
     /// The node's storage backends.
     #[serde(rename = "backend")]
     pub backends: Vec<BackendConfig>,
@@ -112,8 +115,63 @@ impl Default for NodeConfig {
             blocking_queue_limit: 1_024,
             trace_sampling_rate: 0.001,
             trace_ring_size: 256,
+            work_share: WorkShareConfig::default(),
             backends: Vec::new(),
         }
+    }
+}
+
+/// Throttles of the node's background jobs, each a share of wall time in `0.01..=1.0`: after
+/// a unit of work that took `t` a job rests `t * (1 - share) / share` (capped at a second), so
+/// at 0.25 it works a quarter of the time and leaves the disk and CPUs to foreground requests
+/// the rest. 1.0 never rests. Shown per job as `rests` / `rested_ms` in `/stats/workers`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkShareConfig {
+    /// Data-sort: rests between groups of bases (where a pause also waits).
+    pub data_sort: f64,
+    /// Recovery jobs whose request names no `work_share`: rests between batches.
+    pub recovery: f64,
+    /// ITERATOR: rests between records (on top of the client's flow control).
+    pub iterator: f64,
+    /// Server-send (key lists and backend iterations): rests between keys.
+    pub server_send: f64,
+    /// Periodic cache write-back: rests between objects (a shutdown or explicit flush never
+    /// rests: it should end as soon as it can).
+    pub cache_sync: f64,
+}
+
+impl Default for WorkShareConfig {
+    fn default() -> Self {
+        // Unthrottled by default: the copy-rate targets (BENCHMARKS.md) assume full speed;
+        // an operator lowers a share where foreground latency matters more.
+        WorkShareConfig {
+            data_sort: 1.0,
+            recovery: 1.0,
+            iterator: 1.0,
+            server_send: 1.0,
+            cache_sync: 1.0,
+        }
+    }
+}
+
+impl WorkShareConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let all = [
+            ("data_sort", self.data_sort),
+            ("recovery", self.recovery),
+            ("iterator", self.iterator),
+            ("server_send", self.server_send),
+            ("cache_sync", self.cache_sync),
+        ];
+        for (name, share) in all {
+            if !(0.01..=1.0).contains(&share) {
+                return Err(ConfigError::Invalid(format!(
+                    "work_share.{name} must be between 0.01 and 1.0, got {share}"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -379,6 +437,7 @@ impl NodeConfig {
         if self.wait_timeout_ms == 0 || self.check_timeout_s == 0 {
             return bad("wait_timeout_ms and check_timeout_s must be positive".into());
         }
+        self.work_share.validate()?;
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return bad("admin_token must be at least 16 characters".into());
         }

@@ -5,8 +5,9 @@
 //! - `GET /traces?limit=N`, `/traces/{id}`: React call trees recorded on this node;
 //! - `GET|HEAD|PUT|DELETE /objects/{key}`: objects through the client library (works from any
 //!   node), with single `Range` requests (206) and the record checksum as ETag;
-//! - admin (`Authorization: Bearer <token>`): `POST /admin/backends/{id}/{action}`,
-//!   `PUT /admin/backends/{id}/defrag/schedule`, `PUT /admin/backends/{id}/ring-ids`,
+//! - admin (`Authorization: Bearer <token>`): `POST /admin/backends/{id}/{action}` (the
+//!   backend actions, and `cache-sync`: write back every dirty cached object now, as a
+//!   cache-sync job), `PUT /admin/backends/{id}/defrag/schedule`, `PUT /admin/backends/{id}/ring-ids`,
 //!   `PUT /admin/backends/{id}/delay`, `GET /admin/jobs`, `POST /admin/jobs/{id}/{action}`,
 //!   `POST /admin/recovery`; each request, refused or not, writes one audit line.
 //!
@@ -665,6 +666,9 @@ async fn admin_backend(
     if let Err(r) = admin_guard(&st, &headers, peer, &action, &format!("backend {id}")) {
         return r;
     }
+    if action == "cache-sync" {
+        return admin_cache_sync(&st, peer, id).await;
+    }
     let action_enum = match action.as_str() {
         "enable" => BackendAction::Enable,
         "disable" => BackendAction::Disable,
@@ -685,6 +689,31 @@ async fn admin_backend(
         }
     };
     backend_action(&st, peer, id, &action, action_enum).await
+}
+
+/// `POST /admin/backends/{id}/cache-sync` (token already checked): write back every dirty
+/// cached object of the backend now, as a cache-sync job; answers with the finished job, or
+/// `null` when nothing was dirty (no job). Audited.
+async fn admin_cache_sync(st: &HttpState, peer: HttpPeer, id: u32) -> Response {
+    let node = st.node.clone();
+    let r = match node.backend(id) {
+        None => Err(NodeError::NoBackend(id)),
+        Some(b) => tokio::task::spawn_blocking(move || {
+            crate::cache_sync::sync(&node, &b, crate::cache_sync::SyncTrigger::Explicit)
+        })
+        .await
+        .map_err(|e| NodeError::Invalid(format!("cache sync: {e}"))),
+    };
+    crate::auth::audit(
+        &peer.name(),
+        "cache-sync",
+        &format!("backend {id}"),
+        &r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+    );
+    match r {
+        Ok(job) => Json(job).into_response(),
+        Err(e) => node_error(&e),
+    }
 }
 
 /// Run a backend action for an admin HTTP request (token already checked), audit it, answer.

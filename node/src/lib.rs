@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cache;
+pub mod cache_sync;
 pub mod cmd;
 pub mod config;
 pub mod counters;

@@ -10,7 +10,8 @@
 //! - `merge` (within a group): records held by a backend that no longer owns them (after a ring
 //!   change) are written to the owner (DIRECT, CAS on timestamp) and removed here unless
 //!   `safe`.
-//! - server-send: a list of keys, copied to target groups (default CAS / overwrite / move).
+//! - server-send (`cmd/send.rs`: a key list or a whole backend) copies each record with
+//!   [`copy`] (default CAS / overwrite; move removes after every target acknowledged).
 //! - Uncommitted records (prepared, never committed) are visited too, as in Elliptics: when
 //!   every newest replica of a key is uncommitted and older than the prepare timeout (node
 //!   config `prepare_timeout_s`, or the request's), the key is removed from every group (an
@@ -72,7 +73,8 @@ pub struct RecoveryRequest {
     pub bytes_per_s: u64,
     /// Share of wall time the job may work (0.01..=1.0; 1.0 = no pauses): after each batch
     /// it rests in proportion, so foreground requests keep the disk and CPUs most of the time.
-    pub work_share: f64,
+    /// Unset: the node's `work_share.recovery`.
+    pub work_share: Option<f64>,
     /// Merge: keep the local copy after moving it.
     pub safe: bool,
     /// Run only on this node (set by the fan-out; a client leaves it false).
@@ -102,7 +104,7 @@ impl Default for RecoveryRequest {
             since_unix_s: None,
             batch: 256,
             bytes_per_s: 0,
-            work_share: 1.0,
+            work_share: None,
             safe: false,
             local_only: false,
             prepare_timeout_s: None,
@@ -316,7 +318,7 @@ fn run(
 ) -> Result<RecoveryReport, NodeError> {
     let mut rep = RecoveryReport::default();
     let mut limit = RateLimit::new(req.bytes_per_s);
-    let throttle = Throttle::new(req.work_share);
+    let throttle = Throttle::new(req.work_share.unwrap_or(node.config.work_share.recovery));
     let batch_size = req.batch.clamp(1, 4096);
     let backends: Vec<Arc<Backend>> = node
         .backends

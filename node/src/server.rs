@@ -338,9 +338,9 @@ async fn serve(
 
 async fn shutdown_backends(node: &Arc<Node>) {
     for b in node.backends.values() {
-        let b = b.clone();
+        let (node, b) = (node.clone(), b.clone());
         let r = tokio::task::spawn_blocking(move || {
-            b.flush_cache(true)?;
+            crate::cache_sync::sync(&node, &b, crate::cache_sync::SyncTrigger::Shutdown);
             if let Ok(e) = b.engine() {
                 e.sync()?;
             }
@@ -362,8 +362,13 @@ async fn maintenance_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         for b in node.backends.values() {
-            let b2 = b.clone();
-            let _ = node.pool.run(move || b2.flush_cache(false)).await;
+            // A thread of its own, not the engine-call pool: a throttled write-back rests,
+            // and must not hold a pool slot while it does.
+            let (n2, b2) = (node.clone(), b.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::cache_sync::sync(&n2, &b2, crate::cache_sync::SyncTrigger::Periodic)
+            })
+            .await;
             start_due_data_sort(&node, b);
         }
         node.maintenance_passes.fetch_add(1, Ordering::SeqCst);

@@ -10,10 +10,11 @@
 //!
 //! Invariants:
 //! - A job's state only moves forward: queued -> running <-> paused -> done | failed | cancelled.
-//! - The registry keeps at most `history_limit` finished jobs (oldest dropped first), so it is
-//!   bounded however many jobs run.
+//! - The registry keeps at most `history_limit` finished jobs of each kind (oldest dropped
+//!   first), so it is bounded however many jobs run, and a frequent kind does not crowd out
+//!   the others' results.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,6 +42,10 @@ struct Job {
     done_bytes: AtomicU64,
     total_bytes: AtomicU64,
     errors: AtomicU64,
+    /// Throttle and rate-limit rests taken, and their total length: the proof, from outside,
+    /// that a job gave way to foreground work.
+    rests: AtomicU64,
+    rested_ms: AtomicU64,
     cancel: AtomicBool,
     /// Run when cancellation is requested, so a job blocked inside a long call (a data-sort
     /// inside the engine) hears of it at once instead of at its next checkpoint.
@@ -104,6 +109,8 @@ impl Job {
                 0.0
             },
             errors: self.errors.load(Ordering::Relaxed),
+            rests: self.rests.load(Ordering::Relaxed),
+            rested_ms: self.rested_ms.load(Ordering::Relaxed),
             last_error: life.last_error.clone(),
             started_at_s: life.started.map(|(_, s)| s),
             finished_at_s: life.finished_at_s,
@@ -163,6 +170,8 @@ impl Workers {
             done_bytes: AtomicU64::new(0),
             total_bytes: AtomicU64::new(UNKNOWN),
             errors: AtomicU64::new(0),
+            rests: AtomicU64::new(0),
+            rested_ms: AtomicU64::new(0),
             cancel: AtomicBool::new(false),
             cancel_hook: Mutex::new(None),
             life: Mutex::new(Lifecycle {
@@ -183,16 +192,20 @@ impl Workers {
         JobHandle { job }
     }
 
-    /// Drops the oldest finished jobs beyond the history limit.
+    /// Drops the oldest finished jobs beyond the history limit, per kind: a kind that runs
+    /// often (cache sync, short server-sends) cannot push a recovery's result out.
     fn trim(&self, jobs: &mut BTreeMap<u64, Arc<Job>>) {
-        let finished: Vec<u64> = jobs
-            .iter()
-            .filter(|(_, j)| j.life.lock().state.is_finished())
-            .map(|(&id, _)| id)
-            .collect();
-        let excess = finished.len().saturating_sub(self.history_limit);
-        for id in finished.into_iter().take(excess) {
-            jobs.remove(&id);
+        let mut finished: HashMap<JobKind, Vec<u64>> = HashMap::new();
+        for (&id, j) in jobs.iter() {
+            if j.life.lock().state.is_finished() {
+                finished.entry(j.kind).or_default().push(id);
+            }
+        }
+        for ids in finished.into_values() {
+            let excess = ids.len().saturating_sub(self.history_limit);
+            for id in ids.into_iter().take(excess) {
+                jobs.remove(&id);
+            }
         }
     }
 
@@ -382,18 +395,7 @@ impl JobHandle {
     /// Rests `pause` (a rate limit or throttle), waking early on cancellation, which it then
     /// returns: a job resting for a rate limit stops as soon as it is cancelled.
     pub fn rest(&self, pause: Duration) -> Result<(), Cancelled> {
-        let deadline = Instant::now() + pause;
-        let mut life = self.job.life.lock();
-        while !self.is_cancelled() {
-            if self.job.resumed.wait_until(&mut life, deadline).timed_out() {
-                break;
-            }
-        }
-        if self.is_cancelled() {
-            Err(Cancelled)
-        } else {
-            Ok(())
-        }
+        rest_of(&self.job, pause)
     }
 
     /// Adds processed keys and bytes.
@@ -517,6 +519,52 @@ impl JobReporter {
     pub fn checkpoint(&self) -> Result<(), Cancelled> {
         JobHandle::checkpoint_of(&self.job)
     }
+
+    /// As [`JobHandle::rest`].
+    pub fn rest(&self, pause: Duration) -> Result<(), Cancelled> {
+        rest_of(&self.job, pause)
+    }
+}
+
+/// Something a job can rest through: its handle, or a reporter inside an engine call.
+pub trait Rest {
+    /// Rests `pause`, waking early (with `Err`) on cancellation.
+    fn rest(&self, pause: Duration) -> Result<(), Cancelled>;
+}
+
+impl Rest for JobHandle {
+    fn rest(&self, pause: Duration) -> Result<(), Cancelled> {
+        JobHandle::rest(self, pause)
+    }
+}
+
+impl Rest for JobReporter {
+    fn rest(&self, pause: Duration) -> Result<(), Cancelled> {
+        JobReporter::rest(self, pause)
+    }
+}
+
+/// [`JobHandle::rest`] for any holder of the job: counted in the job's `rests` / `rested_ms`.
+fn rest_of(job: &Job, pause: Duration) -> Result<(), Cancelled> {
+    let cancelled = || job.cancel.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let deadline = started + pause;
+    {
+        let mut life = job.life.lock();
+        while !cancelled() {
+            if job.resumed.wait_until(&mut life, deadline).timed_out() {
+                break;
+            }
+        }
+    }
+    job.rests.fetch_add(1, Ordering::Relaxed);
+    job.rested_ms
+        .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    if cancelled() {
+        Err(Cancelled)
+    } else {
+        Ok(())
+    }
 }
 
 impl Drop for JobHandle {
@@ -554,6 +602,55 @@ impl Throttle {
         worked
             .mul_f64((1.0 - self.share) / self.share)
             .min(self.max_pause)
+    }
+}
+
+/// Shortest rest a [`Pacer`] takes: below this, owed pauses are carried to the next unit, so a
+/// job of many tiny units (one record each) rests in few, measurable pieces instead of
+/// waking a condvar per record.
+const MIN_REST: Duration = Duration::from_millis(5);
+
+/// A [`Throttle`] applied to a stream of work units: it measures the work since the last rest
+/// and rests what the share owes once that reaches [`MIN_REST`]. Wall time spent resting
+/// (or blocked elsewhere, e.g. on a full reply queue) does not count as work.
+#[derive(Debug)]
+pub struct Pacer {
+    throttle: Throttle,
+    working_since: Instant,
+    owed: Duration,
+}
+
+impl Pacer {
+    /// A pacer for `share` of wall time (see [`Throttle::new`]), counting work from now.
+    pub fn new(share: f64) -> Pacer {
+        Pacer {
+            throttle: Throttle::new(share),
+            working_since: Instant::now(),
+            owed: Duration::ZERO,
+        }
+    }
+
+    /// Call after each unit of work: rests if enough is owed. `Err` once the job is
+    /// cancelled (a rest ends at once then).
+    pub fn after_unit(&mut self, job: &impl Rest) -> Result<(), Cancelled> {
+        let now = Instant::now();
+        self.owed += self
+            .throttle
+            .pause_after(now.saturating_duration_since(self.working_since));
+        self.working_since = now;
+        if self.owed < MIN_REST {
+            return Ok(());
+        }
+        let pause = std::mem::take(&mut self.owed).min(self.throttle.max_pause);
+        let r = job.rest(pause);
+        self.working_since = Instant::now();
+        r
+    }
+
+    /// Do not count the time since the last unit as work (the job waited for something
+    /// other than the disk, e.g. a pause).
+    pub fn idle(&mut self) {
+        self.working_since = Instant::now();
     }
 }
 
@@ -769,8 +866,15 @@ mod tests {
                 .register(JobKind::DataSort, "b")
                 .finish(Ok("done".into()));
         }
+        for _ in 0..5 {
+            workers
+                .register(JobKind::CacheSync, "b")
+                .finish(Ok("done".into()));
+        }
         let list = workers.list();
-        assert_eq!(list.len(), 4, "3 finished + 1 running");
+        let finished_sorts = list.iter().filter(|j| j.kind == JobKind::DataSort).count();
+        assert_eq!(finished_sorts, 3, "the history limit holds per kind");
+        assert_eq!(list.len(), 3 + 3 + 1, "3 sorts + 3 cache syncs + 1 running");
         assert!(
             list.iter().any(|j| j.id == running.id()),
             "running jobs are never dropped"
@@ -794,6 +898,36 @@ mod tests {
             Duration::from_secs(1),
             "capped"
         );
+    }
+
+    #[test]
+    fn pacer_rests_what_its_share_owes_and_counts_it_in_the_job() {
+        let workers = Workers::new(10);
+        let job = workers.register(JobKind::ServerSend, "backend 1");
+        job.start();
+        // Unthrottled: never rests.
+        let mut free = Pacer::new(1.0);
+        for _ in 0..100 {
+            assert_eq!(free.after_unit(&job), Ok(()));
+        }
+        assert_eq!(workers.get(job.id()).expect("listed").rests, 0);
+        // A tenth of the time: 2 ms of work owes 18 ms of rest (above the 5 ms minimum).
+        let mut paced = Pacer::new(0.1);
+        paced.working_since = Instant::now() - Duration::from_millis(2);
+        assert_eq!(paced.after_unit(&job), Ok(()));
+        let s = workers.get(job.id()).expect("listed");
+        assert_eq!(s.rests, 1, "{s:?}");
+        assert!(s.rested_ms >= 17, "{s:?}");
+        // Idle time (waiting for a client) is not work: nothing owed.
+        paced.working_since = Instant::now() - Duration::from_secs(5);
+        paced.idle();
+        assert_eq!(paced.after_unit(&job), Ok(()));
+        assert_eq!(workers.get(job.id()).expect("listed").rests, 1);
+        // A rest of a cancelled job ends at once, and says so.
+        workers.cancel(job.id()).expect("cancel");
+        paced.working_since = Instant::now() - Duration::from_secs(1);
+        assert_eq!(paced.after_unit(&job), Err(Cancelled));
+        job.finish(Ok("stopped".into()));
     }
 
     #[test]

@@ -527,6 +527,7 @@ async fn every_admin_endpoint_and_command_refuses_without_the_token() {
                 mode: SendMode::Overwrite,
                 groups: vec![2],
                 ids: vec![key(1)],
+                backend: None,
             }
             .encode(),
         ),

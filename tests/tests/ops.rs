@@ -10,6 +10,10 @@ mod iterator;
 #[path = "datasort.rs"]
 mod datasort;
 
+// Backend-iteration server-send, job throttles and cache-sync jobs, likewise.
+#[path = "send.rs"]
+mod send;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -253,6 +257,7 @@ async fn server_send_never_overwrites_newer_and_moves_in_move_mode() {
                     mode,
                     groups: vec![2],
                     ids,
+                    backend: None,
                 };
                 for f in g1.call_node(node, h, req.encode().into()).await.unwrap() {
                     if f.header.has(flags::MORE) {
@@ -300,6 +305,7 @@ async fn server_send_never_overwrites_newer_and_moves_in_move_mode() {
         mode: SendMode::Default,
         groups: vec![2],
         ids: vec![b],
+        backend: None,
     };
     let frames = g1.call_node(other, h, req.encode().into()).await.unwrap();
     let results: Vec<SendResult> = frames

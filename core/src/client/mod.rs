@@ -8,10 +8,12 @@
 
 mod conn;
 mod iterator;
+mod send;
 mod session;
 
 pub use conn::{Conn, ConnError, Replies, MAX_IN_FLIGHT, SEND_QUEUE};
 pub use iterator::IteratorStream;
+pub use send::SendStream;
 pub use session::{
     Checker, Client, ClientConfig, ClientError, GroupResult, ReadResult, WriteResult,
 };

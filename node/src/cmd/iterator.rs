@@ -18,6 +18,8 @@
 //!   and the progress count happen under one lock, so once the job is seen paused its
 //!   `done_keys` is exactly the number of records sent, and no more are sent until continue.
 //! - At most [`MAX_ITERATORS`] run per node; a pause longer than [`MAX_PAUSE`] cancels.
+//! - Throttled by the node's `work_share.iterator`: the time spent reading records is paced
+//!   against rests; the waits for the client (flow control, pause) are not counted as work.
 //! - The final frame is OK after a full pass, CANCELLED after a cancel (or node shutdown).
 
 use std::ops::ControlFlow;
@@ -39,7 +41,7 @@ use crate::backend::BackendError;
 use crate::counters::Source;
 use crate::error::NodeError;
 use crate::node::Node;
-use crate::worker::JobHandle;
+use crate::worker::{JobHandle, Pacer};
 
 /// Iterators running at once on one node (each holds a thread).
 pub const MAX_ITERATORS: usize = 16;
@@ -146,11 +148,13 @@ async fn start(
         rt: tokio::runtime::Handle::current(),
     };
     let (done_tx, done_rx) = oneshot::channel();
+    let share = node.config.work_share.iterator;
     std::thread::Builder::new()
         .name(format!("iterator-{}", job.id()))
         .spawn(move || {
             job.start();
-            let r = run(&engine, &req, &job, &sender, total);
+            let pacer = Pacer::new(share);
+            let r = run(&engine, &req, &job, &sender, total, pacer);
             let outcome = match &r {
                 Ok(n) => Ok(format!("{n} records sent")),
                 Err(e) => Err(e.to_string()),
@@ -221,6 +225,7 @@ fn run(
     job: &JobHandle,
     out: &Sender,
     total: u64,
+    mut pacer: Pacer,
 ) -> Result<u64, NodeError> {
     let id = job.id();
     let keepalive_skipped = if req.keepalive_skipped == 0 {
@@ -248,6 +253,12 @@ fn run(
         iterated += 1;
         let l = rec.lookup;
         if !matches(req, &l) {
+            // The node's throttle: the time since the last record read this one; the waits
+            // for the client (flow control, pause) are not counted (`idle` after them).
+            if pacer.after_unit(job).is_err() {
+                stop = Some(Stop::Cancelled);
+                return ControlFlow::Break(());
+            }
             skipped_run += 1;
             if skipped_run >= keepalive_skipped || last_sent.elapsed() >= KEEPALIVE_INTERVAL {
                 // Keep-alives honour pause and cancel too, without counting as records.
@@ -264,6 +275,7 @@ fn run(
                 }
                 skipped_run = 0;
                 last_sent = Instant::now();
+                pacer.idle();
             }
             return ControlFlow::Continue(());
         }
@@ -278,7 +290,8 @@ fn run(
                 Err(e) => status = Status::from(&NodeError::Backend(BackendError::Engine(e))),
             }
         }
-        if job.admit(1, data.len() as u64, MAX_PAUSE).is_err() {
+        // The record and its data read: rest what the throttle owes before sending it.
+        if pacer.after_unit(job).is_err() || job.admit(1, data.len() as u64, MAX_PAUSE).is_err() {
             stop = Some(Stop::Cancelled);
             return ControlFlow::Break(());
         }
@@ -302,6 +315,7 @@ fn run(
             }
         }
         last_sent = Instant::now();
+        pacer.idle();
         ControlFlow::Continue(())
     });
     report.map_err(|e| NodeError::Backend(BackendError::Engine(e)))?;

@@ -141,12 +141,11 @@ pub struct Rule {
 impl Rule {
     /// What the summary table calls a fault this rule injects.
     pub fn label(&self) -> String {
-        format!(
-            "{} on {} of a {} file",
-            self.kind.label(),
-            op_word(self.op),
-            self.file.word()
-        )
+        let file = match self.file {
+            FileKind::Data => "a data file",
+            FileKind::Index => "an index file",
+        };
+        format!("{} on {} of {file}", self.kind.label(), op_word(self.op))
     }
 }
 

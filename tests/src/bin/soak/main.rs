@@ -1218,12 +1218,12 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         s.start_load();
         let n = s.rng.random_range(50..300);
         ops_pass(&s.load, n).await?;
-        match s.rng.random_range(0..14) {
+        match s.rng.random_range(0..15) {
             0..=3 => s.kill().await?,
             4..=5 => s.partition().await?,
             6..=7 => s.corrupt().await?,
             8..=10 => s.engine_fault().await?,
-            11 => s.probes().await?,
+            11..=12 => s.probes().await?,
             _ => s.data_sort().await?,
         }
         s.stop_load().await?;

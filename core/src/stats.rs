@@ -256,6 +256,9 @@ pub struct EblobSummary {
     pub removed_bytes: u64,
     /// Damaged records found.
     pub corrupted: u64,
+    /// Bases whose write-order index was found damaged when the engine last opened and was
+    /// rebuilt from the data file (no record is lost by that; the damage is reported here).
+    pub indexes_rebuilt: u64,
     /// Bytes on disk.
     pub size_bytes: u64,
     /// RAM of hash indexes.

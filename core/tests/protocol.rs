@@ -14,6 +14,7 @@ use ellipsis_core::protocol::cmd::key_range::KeyRange;
 use ellipsis_core::protocol::cmd::lookup::LookupInfo;
 use ellipsis_core::protocol::cmd::monitor_stat::MonitorStat;
 use ellipsis_core::protocol::cmd::notify::{NotifyEvent, NotifyKind, NotifyRequest};
+use ellipsis_core::protocol::cmd::recovery::{RecoveryControl, MAX_REQUEST_JSON_BYTES};
 use ellipsis_core::protocol::cmd::route_list::{BackendRoutes, NodeRoutes, RouteList};
 use ellipsis_core::protocol::cmd::send::{SendMode, SendRequest, SendResult};
 use ellipsis_core::protocol::cmd::Payload;
@@ -104,6 +105,12 @@ proptest! {
     }
 
     #[test]
+    fn recovery_controls_round_trip(json in ".{0,200}", job: u64) {
+        round_trip(&RecoveryControl::Start { request_json: json });
+        round_trip(&RecoveryControl::Cancel { job });
+    }
+
+    #[test]
     fn random_bytes_never_panic_any_decoder(b in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = Header::decode(&b);
         let _ = IoPayload::decode(&b);
@@ -121,6 +128,13 @@ proptest! {
         let _ = NotifyRequest::decode(&b);
         let _ = NotifyEvent::decode(&b);
         let _ = Auth::decode(&b);
+        let _ = RecoveryControl::decode(&b);
+        // The same bytes behind a valid RECOVERY start tag and length: the string decoder
+        // (UTF-8 check included) sees arbitrary content.
+        let mut start = 1u32.to_le_bytes().to_vec();
+        start.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        start.extend_from_slice(&b);
+        let _ = RecoveryControl::decode(&start);
         let mut codec = FrameCodec::new(1 << 16);
         let mut buf = BytesMut::from(&b[..]);
         while let Ok(Some(_)) = codec.decode(&mut buf) {}
@@ -224,6 +238,22 @@ fn counts_beyond_their_bounds_or_the_payload_are_refused_without_allocating() {
     }
     .encode();
     assert!(KeyRange::decode(&b).is_err());
+    // A RECOVERY start document beyond its bound, and one announcing more than it carries.
+    let big = RecoveryControl::Start {
+        request_json: "x".repeat(MAX_REQUEST_JSON_BYTES as usize + 1),
+    }
+    .encode();
+    assert!(matches!(
+        RecoveryControl::decode(&big),
+        Err(ProtocolError::BadCount { .. })
+    ));
+    let mut short = 1u32.to_le_bytes().to_vec();
+    short.extend_from_slice(&1000u32.to_le_bytes());
+    short.extend_from_slice(b"{}");
+    assert!(matches!(
+        RecoveryControl::decode(&short),
+        Err(ProtocolError::BadCount { .. })
+    ));
 }
 
 #[test]

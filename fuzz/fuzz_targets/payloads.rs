@@ -1,5 +1,8 @@
 //! Every other command payload decoder, chosen by the first byte: never panics, and whatever a
-//! decoder accepts re-encodes to something it accepts again as the same value.
+//! decoder accepts re-encodes to something it accepts again as the same value. A RECOVERY
+//! start's JSON document goes on to the node's own parser (`RecoveryRequest`, what
+//! `cmd/recovery.rs` and `POST /admin/recovery` parse), which must refuse or accept it,
+//! never panic.
 #![no_main]
 
 use ellipsis_core::protocol::cmd::auth::Auth;
@@ -12,8 +15,10 @@ use ellipsis_core::protocol::cmd::key_range::KeyRange;
 use ellipsis_core::protocol::cmd::lookup::LookupInfo;
 use ellipsis_core::protocol::cmd::monitor_stat::MonitorStat;
 use ellipsis_core::protocol::cmd::notify::{NotifyEvent, NotifyRequest};
+use ellipsis_core::protocol::cmd::recovery::RecoveryControl;
 use ellipsis_core::protocol::cmd::send::{SendRequest, SendResult};
 use ellipsis_core::protocol::cmd::Payload;
+use ellipsis_node::recovery::RecoveryRequest;
 use libfuzzer_sys::fuzz_target;
 
 fn round_trip<P: Payload + PartialEq + std::fmt::Debug>(data: &[u8]) {
@@ -27,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
-    match which % 14 {
+    match which % 15 {
         0 => round_trip::<Auth>(rest),
         1 => round_trip::<BackendControl>(rest),
         2 => round_trip::<BackendStatusReply>(rest),
@@ -41,6 +46,12 @@ fuzz_target!(|data: &[u8]| {
         10 => round_trip::<NotifyRequest>(rest),
         11 => round_trip::<NotifyEvent>(rest),
         12 => round_trip::<SendRequest>(rest),
-        _ => round_trip::<SendResult>(rest),
+        13 => round_trip::<SendResult>(rest),
+        _ => {
+            round_trip::<RecoveryControl>(rest);
+            if let Ok(RecoveryControl::Start { request_json }) = RecoveryControl::decode(rest) {
+                let _ = serde_json::from_str::<RecoveryRequest>(&request_json);
+            }
+        }
     }
 });

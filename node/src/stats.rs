@@ -25,6 +25,9 @@ fn backend_stats(node: &Node, b: &Backend) -> BackendStats {
             removed_records: s.total.removed_records,
             removed_bytes: s.total.removed_bytes,
             corrupted: s.total.corrupted,
+            indexes_rebuilt: engine
+                .as_ref()
+                .map_or(0, |e| e.open_report().indexes_rebuilt.len() as u64),
             size_bytes: s.total.size_bytes,
             ram_index_bytes: s.total.ram_index_bytes,
             ram_bloom_bytes: s.total.ram_bloom_bytes,
@@ -286,7 +289,7 @@ pub fn prometheus(node: &Node) -> String {
     for p in &s.io.peers {
         e.sample(&[("peer", &p.addr)], p.send_queue as f64);
     }
-    let per_backend: [(&str, &str, MetricType, BackendGetter); 12] = [
+    let per_backend: [(&str, &str, MetricType, BackendGetter); 13] = [
         (
             "ellipsis_backend_write_queue",
             "Writes and removes queued or running on the backend's write queue.",
@@ -340,6 +343,12 @@ pub fn prometheus(node: &Node) -> String {
             "Damaged records found.",
             MetricType::Gauge,
             |b| b.eblob.corrupted as f64,
+        ),
+        (
+            "ellipsis_backend_indexes_rebuilt",
+            "Bases whose damaged write-order index was rebuilt from the data at the last open.",
+            MetricType::Gauge,
+            |b| b.eblob.indexes_rebuilt as f64,
         ),
         (
             "ellipsis_backend_index_ram_bytes",

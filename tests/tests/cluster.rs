@@ -350,6 +350,128 @@ async fn notify_delivers_writes_and_removes_of_a_watched_key() {
     c.shutdown().await;
 }
 
+/// Subscribe to `k` in group 1 through `conn` and wait for the acknowledgement.
+async fn watch(conn: &Conn, k: Id) -> ellipsis_core::client::Replies {
+    let mut events = conn
+        .request(
+            Header::request(Command::Notify, k, 1, 0),
+            NotifyRequest { subscribe: true }.encode().into(),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    let ack = events.next().await.unwrap().unwrap();
+    assert!(
+        ack.header.has(flags::MORE) && ack.header.status.is_ok(),
+        "{ack:?}"
+    );
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_through_a_node_that_does_not_own_the_key_is_relayed_from_the_owner() {
+    let c = four_nodes().await;
+    let client = c.client(0, &[1], Checker::All).await;
+    // Owned in group 1 by node 1; watched through node 2 (group 2), written through node 0.
+    let k = (0..)
+        .map(key)
+        .find(|k| client.routes().owner(1, k).unwrap().node == c.addr(1))
+        .unwrap();
+    let (owner, relay) = (c.node(1), c.node(2));
+    let watcher = Conn::connect(c.addr(2), 1 << 30, TIMEOUT).await.unwrap();
+    let mut events = watch(&watcher, k).await;
+    // The subscription is held by the owner, and node 2 relays it.
+    assert_eq!((owner.notify.len(), relay.notify.len()), (1, 0));
+    assert_eq!(relay.notify.relays_len(), 1);
+    let io: ellipsis_core::stats::IoStats = reqwest::get(format!("http://{}/stats/io", c.http(2)))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((io.notify_relays, io.notify_watchers), (1, 0));
+    let writer = Conn::connect(c.addr(0), 1 << 30, TIMEOUT).await.unwrap();
+    let payload = IoPayload {
+        attr: IoAttr {
+            size: 5,
+            ..IoAttr::default()
+        },
+        data: Bytes::from_static(b"hello"),
+    }
+    .encode();
+    writer
+        .call(
+            Header::request(Command::Write, k, 1, 0),
+            payload.into(),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    let e = events.next().await.unwrap().unwrap();
+    assert!(e.header.has(flags::MORE) && !e.header.has(flags::FORWARDED));
+    let e = NotifyEvent::decode(&e.payload).unwrap();
+    assert_eq!((e.kind, e.attr.size), (NotifyKind::Write, 5));
+    client.remove(&k).await.unwrap();
+    let e = NotifyEvent::decode(&events.next().await.unwrap().unwrap().payload).unwrap();
+    assert_eq!(e.kind, NotifyKind::Remove);
+    // The watcher goes away: the relay stops and the owner frees the subscription.
+    drop(events);
+    drop(watcher);
+    ellipsis_tests::poll_until(
+        TIMEOUT,
+        "the relay and the owner's subscription freed",
+        || relay.notify.relays_len() == 0 && owner.notify.is_empty(),
+    )
+    .await;
+    let io: ellipsis_core::stats::IoStats = reqwest::get(format!("http://{}/stats/io", c.http(1)))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(io.notify_watchers, 0);
+    // Unsubscribing through the relaying node ends the stream and frees the owner's side too.
+    let watcher = Conn::connect(c.addr(2), 1 << 30, TIMEOUT).await.unwrap();
+    let mut events = watch(&watcher, k).await;
+    assert_eq!(owner.notify.len(), 1);
+    watcher
+        .call(
+            Header::request(Command::Notify, k, 1, 0),
+            NotifyRequest { subscribe: false }.encode().into(),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    let last = events.next().await.unwrap().unwrap();
+    assert!(!last.header.has(flags::MORE) && last.header.status.is_ok());
+    assert!(events.next().await.is_none());
+    ellipsis_tests::poll_until(TIMEOUT, "the owner's subscription freed", || {
+        relay.notify.relays_len() == 0 && owner.notify.is_empty()
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_watch_ends_with_unreachable_when_the_owner_goes_away() {
+    let mut c = four_nodes().await;
+    let client = c.client(0, &[1], Checker::All).await;
+    let k = (0..)
+        .map(key)
+        .find(|k| client.routes().owner(1, k).unwrap().node == c.addr(1))
+        .unwrap();
+    let watcher = Conn::connect(c.addr(2), 1 << 30, TIMEOUT).await.unwrap();
+    let mut events = watch(&watcher, k).await;
+    assert_eq!(c.node(2).notify.relays_len(), 1);
+    c.stop_node(1).await;
+    let last = events.next().await.unwrap().unwrap();
+    assert!(!last.header.has(flags::MORE), "{last:?}");
+    assert_eq!(last.header.status, Status::UNREACHABLE);
+    assert!(events.next().await.is_none());
+    assert_eq!(c.node(2).notify.relays_len(), 0);
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_stats_metrics_and_traces() {
     let c = four_nodes().await;

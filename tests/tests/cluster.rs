@@ -633,6 +633,114 @@ async fn object_api_with_ranges_and_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_get_headers_describe_the_body_sent_while_the_object_is_overwritten() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = four_nodes().await;
+    // Versions of different sizes (empty, within a chunk, across chunks), each naming itself.
+    let sizes = [0usize, 7, 100, 4096, 70_000, (1 << 20) + 3];
+    let versions: Vec<Bytes> = sizes
+        .iter()
+        .enumerate()
+        .map(|(v, &len)| (0..len).map(|j| (j * 7 + v * 13) as u8).collect())
+        .collect();
+    let by_etag: std::collections::HashMap<String, usize> = versions
+        .iter()
+        .enumerate()
+        .map(|(v, b)| (format!("\"{:016x}\"", eblob::record::data_checksum(b)), v))
+        .collect();
+    assert_eq!(by_etag.len(), versions.len());
+    let k = Id::for_key(b"", b"hammered");
+    let writer = c.client(0, &[], Checker::All).await;
+    writer
+        .write(&k, versions[1].clone(), IoAttr::default())
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let overwrites = {
+        let (stop, versions) = (stop.clone(), versions.clone());
+        tokio::spawn(async move {
+            let mut written = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for v in &versions {
+                    writer
+                        .write(&k, v.clone(), IoAttr::default())
+                        .await
+                        .unwrap();
+                    written += 1;
+                }
+            }
+            written
+        })
+    };
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/objects/hammered", c.http(3));
+    let ranges = [
+        None,
+        Some("bytes=10-19"),
+        Some("bytes=-5"),
+        Some("bytes=90-"),
+        Some("bytes=0-0"),
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..300 {
+        let range = ranges[i % ranges.len()];
+        let mut req = http.get(&url);
+        if let Some(r) = range {
+            req = req.header("Range", r);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let (etag, content_range) = (header("etag"), header("content-range"));
+        let content_length = resp.content_length();
+        let body = resp.bytes().await.unwrap();
+        let what = format!("GET {range:?}: {status} etag {etag:?} range {content_range:?}");
+        if status == 416 {
+            // Only a range past the end of some version is refused, and it names that size.
+            let total: usize = content_range.unwrap()["bytes */".len()..].parse().unwrap();
+            assert!(sizes.contains(&total), "{what}");
+            assert!(range.is_some() && body.is_empty(), "{what}");
+            continue;
+        }
+        assert_eq!(content_length, Some(body.len() as u64), "{what}");
+        let etag = etag.unwrap();
+        let v = *by_etag
+            .get(&etag)
+            .unwrap_or_else(|| panic!("unknown ETag: {what}"));
+        seen.insert(v);
+        let version = &versions[v];
+        match status {
+            200 => {
+                assert!(range.is_none(), "{what}");
+                assert_eq!(body, *version, "{what}");
+            }
+            206 => {
+                let spec = content_range.unwrap();
+                let (span, total) = spec["bytes ".len()..].split_once('/').unwrap();
+                let (a, b) = span.split_once('-').unwrap();
+                let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+                assert_eq!(total.parse::<usize>().unwrap(), version.len(), "{what}");
+                assert_eq!(b - a + 1, body.len(), "{what}");
+                assert_eq!(body, version.slice(a..=b), "{what}");
+            }
+            other => panic!("status {other}: {what}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = overwrites.await.unwrap();
+    assert!(
+        written > versions.len() as u64,
+        "the object was overwritten throughout"
+    );
+    assert!(seen.len() > 1, "GETs saw several versions: {seen:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_need_the_token() {
     let c = four_nodes().await;
     let conn = Conn::connect(c.addr(0), 1 << 30, TIMEOUT).await.unwrap();

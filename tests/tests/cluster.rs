@@ -740,6 +740,147 @@ async fn object_get_headers_describe_the_body_sent_while_the_object_is_overwritt
     c.shutdown().await;
 }
 
+/// A client of its own (its own TCP connections) through node `via`, in group 1 only, that
+/// never refreshes routes by itself (so nothing but the test's requests reach the nodes).
+async fn own_client(c: &Cluster, via: usize) -> std::sync::Arc<ellipsis_core::client::Client> {
+    ellipsis_core::client::Client::connect(ellipsis_core::client::ClientConfig {
+        remotes: vec![c.addr(via)],
+        groups: vec![1],
+        checker: Checker::All,
+        timeout_ms: 10_000,
+        route_refresh_ms: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_and_cas_increments_of_one_key_lose_no_update() {
+    const CLIENTS: usize = 8;
+    const APPENDS: usize = 25;
+    const INCREMENTS: u64 = 10;
+    let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[1])]).await;
+    let k = key(1);
+    let first = own_client(&c, 0).await;
+    first
+        .write(&k, Bytes::new(), IoAttr::default())
+        .await
+        .unwrap();
+    // Every client on its own connections appends its own tokens ("c03-017;").
+    let append = IoAttr {
+        io_flags: io_flags::APPEND,
+        ..IoAttr::default()
+    };
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let session = own_client(&c, client % 2).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..APPENDS {
+                let token = Bytes::from(format!("c{client:02}-{i:03};"));
+                session.write(&k, token, append).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = first.read(&k, 0, 0).await.unwrap().data;
+    let text = std::str::from_utf8(&all).unwrap();
+    let mut tokens: Vec<&str> = text.split_terminator(';').collect();
+    assert_eq!(tokens.len(), CLIENTS * APPENDS, "{text}");
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len(), CLIENTS * APPENDS, "every append exactly once");
+    // Read-modify-write with CAS on the checksum read: a CAS that succeeded saw the value no
+    // other write changed since, so the counter counts exactly the successful ones.
+    let counter = key(2);
+    first
+        .write(
+            &counter,
+            Bytes::from(0u64.to_le_bytes().to_vec()),
+            IoAttr::default(),
+        )
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let session = own_client(&c, client % 2).await;
+        tasks.push(tokio::spawn(async move {
+            let (mut done, mut conflicts) = (0u64, 0u64);
+            while done < INCREMENTS {
+                assert!(conflicts < 10_000, "CAS never got through");
+                let r = session.read(&counter, 0, 0).await.unwrap();
+                let now = u64::from_le_bytes(r.data[..].try_into().unwrap());
+                let cas = IoAttr {
+                    io_flags: io_flags::CAS_CHECKSUM,
+                    checksum: r.attr.checksum,
+                    ..IoAttr::default()
+                };
+                let next = Bytes::from((now + 1).to_le_bytes().to_vec());
+                match session.write(&counter, next, cas).await {
+                    Ok(_) => done += 1,
+                    Err(e) if e.status() == Status::NEWER_EXISTS => conflicts += 1,
+                    Err(e) => panic!("CAS write: {e}"),
+                }
+            }
+            conflicts
+        }));
+    }
+    let mut conflicts = 0;
+    for t in tasks {
+        conflicts += t.await.unwrap();
+    }
+    let r = first.read(&counter, 0, 0).await.unwrap();
+    let total = u64::from_le_bytes(r.data[..].try_into().unwrap());
+    assert_eq!(total, CLIENTS as u64 * INCREMENTS, "{conflicts} conflicts");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_key_blocks_its_own_requests_but_not_other_keys() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    let node = c.node(0).clone();
+    let client = own_client(&c, 0).await;
+    let (held, free) = (key(1), key(2));
+    // Both keys live on the node's one backend; the test holds the first key's lock, as a
+    // long request on it would.
+    let guard = node.keylocks.lock((1, held)).await;
+    let in_flight =
+        |n: &ellipsis_node::node::Node| ellipsis_node::stats::collect(n).io.nonblocking_queue;
+    assert_eq!(in_flight(&node), 0);
+    let blocked = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .write(&held, Bytes::from_static(b"held"), IoAttr::default())
+                .await
+        })
+    };
+    // The write reached the node and is waiting there (it cannot finish: its key is held).
+    ellipsis_tests::poll_until(TIMEOUT, "the held key's write in flight", || {
+        in_flight(&node) == 1
+    })
+    .await;
+    // Another key on the same backend is written and read meanwhile.
+    client
+        .write(&free, Bytes::from_static(b"free"), IoAttr::default())
+        .await
+        .unwrap();
+    assert_eq!(&client.read(&free, 0, 0).await.unwrap().data[..], b"free");
+    assert!(
+        !blocked.is_finished(),
+        "the held key's write waits for the lock"
+    );
+    // (The free key's request may still be finishing on the node: at least the held one.)
+    assert!(in_flight(&node) >= 1);
+    drop(guard);
+    blocked.await.unwrap().unwrap();
+    assert_eq!(&client.read(&held, 0, 0).await.unwrap().data[..], b"held");
+    assert!(node.keylocks.is_empty());
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_need_the_token() {
     let c = four_nodes().await;

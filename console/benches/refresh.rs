@@ -93,6 +93,10 @@ fn node_docs(i: usize, round: u64) -> [String; 7] {
         nonblocking_queue_limit: 4_096,
         nonblocking_refused: 0,
         client_connections: 40,
+        notify_watchers: 3,
+        notify_watchers_limit: 10_000,
+        notify_relays: 1,
+        notify_relays_limit: 256,
         peers: (1..=8)
             .map(|p| PeerStats {
                 addr: addr((i + p) % NODES),

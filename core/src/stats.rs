@@ -166,6 +166,14 @@ pub struct IoStats {
     pub nonblocking_refused: u64,
     /// Client connections open.
     pub client_connections: u64,
+    /// NOTIFY subscriptions held here (keys this node owns).
+    pub notify_watchers: u64,
+    /// Their bound.
+    pub notify_watchers_limit: u64,
+    /// NOTIFY subscriptions relayed to the keys' owners (one owner connection each).
+    pub notify_relays: u64,
+    /// Their bound.
+    pub notify_relays_limit: u64,
     /// Outgoing peer connections.
     pub peers: Vec<PeerStats>,
 }

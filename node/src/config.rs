@@ -18,7 +18,10 @@ use crate::cache::CacheConfig;
 pub const ADMIN_TOKEN_ENV: &str = "ELLIPSIS_ADMIN_TOKEN";
 
 /// The whole node configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` shows every field but the admin token, which prints as `<redacted>` (or `<none>`):
+/// configs end up in logs and panic messages, the token must not.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// Wire-protocol listen addresses. Loopback by default: exposing a node is a decision.
@@ -172,6 +175,79 @@ impl WorkShareConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so that a new field cannot be added without deciding here whether
+        // it is a secret.
+        let NodeConfig {
+            listen,
+            advertise_addr,
+            remotes,
+            http_listen,
+            admin_token,
+            log_level,
+            check_timeout_s,
+            wait_timeout_ms,
+            prepare_timeout_s,
+            max_frame_bytes,
+            max_connections,
+            frame_read_timeout_ms,
+            idle_timeout_ms,
+            send_timeout_ms,
+            max_requests_per_connection,
+            http_max_connections,
+            http_header_timeout_ms,
+            http_body_timeout_ms,
+            http_max_body_bytes,
+            http_tls_cert,
+            http_tls_key,
+            blocking_threads,
+            blocking_queue_limit,
+            trace_sampling_rate,
+            trace_ring_size,
+            work_share,
+            backends,
+        } = self;
+        f.debug_struct("NodeConfig")
+            .field("listen", listen)
+            .field("advertise_addr", advertise_addr)
+            .field("remotes", remotes)
+            .field("http_listen", http_listen)
+            .field("admin_token", &redacted(admin_token))
+            .field("log_level", log_level)
+            .field("check_timeout_s", check_timeout_s)
+            .field("wait_timeout_ms", wait_timeout_ms)
+            .field("prepare_timeout_s", prepare_timeout_s)
+            .field("max_frame_bytes", max_frame_bytes)
+            .field("max_connections", max_connections)
+            .field("frame_read_timeout_ms", frame_read_timeout_ms)
+            .field("idle_timeout_ms", idle_timeout_ms)
+            .field("send_timeout_ms", send_timeout_ms)
+            .field("max_requests_per_connection", max_requests_per_connection)
+            .field("http_max_connections", http_max_connections)
+            .field("http_header_timeout_ms", http_header_timeout_ms)
+            .field("http_body_timeout_ms", http_body_timeout_ms)
+            .field("http_max_body_bytes", http_max_body_bytes)
+            .field("http_tls_cert", http_tls_cert)
+            .field("http_tls_key", http_tls_key)
+            .field("blocking_threads", blocking_threads)
+            .field("blocking_queue_limit", blocking_queue_limit)
+            .field("trace_sampling_rate", trace_sampling_rate)
+            .field("trace_ring_size", trace_ring_size)
+            .field("work_share", work_share)
+            .field("backends", backends)
+            .finish()
+    }
+}
+
+/// How a secret shows in `Debug`: whether it is set, never what it is.
+fn redacted(secret: &Option<String>) -> &'static str {
+    match secret {
+        Some(_) => "<redacted>",
+        None => "<none>",
     }
 }
 
@@ -494,6 +570,24 @@ mod tests {
     use super::*;
 
     const SAMPLE: &str = include_str!("../ell-node.sample.toml");
+
+    #[test]
+    fn debug_output_redacts_the_admin_token() {
+        let token = "a-secret-admin-token-4b1d";
+        let cfg = NodeConfig {
+            admin_token: Some(token.into()),
+            http_tls_key: Some(PathBuf::from("/etc/ellipsis/key.pem")),
+            ..NodeConfig::default()
+        };
+        for text in [format!("{cfg:?}"), format!("{cfg:#?}")] {
+            assert!(!text.contains(token), "token in {text}");
+            assert!(text.contains("admin_token: \"<redacted>\""), "{text}");
+            // The rest is still there: a path to a key file is not key material.
+            assert!(text.contains("/etc/ellipsis/key.pem") && text.contains("max_frame_bytes"));
+        }
+        let none = format!("{:?}", NodeConfig::default());
+        assert!(none.contains("admin_token: \"<none>\""), "{none}");
+    }
 
     #[test]
     fn sample_file_documents_exactly_the_defaults() {

@@ -500,6 +500,7 @@ fn object_id(key: &str) -> Result<Id, Response> {
 }
 
 /// A parsed single `Range: bytes=...` header.
+#[derive(Clone, Copy, Debug)]
 enum RangeSpec {
     From(u64, Option<u64>),
     Suffix(u64),
@@ -526,6 +527,138 @@ fn parse_range(h: &str) -> Option<RangeSpec> {
     Some(RangeSpec::From(start, end))
 }
 
+/// The bytes of one version of an object (all of it or a span) and that version's size and
+/// checksum, all from one READ reply: a GET's headers are derived from it alone, so they
+/// describe exactly the body sent even while the object is being overwritten.
+#[derive(Debug)]
+struct Span {
+    data: Bytes,
+    start: u64,
+    total_bytes: u64,
+    checksum: u64,
+}
+
+/// What a GET can answer.
+enum Answer {
+    Span(Span),
+    /// The range lies outside the object (of this many bytes): 416.
+    Unsatisfiable(u64),
+}
+
+/// `range` of the whole object `whole` (one READ of all of it).
+fn span_of_whole(whole: ellipsis_core::client::ReadResult, range: Option<RangeSpec>) -> Answer {
+    let total = whole.data.len() as u64;
+    // A cache hit (or a NOCSUM record) carries no checksum: name the bytes as the engine
+    // would have, so the ETag still says which version this is.
+    let checksum = match whole.attr.checksum {
+        0 => eblob::record::data_checksum(&whole.data),
+        c => c,
+    };
+    let (start, end) = match range {
+        None => (0, total),
+        Some(RangeSpec::From(s, _)) if s >= total => return Answer::Unsatisfiable(total),
+        Some(RangeSpec::From(s, e)) => (s, e.map_or(total, |e| e.saturating_add(1).min(total))),
+        Some(RangeSpec::Suffix(n)) if n == 0 || total == 0 => return Answer::Unsatisfiable(total),
+        Some(RangeSpec::Suffix(n)) => (total - n.min(total), total),
+    };
+    Answer::Span(Span {
+        data: whole.data.slice(start as usize..end as usize),
+        start,
+        total_bytes: total,
+        checksum,
+    })
+}
+
+/// Read what a GET of `range` sends, from one version of the object.
+///
+/// The fast path reads only the span; it is taken when the reply proves the span belongs to
+/// the version the reply describes (the engine reads bytes, size and checksum in one call).
+/// Otherwise (the object is shorter than the span, a suffix whose object changed size between
+/// the lookup and the read, or no checksum in the reply) the whole object is read once and the
+/// span cut from it. At most three requests, never a loop.
+async fn read_answer(
+    c: &Client,
+    id: &Id,
+    range: Option<RangeSpec>,
+) -> Result<Answer, ellipsis_core::client::ClientError> {
+    // INVALID is how a node answers a span past the end (OutOfRange): read it all instead.
+    let out_of_range = |e: &ellipsis_core::client::ClientError| e.status() == Status::INVALID;
+    let fast = match range {
+        None => None,
+        Some(RangeSpec::From(s, e)) => {
+            // A zero size reads to the end on the wire.
+            let size = e.map_or(0, |e| (e - s).saturating_add(1));
+            match c.read(id, s, size).await {
+                Ok(r) if r.attr.total_size > s => Some(Span {
+                    start: s,
+                    total_bytes: r.attr.total_size,
+                    checksum: r.attr.checksum,
+                    data: r.data,
+                }),
+                Ok(_) => None,
+                Err(e) if out_of_range(&e) => None,
+                Err(e) => return Err(e),
+            }
+        }
+        Some(RangeSpec::Suffix(n)) => {
+            let (_, info) = c.lookup(id).await?;
+            let looked_up = info.attr.total_size;
+            let from = looked_up - n.min(looked_up);
+            match c.read(id, from, 0).await {
+                // Read to the end of a version at least as long as the looked-up one: its
+                // last n bytes are inside what was read.
+                Ok(r) if n > 0 && r.attr.total_size >= looked_up && r.attr.total_size > 0 => {
+                    let total = r.attr.total_size;
+                    let len = n.min(total);
+                    let skip = (r.data.len() as u64).saturating_sub(len);
+                    Some(Span {
+                        data: r.data.slice(skip as usize..),
+                        start: total - len,
+                        total_bytes: total,
+                        checksum: r.attr.checksum,
+                    })
+                }
+                Ok(_) => None,
+                Err(e) if out_of_range(&e) => None,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    match fast {
+        Some(span) if span.checksum != 0 => Ok(Answer::Span(span)),
+        _ => Ok(span_of_whole(c.read(id, 0, 0).await?, range)),
+    }
+}
+
+/// The headers of a 200 / 206 answer for `len` bytes at `start` of a `total`-byte object.
+fn object_headers(
+    partial: bool,
+    start: u64,
+    len: u64,
+    total: u64,
+    checksum: u64,
+) -> axum::http::response::Builder {
+    let mut b = Response::builder()
+        .header(header::ETAG, format!("\"{checksum:016x}\""))
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_LENGTH, len);
+    if partial {
+        b = b.status(StatusCode::PARTIAL_CONTENT).header(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{total}", start, start + len.saturating_sub(1)),
+        );
+    }
+    b
+}
+
+fn unsatisfiable(total: u64) -> Response {
+    (
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        [(header::CONTENT_RANGE, format!("bytes */{total}"))],
+    )
+        .into_response()
+}
+
 async fn object_get(
     State(st): State<Shared>,
     method: Method,
@@ -540,59 +673,46 @@ async fn object_get(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let (_, info) = match c.lookup(&id).await {
-        Ok(x) => x,
-        Err(e) => return status_response(e.status(), e.to_string()),
-    };
-    let total = info.attr.total_size;
-    let etag = format!("\"{:016x}\"", info.attr.checksum);
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_range);
-    let (start, len, partial) = match range {
-        None => (0, total, false),
-        Some(RangeSpec::Suffix(n)) => {
-            let n = n.min(total);
-            (total - n, n, true)
-        }
-        Some(RangeSpec::From(s, e)) => {
-            if s >= total {
-                return (
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    [(header::CONTENT_RANGE, format!("bytes */{total}"))],
-                )
-                    .into_response();
-            }
-            let end = e.map_or(total - 1, |e| e.min(total - 1));
-            (s, end - s + 1, true)
-        }
-    };
-    let mut b = Response::builder()
-        .header(header::ETAG, &etag)
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_LENGTH, len);
-    if partial {
-        b = b.status(StatusCode::PARTIAL_CONTENT).header(
-            header::CONTENT_RANGE,
-            format!("bytes {}-{}/{total}", start, start + len.saturating_sub(1)),
-        );
-    }
     if method == Method::HEAD {
-        return b
-            .body(Body::empty())
-            .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
+        // No body to disagree with: the headers come from a lookup.
+        return object_head(&c, &id, range).await;
     }
-    // A zero-size range read means "to the end" on the wire: ask for the exact span.
-    let data = if len == 0 {
-        Bytes::new()
-    } else {
-        match c.read(&id, start, len).await {
-            Ok(r) => r.data,
-            Err(e) => return status_response(e.status(), e.to_string()),
-        }
+    let span = match read_answer(&c, &id, range).await {
+        Ok(Answer::Span(span)) => span,
+        Ok(Answer::Unsatisfiable(total)) => return unsatisfiable(total),
+        Err(e) => return status_response(e.status(), e.to_string()),
     };
-    b.body(Body::from(data))
+    let len = span.data.len() as u64;
+    object_headers(
+        range.is_some(),
+        span.start,
+        len,
+        span.total_bytes,
+        span.checksum,
+    )
+    .body(Body::from(span.data))
+    .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn object_head(c: &Client, id: &Id, range: Option<RangeSpec>) -> Response {
+    let (_, info) = match c.lookup(id).await {
+        Ok(x) => x,
+        Err(e) => return status_response(e.status(), e.to_string()),
+    };
+    let total = info.attr.total_size;
+    let (start, len) = match range {
+        None => (0, total),
+        Some(RangeSpec::From(s, _)) if s >= total => return unsatisfiable(total),
+        Some(RangeSpec::From(s, e)) => (s, e.map_or(total, |e| e.min(total - 1) + 1) - s),
+        Some(RangeSpec::Suffix(n)) if n == 0 || total == 0 => return unsatisfiable(total),
+        Some(RangeSpec::Suffix(n)) => (total - n.min(total), n.min(total)),
+    };
+    object_headers(range.is_some(), start, len, total, info.attr.checksum)
+        .body(Body::empty())
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 

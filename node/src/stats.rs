@@ -155,6 +155,10 @@ pub fn collect(node: &Node) -> NodeStats {
             nonblocking_queue_limit: node.inflight_limit,
             nonblocking_refused: node.inflight_refused.load(Ordering::Relaxed),
             client_connections: node.client_connections.load(Ordering::Relaxed),
+            notify_watchers: node.notify.len() as u64,
+            notify_watchers_limit: crate::notify::MAX_WATCHERS as u64,
+            notify_relays: node.notify.relays_len() as u64,
+            notify_relays_limit: crate::notify::MAX_RELAYS as u64,
             peers: node.peers.stats(),
         },
         cache: node
@@ -280,6 +284,18 @@ pub fn prometheus(node: &Node) -> String {
         "Client connections open.",
         MetricType::Gauge,
         s.io.client_connections as f64,
+    );
+    e.single(
+        "ellipsis_notify_watchers",
+        "NOTIFY subscriptions held for keys this node owns.",
+        MetricType::Gauge,
+        s.io.notify_watchers as f64,
+    );
+    e.single(
+        "ellipsis_notify_relays",
+        "NOTIFY subscriptions relayed to the keys' owners.",
+        MetricType::Gauge,
+        s.io.notify_relays as f64,
     );
     e.family(
         "ellipsis_peer_send_queue",

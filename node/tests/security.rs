@@ -381,3 +381,76 @@ async fn every_admin_request_and_every_refusal_writes_one_audit_line() {
         "a token was logged"
     );
 }
+
+/// One `ell-node` process started from `config_path` (the environment's token set to
+/// `env_token`, or unset) and killed once it serves: what it printed on stdout and stderr.
+fn startup_output(config_path: &std::path::Path, env_token: Option<&str>) -> String {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command as Process, Stdio};
+    let mut cmd = Process::new(env!("CARGO_BIN_EXE_ell-node"));
+    cmd.arg("--config")
+        .arg(config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match env_token {
+        Some(t) => cmd.env(ellipsis_node::config::ADMIN_TOKEN_ENV, t),
+        None => cmd.env_remove(ellipsis_node::config::ADMIN_TOKEN_ENV),
+    };
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // Both pipes are drained by threads (a full pipe would stall the node); stderr's reader
+    // reports the startup line, and both end at EOF once the process is killed.
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("ell-node: serving on") {
+                let _ = ready_tx.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let ready = ready_rx.recv_timeout(Duration::from_secs(60));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = format!("{}{}", out.join().unwrap(), err.join().unwrap());
+    assert!(ready.is_ok(), "ell-node did not start:\n{text}");
+    text
+}
+
+#[test]
+fn ell_node_startup_logs_at_trace_hold_no_token() {
+    const ENV_TOKEN: &str = "the-environment-admin-token-1d8e4f";
+    let dir = tempfile::tempdir().unwrap();
+    for (run, env_token) in [None, Some(ENV_TOKEN)].into_iter().enumerate() {
+        let run_dir = dir.path().join(format!("run-{run}"));
+        let mut cfg = config(&run_dir);
+        // Every event of every crate, the most a log could say about the config.
+        cfg.log_level = "trace".into();
+        let path = dir.path().join(format!("node-{run}.toml"));
+        std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+        let text = startup_output(&path, env_token);
+        assert!(
+            text.contains("node up"),
+            "the startup log was captured:\n{text}"
+        );
+        assert!(
+            !text.contains(TOKEN),
+            "the config's token was logged:\n{text}"
+        );
+        assert!(
+            !text.contains(ENV_TOKEN),
+            "the environment's token was logged:\n{text}"
+        );
+    }
+}

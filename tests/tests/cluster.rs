@@ -350,6 +350,128 @@ async fn notify_delivers_writes_and_removes_of_a_watched_key() {
     c.shutdown().await;
 }
 
+/// Subscribe to `k` in group 1 through `conn` and wait for the acknowledgement.
+async fn watch(conn: &Conn, k: Id) -> ellipsis_core::client::Replies {
+    let mut events = conn
+        .request(
+            Header::request(Command::Notify, k, 1, 0),
+            NotifyRequest { subscribe: true }.encode().into(),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    let ack = events.next().await.unwrap().unwrap();
+    assert!(
+        ack.header.has(flags::MORE) && ack.header.status.is_ok(),
+        "{ack:?}"
+    );
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_through_a_node_that_does_not_own_the_key_is_relayed_from_the_owner() {
+    let c = four_nodes().await;
+    let client = c.client(0, &[1], Checker::All).await;
+    // Owned in group 1 by node 1; watched through node 2 (group 2), written through node 0.
+    let k = (0..)
+        .map(key)
+        .find(|k| client.routes().owner(1, k).unwrap().node == c.addr(1))
+        .unwrap();
+    let (owner, relay) = (c.node(1), c.node(2));
+    let watcher = Conn::connect(c.addr(2), 1 << 30, TIMEOUT).await.unwrap();
+    let mut events = watch(&watcher, k).await;
+    // The subscription is held by the owner, and node 2 relays it.
+    assert_eq!((owner.notify.len(), relay.notify.len()), (1, 0));
+    assert_eq!(relay.notify.relays_len(), 1);
+    let io: ellipsis_core::stats::IoStats = reqwest::get(format!("http://{}/stats/io", c.http(2)))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((io.notify_relays, io.notify_watchers), (1, 0));
+    let writer = Conn::connect(c.addr(0), 1 << 30, TIMEOUT).await.unwrap();
+    let payload = IoPayload {
+        attr: IoAttr {
+            size: 5,
+            ..IoAttr::default()
+        },
+        data: Bytes::from_static(b"hello"),
+    }
+    .encode();
+    writer
+        .call(
+            Header::request(Command::Write, k, 1, 0),
+            payload.into(),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    let e = events.next().await.unwrap().unwrap();
+    assert!(e.header.has(flags::MORE) && !e.header.has(flags::FORWARDED));
+    let e = NotifyEvent::decode(&e.payload).unwrap();
+    assert_eq!((e.kind, e.attr.size), (NotifyKind::Write, 5));
+    client.remove(&k).await.unwrap();
+    let e = NotifyEvent::decode(&events.next().await.unwrap().unwrap().payload).unwrap();
+    assert_eq!(e.kind, NotifyKind::Remove);
+    // The watcher goes away: the relay stops and the owner frees the subscription.
+    drop(events);
+    drop(watcher);
+    ellipsis_tests::poll_until(
+        TIMEOUT,
+        "the relay and the owner's subscription freed",
+        || relay.notify.relays_len() == 0 && owner.notify.is_empty(),
+    )
+    .await;
+    let io: ellipsis_core::stats::IoStats = reqwest::get(format!("http://{}/stats/io", c.http(1)))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(io.notify_watchers, 0);
+    // Unsubscribing through the relaying node ends the stream and frees the owner's side too.
+    let watcher = Conn::connect(c.addr(2), 1 << 30, TIMEOUT).await.unwrap();
+    let mut events = watch(&watcher, k).await;
+    assert_eq!(owner.notify.len(), 1);
+    watcher
+        .call(
+            Header::request(Command::Notify, k, 1, 0),
+            NotifyRequest { subscribe: false }.encode().into(),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    let last = events.next().await.unwrap().unwrap();
+    assert!(!last.header.has(flags::MORE) && last.header.status.is_ok());
+    assert!(events.next().await.is_none());
+    ellipsis_tests::poll_until(TIMEOUT, "the owner's subscription freed", || {
+        relay.notify.relays_len() == 0 && owner.notify.is_empty()
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_watch_ends_with_unreachable_when_the_owner_goes_away() {
+    let mut c = four_nodes().await;
+    let client = c.client(0, &[1], Checker::All).await;
+    let k = (0..)
+        .map(key)
+        .find(|k| client.routes().owner(1, k).unwrap().node == c.addr(1))
+        .unwrap();
+    let watcher = Conn::connect(c.addr(2), 1 << 30, TIMEOUT).await.unwrap();
+    let mut events = watch(&watcher, k).await;
+    assert_eq!(c.node(2).notify.relays_len(), 1);
+    c.stop_node(1).await;
+    let last = events.next().await.unwrap().unwrap();
+    assert!(!last.header.has(flags::MORE), "{last:?}");
+    assert_eq!(last.header.status, Status::UNREACHABLE);
+    assert!(events.next().await.is_none());
+    assert_eq!(c.node(2).notify.relays_len(), 0);
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_stats_metrics_and_traces() {
     let c = four_nodes().await;
@@ -507,6 +629,255 @@ async fn object_api_with_ranges_and_tokens() {
     assert_eq!(http.get(&url).send().await.unwrap().status(), 404);
     let admin = format!("http://{}/admin/backends/1/read-only", c.http(0));
     assert_eq!(http.post(&admin).send().await.unwrap().status(), 401);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_get_headers_describe_the_body_sent_while_the_object_is_overwritten() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = four_nodes().await;
+    // Versions of different sizes (empty, within a chunk, across chunks), each naming itself.
+    let sizes = [0usize, 7, 100, 4096, 70_000, (1 << 20) + 3];
+    let versions: Vec<Bytes> = sizes
+        .iter()
+        .enumerate()
+        .map(|(v, &len)| (0..len).map(|j| (j * 7 + v * 13) as u8).collect())
+        .collect();
+    let by_etag: std::collections::HashMap<String, usize> = versions
+        .iter()
+        .enumerate()
+        .map(|(v, b)| (format!("\"{:016x}\"", eblob::record::data_checksum(b)), v))
+        .collect();
+    assert_eq!(by_etag.len(), versions.len());
+    let k = Id::for_key(b"", b"hammered");
+    let writer = c.client(0, &[], Checker::All).await;
+    writer
+        .write(&k, versions[1].clone(), IoAttr::default())
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let overwrites = {
+        let (stop, versions) = (stop.clone(), versions.clone());
+        tokio::spawn(async move {
+            let mut written = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for v in &versions {
+                    writer
+                        .write(&k, v.clone(), IoAttr::default())
+                        .await
+                        .unwrap();
+                    written += 1;
+                }
+            }
+            written
+        })
+    };
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/objects/hammered", c.http(3));
+    let ranges = [
+        None,
+        Some("bytes=10-19"),
+        Some("bytes=-5"),
+        Some("bytes=90-"),
+        Some("bytes=0-0"),
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..300 {
+        let range = ranges[i % ranges.len()];
+        let mut req = http.get(&url);
+        if let Some(r) = range {
+            req = req.header("Range", r);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let (etag, content_range) = (header("etag"), header("content-range"));
+        let content_length = resp.content_length();
+        let body = resp.bytes().await.unwrap();
+        let what = format!("GET {range:?}: {status} etag {etag:?} range {content_range:?}");
+        if status == 416 {
+            // Only a range past the end of some version is refused, and it names that size.
+            let total: usize = content_range.unwrap()["bytes */".len()..].parse().unwrap();
+            assert!(sizes.contains(&total), "{what}");
+            assert!(range.is_some() && body.is_empty(), "{what}");
+            continue;
+        }
+        assert_eq!(content_length, Some(body.len() as u64), "{what}");
+        let etag = etag.unwrap();
+        let v = *by_etag
+            .get(&etag)
+            .unwrap_or_else(|| panic!("unknown ETag: {what}"));
+        seen.insert(v);
+        let version = &versions[v];
+        match status {
+            200 => {
+                assert!(range.is_none(), "{what}");
+                assert_eq!(body, *version, "{what}");
+            }
+            206 => {
+                let spec = content_range.unwrap();
+                let (span, total) = spec["bytes ".len()..].split_once('/').unwrap();
+                let (a, b) = span.split_once('-').unwrap();
+                let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+                assert_eq!(total.parse::<usize>().unwrap(), version.len(), "{what}");
+                assert_eq!(b - a + 1, body.len(), "{what}");
+                assert_eq!(body, version.slice(a..=b), "{what}");
+            }
+            other => panic!("status {other}: {what}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = overwrites.await.unwrap();
+    assert!(
+        written > versions.len() as u64,
+        "the object was overwritten throughout"
+    );
+    assert!(seen.len() > 1, "GETs saw several versions: {seen:?}");
+    c.shutdown().await;
+}
+
+/// A client of its own (its own TCP connections) through node `via`, in group 1 only, that
+/// never refreshes routes by itself (so nothing but the test's requests reach the nodes).
+async fn own_client(c: &Cluster, via: usize) -> std::sync::Arc<ellipsis_core::client::Client> {
+    ellipsis_core::client::Client::connect(ellipsis_core::client::ClientConfig {
+        remotes: vec![c.addr(via)],
+        groups: vec![1],
+        checker: Checker::All,
+        timeout_ms: 10_000,
+        route_refresh_ms: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_and_cas_increments_of_one_key_lose_no_update() {
+    const CLIENTS: usize = 8;
+    const APPENDS: usize = 25;
+    const INCREMENTS: u64 = 10;
+    let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[1])]).await;
+    let k = key(1);
+    let first = own_client(&c, 0).await;
+    first
+        .write(&k, Bytes::new(), IoAttr::default())
+        .await
+        .unwrap();
+    // Every client on its own connections appends its own tokens ("c03-017;").
+    let append = IoAttr {
+        io_flags: io_flags::APPEND,
+        ..IoAttr::default()
+    };
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let session = own_client(&c, client % 2).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..APPENDS {
+                let token = Bytes::from(format!("c{client:02}-{i:03};"));
+                session.write(&k, token, append).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = first.read(&k, 0, 0).await.unwrap().data;
+    let text = std::str::from_utf8(&all).unwrap();
+    let mut tokens: Vec<&str> = text.split_terminator(';').collect();
+    assert_eq!(tokens.len(), CLIENTS * APPENDS, "{text}");
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len(), CLIENTS * APPENDS, "every append exactly once");
+    // Read-modify-write with CAS on the checksum read: a CAS that succeeded saw the value no
+    // other write changed since, so the counter counts exactly the successful ones.
+    let counter = key(2);
+    first
+        .write(
+            &counter,
+            Bytes::from(0u64.to_le_bytes().to_vec()),
+            IoAttr::default(),
+        )
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let session = own_client(&c, client % 2).await;
+        tasks.push(tokio::spawn(async move {
+            let (mut done, mut conflicts) = (0u64, 0u64);
+            while done < INCREMENTS {
+                assert!(conflicts < 10_000, "CAS never got through");
+                let r = session.read(&counter, 0, 0).await.unwrap();
+                let now = u64::from_le_bytes(r.data[..].try_into().unwrap());
+                let cas = IoAttr {
+                    io_flags: io_flags::CAS_CHECKSUM,
+                    checksum: r.attr.checksum,
+                    ..IoAttr::default()
+                };
+                let next = Bytes::from((now + 1).to_le_bytes().to_vec());
+                match session.write(&counter, next, cas).await {
+                    Ok(_) => done += 1,
+                    Err(e) if e.status() == Status::NEWER_EXISTS => conflicts += 1,
+                    Err(e) => panic!("CAS write: {e}"),
+                }
+            }
+            conflicts
+        }));
+    }
+    let mut conflicts = 0;
+    for t in tasks {
+        conflicts += t.await.unwrap();
+    }
+    let r = first.read(&counter, 0, 0).await.unwrap();
+    let total = u64::from_le_bytes(r.data[..].try_into().unwrap());
+    assert_eq!(total, CLIENTS as u64 * INCREMENTS, "{conflicts} conflicts");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_key_blocks_its_own_requests_but_not_other_keys() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    let node = c.node(0).clone();
+    let client = own_client(&c, 0).await;
+    let (held, free) = (key(1), key(2));
+    // Both keys live on the node's one backend; the test holds the first key's lock, as a
+    // long request on it would.
+    let guard = node.keylocks.lock((1, held)).await;
+    let in_flight =
+        |n: &ellipsis_node::node::Node| ellipsis_node::stats::collect(n).io.nonblocking_queue;
+    assert_eq!(in_flight(&node), 0);
+    let blocked = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .write(&held, Bytes::from_static(b"held"), IoAttr::default())
+                .await
+        })
+    };
+    // The write reached the node and is waiting there (it cannot finish: its key is held).
+    ellipsis_tests::poll_until(TIMEOUT, "the held key's write in flight", || {
+        in_flight(&node) == 1
+    })
+    .await;
+    // Another key on the same backend is written and read meanwhile.
+    client
+        .write(&free, Bytes::from_static(b"free"), IoAttr::default())
+        .await
+        .unwrap();
+    assert_eq!(&client.read(&free, 0, 0).await.unwrap().data[..], b"free");
+    assert!(
+        !blocked.is_finished(),
+        "the held key's write waits for the lock"
+    );
+    // (The free key's request may still be finishing on the node: at least the held one.)
+    assert!(in_flight(&node) >= 1);
+    drop(guard);
+    blocked.await.unwrap().unwrap();
+    assert_eq!(&client.read(&held, 0, 0).await.unwrap().data[..], b"held");
+    assert!(node.keylocks.is_empty());
     c.shutdown().await;
 }
 

@@ -93,7 +93,9 @@ pub struct Replies {
     addr: SocketAddr,
     rx: mpsc::Receiver<Frame>,
     done: bool,
-    timeout: Duration,
+    /// How long to wait for each frame; `None` for a subscription, whose events come when
+    /// they come (see [`Replies::without_timeout`]).
+    timeout: Option<Duration>,
     /// This request's entry in the connection's table, removed when the replies are dropped
     /// (timed out, abandoned or finished): a request the peer never answers must not hold one
     /// of the `MAX_IN_FLIGHT` slots for the connection's lifetime.
@@ -113,12 +115,16 @@ impl Replies {
         if self.done {
             return None;
         }
-        match tokio::time::timeout(self.timeout, self.rx.recv()).await {
-            Err(_) => {
+        let next = match self.timeout {
+            Some(t) => tokio::time::timeout(t, self.rx.recv()).await.map_err(|_| t),
+            None => Ok(self.rx.recv().await),
+        };
+        match next {
+            Err(t) => {
                 self.done = true;
                 Some(Err(ConnError::TimedOut {
                     addr: self.addr,
-                    timeout_ms: self.timeout.as_millis() as u64,
+                    timeout_ms: t.as_millis() as u64,
                 }))
             }
             Ok(None) => {
@@ -132,6 +138,14 @@ impl Replies {
                 Some(Ok(f))
             }
         }
+    }
+
+    /// The rest of a subscription's stream (NOTIFY after its acknowledgement): each frame is
+    /// waited for as long as the connection stays open, not for the request timeout. The
+    /// stream still ends on its final frame or when the connection closes.
+    pub fn without_timeout(mut self) -> Replies {
+        self.timeout = None;
+        self
     }
 
     /// Every reply until the final one (each frame keeps its own status), at most
@@ -195,6 +209,11 @@ impl Conn {
                 }
             }
             closed_w.store(true, Ordering::Release);
+            // Shut the write half down so the peer sees EOF and closes its side: the reader
+            // task still holds the read half, so dropping the sink alone would leave the
+            // socket (and the peer's connection, with its NOTIFY watches) open. Bounded: a
+            // peer that does not read cannot hold the task.
+            let _ = tokio::time::timeout(timeout, sink.close()).await;
         });
         // Reader: routes replies to their request; on EOF or error fails everyone waiting.
         let pending_r = pending.clone();
@@ -284,7 +303,7 @@ impl Conn {
             addr: self.addr,
             rx,
             done: false,
-            timeout,
+            timeout: Some(timeout),
             trans,
             pending: self.pending.clone(),
         })

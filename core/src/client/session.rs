@@ -55,7 +55,10 @@ impl std::str::FromStr for Checker {
 }
 
 /// Client settings.
-#[derive(Clone, Debug)]
+///
+/// `Debug` prints the admin token as `<redacted>` (or `<none>`): sessions and their configs
+/// end up in logs and panic messages, the token must not.
+#[derive(Clone)]
 pub struct ClientConfig {
     /// Nodes to fetch the route table from (any one that answers is enough).
     pub remotes: Vec<SocketAddr>,
@@ -74,6 +77,40 @@ pub struct ClientConfig {
     /// Fetch the route table again this often, so nodes that joined and backends enabled or
     /// disabled are followed without waiting for a failure; 0 = only on failures.
     pub route_refresh_ms: u64,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so that a new field cannot be added without deciding here whether it
+        // is a secret.
+        let ClientConfig {
+            remotes,
+            groups,
+            timeout_ms,
+            checker,
+            max_frame_bytes,
+            admin_token,
+            latency_weighted_reads,
+            route_refresh_ms,
+        } = self;
+        f.debug_struct("ClientConfig")
+            .field("remotes", remotes)
+            .field("groups", groups)
+            .field("timeout_ms", timeout_ms)
+            .field("checker", checker)
+            .field("max_frame_bytes", max_frame_bytes)
+            .field(
+                "admin_token",
+                &if admin_token.is_some() {
+                    "<redacted>"
+                } else {
+                    "<none>"
+                },
+            )
+            .field("latency_weighted_reads", latency_weighted_reads)
+            .field("route_refresh_ms", route_refresh_ms)
+            .finish()
+    }
 }
 
 impl Default for ClientConfig {
@@ -804,5 +841,30 @@ impl Client {
             }
         });
         futures::future::join_all(calls).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_redacts_the_admin_token() {
+        let token = "a-secret-client-token-9c2e";
+        let cfg = ClientConfig {
+            admin_token: Some(token.into()),
+            groups: vec![1, 2],
+            ..ClientConfig::default()
+        };
+        for text in [format!("{cfg:?}"), format!("{cfg:#?}")] {
+            assert!(!text.contains(token), "token in {text}");
+            assert!(text.contains("admin_token: \"<redacted>\""), "{text}");
+        }
+        assert!(
+            format!("{cfg:?}").contains("groups: [1, 2]"),
+            "the rest is shown"
+        );
+        let none = format!("{:?}", ClientConfig::default());
+        assert!(none.contains("admin_token: \"<none>\""), "{none}");
     }
 }

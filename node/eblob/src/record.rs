@@ -219,6 +219,18 @@ pub fn hash_of_hashes(hashes: &[u64]) -> u64 {
     xxh3_64(&bytes)
 }
 
+/// The checksum a committed, checksummed record holding exactly `data` carries (what
+/// [`crate::Lookup::checksum`] reports): the hash of its chunk hashes. Lets a reader that got
+/// the bytes from elsewhere (a cache) name the same version the same way.
+pub fn data_checksum(data: &[u8]) -> u64 {
+    let hashes: Vec<u64> = data
+        .chunks(CHUNK_SIZE as usize)
+        .enumerate()
+        .map(|(i, chunk)| chunk_hash(i as u64, chunk))
+        .collect();
+    hash_of_hashes(&hashes)
+}
+
 /// Encode a footer of `slots` slots for `hashes` (the used ones; the rest stay zero).
 pub fn encode_footer(slots: u64, hashes: &[u64]) -> Vec<u8> {
     let mut out = vec![0u8; ((slots + 1) * 8) as usize];

@@ -43,6 +43,38 @@ fn written_objects_read_back_whole_and_by_range_and_survive_reopen() {
 }
 
 #[test]
+fn data_checksum_names_a_record_as_its_lookup_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let chunk = eblob::record::CHUNK_SIZE as usize;
+    for (i, len) in [0, 1, 100, chunk, chunk + 5, 3 * chunk - 1]
+        .into_iter()
+        .enumerate()
+    {
+        let v = value(i as u64, 0, len);
+        db.write(&key(i as u64), &v, &w()).unwrap();
+        assert_eq!(
+            db.lookup(&key(i as u64)).unwrap().checksum,
+            eblob::record::data_checksum(&v),
+            "{len} bytes"
+        );
+    }
+    // Appended records too: their footer covers only the used chunks.
+    db.write(&key(99), &value(99, 0, chunk - 3), &w()).unwrap();
+    let append = WriteOptions {
+        append: true,
+        ..w()
+    };
+    db.write(&key(99), &value(99, 1, 10), &append).unwrap();
+    let whole = db.read(&key(99)).unwrap();
+    assert_eq!(whole.len(), chunk + 7);
+    assert_eq!(
+        db.lookup(&key(99)).unwrap().checksum,
+        eblob::record::data_checksum(&whole)
+    );
+}
+
+#[test]
 fn missing_removed_and_out_of_range_are_distinct_errors() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());

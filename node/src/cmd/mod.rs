@@ -216,7 +216,8 @@ async fn dispatch(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, N
                 },
             }
         }
-        Command::Notify => notify::handle(node, ctx, f),
+        // Keyed like the four above; the owner holds the subscription (cmd/notify.rs).
+        Command::Notify => notify::handle(node, ctx, f).await,
         Command::BulkRead => bulk_read::handle(node, &out, f).await,
         Command::ReadRange => key_range::handle(node, &out, f).await,
         // Admin commands that change data: one audit line each, with the outcome.

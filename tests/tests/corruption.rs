@@ -144,8 +144,7 @@ async fn flipped_bytes_are_reported_never_served_and_repaired_from_the_other_gro
     c.converge().await;
     let s = stats(&c, 0).await;
     assert_eq!(
-        s.backends[0].eblob.indexes_rebuilt,
-        2,
+        s.backends[0].eblob.indexes_rebuilt, 2,
         "both damaged indexes (sorted and write-order) are rebuilt from the data file and \
          reported at startup: {:?}",
         s.backends[0].eblob
@@ -175,7 +174,11 @@ async fn flipped_bytes_are_reported_never_served_and_repaired_from_the_other_gro
     assert_eq!(outcomes[&k_data], Status::CORRUPTED, "{failed:?}");
     assert_eq!(outcomes[&k_sorted_index], Status::OK, "{failed:?}");
     assert_eq!(outcomes[&k_index], Status::OK, "{failed:?}");
-    assert_eq!(failed, vec![(k_data, Status::CORRUPTED)], "only the damaged record fails");
+    assert_eq!(
+        failed,
+        vec![(k_data, Status::CORRUPTED)],
+        "only the damaged record fails"
+    );
     let s = stats(&c, 0).await;
     assert!(
         s.backends[0].eblob.corrupted >= 1,
@@ -196,9 +199,9 @@ async fn flipped_bytes_are_reported_never_served_and_repaired_from_the_other_gro
         .unwrap();
     assert_eq!(r.status(), 202);
     c.wait_jobs().await;
-    // dc alone restores every damaged key: (through the verifying lookups) the record whose
-    // data bytes rotted under an intact
-    // header, which a plain lookup reports with the same version as the intact copy.
+    // dc alone restores the damaged key: through the verifying lookups it finds the record
+    // whose data bytes rotted under an intact header, which a plain lookup reports with the
+    // same version as the intact copy.
     for i in 0..TOTAL {
         match g1.read(&key(i), 0, 0).await {
             Ok(r) => assert!(r.data == value(i), "key {i}: wrong data after dc"),

@@ -10,6 +10,10 @@ mod commands;
 mod demo;
 mod tui;
 
+/// See the `mimalloc` line in Cargo.toml for why.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,5 +1,9 @@
 //! `ell-node`: run a storage node from a TOML config file or quick-start flags.
 
+/// See the `mimalloc` line in Cargo.toml for why.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -893,13 +893,15 @@ impl Soak {
                 "key {k} group {group}: after a flip read {outcome}"
             ));
         }
-        // The damage is counted: at open for an index (a rebuilt write-order index, a dropped
-        // sorted entry), when read for record data.
+        // The damage is counted: at open for an index (a write-order index rebuilt from the
+        // data file; a sorted entry rebuilt from its record's data header, or dropped and
+        // counted as corrupted when that header is unreadable too), when read for record data.
         let st = self.node_stats(i).await?;
         let eblob = &st.backends[0].eblob;
         let counted = match target {
             Target::WriteOrderIndex => eblob.indexes_rebuilt >= 1,
-            Target::SortedIndex | Target::Data => eblob.corrupted >= 1,
+            Target::SortedIndex => eblob.indexes_rebuilt >= 1 || eblob.corrupted >= 1,
+            Target::Data => eblob.corrupted >= 1,
         };
         if counted {
             self.damage_counted += 1;

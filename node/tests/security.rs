@@ -385,7 +385,7 @@ async fn every_admin_request_and_every_refusal_writes_one_audit_line() {
 /// One `ell-node` process started from `config_path` (the environment's token set to
 /// `env_token`, or unset) and killed once it serves: what it printed on stdout and stderr.
 fn startup_output(config_path: &std::path::Path, env_token: Option<&str>) -> String {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::{BufRead, BufReader};
     use std::process::{Command as Process, Stdio};
     let mut cmd = Process::new(env!("CARGO_BIN_EXE_ell-node"));
     cmd.arg("--config")
@@ -398,29 +398,34 @@ fn startup_output(config_path: &std::path::Path, env_token: Option<&str>) -> Str
         None => cmd.env_remove(ellipsis_node::config::ADMIN_TOKEN_ENV),
     };
     let mut child = cmd.spawn().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
-    // Both pipes are drained by threads (a full pipe would stall the node); stderr's reader
-    // reports the startup line, and both end at EOF once the process is killed.
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
+    // Both pipes are drained by threads (a full pipe would stall the node); each reports its
+    // startup line (stderr: "serving on", printed once the listeners are bound; stdout: the
+    // "node up" log, written by the serving task a moment later), and both end at EOF once the
+    // process is killed. The node is killed only after both, so the whole startup is captured.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.starts_with("ell-node: serving on") {
-                let _ = ready_tx.send(());
+    let reader = |pipe: Box<dyn std::io::Read + Send>, marker: &'static str| {
+        let ready_tx = ready_tx.clone();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if line.contains(marker) {
+                    let _ = ready_tx.send(());
+                }
+                text.push_str(&line);
+                text.push('\n');
             }
-            text.push_str(&line);
-            text.push('\n');
-        }
-        text
+            text
+        })
+    };
+    let out = reader(Box::new(stdout), "node up");
+    let err = reader(Box::new(stderr), "ell-node: serving on");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let ready = (0..2).try_for_each(|_| {
+        ready_rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
     });
-    let ready = ready_rx.recv_timeout(Duration::from_secs(60));
     let _ = child.kill();
     let _ = child.wait();
     let text = format!("{}{}", out.join().unwrap(), err.join().unwrap());

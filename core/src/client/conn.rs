@@ -163,6 +163,27 @@ impl Replies {
 }
 
 impl Conn {
+    /// [`Conn::connect`], then AUTH with `token` when one is given: how the session's pooled
+    /// connections and the dedicated connections of admin streams (iterators, server-send)
+    /// authenticate.
+    pub async fn connect_authed(
+        addr: SocketAddr,
+        max_frame_bytes: u64,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Arc<Conn>, ConnError> {
+        use crate::protocol::cmd::{auth::Auth, Payload};
+        let c = Conn::connect(addr, max_frame_bytes, timeout).await?;
+        if let Some(token) = token {
+            let h = Header::request(crate::protocol::Command::Auth, crate::Id::ZERO, 0, 0);
+            let auth = Auth {
+                token: token.to_owned(),
+            };
+            c.call(h, auth.encode().into(), timeout).await?;
+        }
+        Ok(c)
+    }
+
     /// Connect within `timeout`.
     pub async fn connect(
         addr: SocketAddr,

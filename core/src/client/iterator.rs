@@ -17,9 +17,8 @@ use std::time::Duration;
 use futures::FutureExt;
 
 use super::conn::{Conn, ConnError, Replies};
-use super::session::{Client, ClientError};
+use super::session::{status_error, Client, ClientError};
 use crate::id::Id;
-use crate::protocol::cmd::auth::Auth;
 use crate::protocol::cmd::iterator::{IteratorAction, IteratorRecord, IteratorRequest};
 use crate::protocol::cmd::Payload;
 use crate::protocol::{flags, Command, Frame, Header};
@@ -45,16 +44,14 @@ impl Client {
         req.action = IteratorAction::Start;
         let cfg = self.config();
         let timeout = Duration::from_millis(cfg.timeout_ms);
-        let conn = Conn::connect(node, cfg.max_frame_bytes, timeout).await?;
-        if let Some(token) = &cfg.admin_token {
-            let h = Header::request(Command::Auth, Id::ZERO, 0, 0);
-            let auth = Auth {
-                token: token.clone(),
-            };
-            conn.call(h, auth.encode().into(), timeout)
-                .await
-                .map_err(status_error)?;
-        }
+        let conn = Conn::connect_authed(
+            node,
+            cfg.max_frame_bytes,
+            cfg.admin_token.as_deref(),
+            timeout,
+        )
+        .await
+        .map_err(status_error)?;
         let mut h = Header::request(Command::Iterator, Id::ZERO, 0, 0);
         h.backend = req.backend;
         let replies = conn.request(h, req.encode().into(), timeout).await?;
@@ -95,13 +92,6 @@ impl Client {
             .last()
             .ok_or(ClientError::Conn(ConnError::Closed(node)))?;
         Ok(IteratorRecord::decode(&last.payload)?)
-    }
-}
-
-fn status_error(e: ConnError) -> ClientError {
-    match e {
-        ConnError::Status { status, .. } => ClientError::Status(status),
-        other => other.into(),
     }
 }
 

@@ -18,10 +18,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::conn::{Conn, ConnError, Replies};
-use super::session::{Client, ClientError};
+use super::conn::{Conn, Replies};
+use super::session::{status_error, Client, ClientError};
 use crate::id::Id;
-use crate::protocol::cmd::auth::Auth;
 use crate::protocol::cmd::send::{SendMode, SendRequest, SendResult};
 use crate::protocol::cmd::Payload;
 use crate::protocol::{flags, Command, Header};
@@ -47,16 +46,14 @@ impl Client {
     ) -> Result<SendStream, ClientError> {
         let cfg = self.config();
         let timeout = Duration::from_millis(cfg.timeout_ms);
-        let conn = Conn::connect(node, cfg.max_frame_bytes, timeout).await?;
-        if let Some(token) = &cfg.admin_token {
-            let h = Header::request(Command::Auth, Id::ZERO, 0, 0);
-            let auth = Auth {
-                token: token.clone(),
-            };
-            conn.call(h, auth.encode().into(), timeout)
-                .await
-                .map_err(status_error)?;
-        }
+        let conn = Conn::connect_authed(
+            node,
+            cfg.max_frame_bytes,
+            cfg.admin_token.as_deref(),
+            timeout,
+        )
+        .await
+        .map_err(status_error)?;
         let mut h = Header::request(Command::Send, Id::ZERO, group, 0);
         if let Some(b) = &req.backend {
             h.backend = b.backend;
@@ -131,13 +128,6 @@ impl Client {
             .into_iter()
             .flatten()
             .collect())
-    }
-}
-
-fn status_error(e: ConnError) -> ClientError {
-    match e {
-        ConnError::Status { status, .. } => ClientError::Status(status),
-        other => other.into(),
     }
 }
 

@@ -10,7 +10,6 @@ use parking_lot::{Mutex, RwLock};
 
 use super::conn::{Conn, ConnError};
 use crate::id::Id;
-use crate::protocol::cmd::auth::Auth;
 use crate::protocol::cmd::io::IoPayload;
 use crate::protocol::cmd::lookup::LookupInfo;
 use crate::protocol::cmd::route_list::RouteList;
@@ -361,15 +360,13 @@ impl Client {
             let cell = self.conns.lock().entry(addr).or_default().clone();
             let outcome = cell
                 .get_or_init(|| async {
-                    let c = Conn::connect(addr, self.cfg.max_frame_bytes, self.timeout()).await?;
-                    if let Some(token) = &self.cfg.admin_token {
-                        let h = Header::request(Command::Auth, Id::ZERO, 0, 0);
-                        let auth = Auth {
-                            token: token.clone(),
-                        };
-                        c.call(h, auth.encode().into(), self.timeout()).await?;
-                    }
-                    Ok::<_, ConnError>(c)
+                    Conn::connect_authed(
+                        addr,
+                        self.cfg.max_frame_bytes,
+                        self.cfg.admin_token.as_deref(),
+                        self.timeout(),
+                    )
+                    .await
                 })
                 .await
                 .clone();
@@ -841,6 +838,15 @@ impl Client {
             }
         });
         futures::future::join_all(calls).await
+    }
+}
+
+/// A connection error as a client error, a node's refusal as its bare status (what admin
+/// streams report).
+pub(crate) fn status_error(e: ConnError) -> ClientError {
+    match e {
+        ConnError::Status { status, .. } => ClientError::Status(status),
+        other => other.into(),
     }
 }
 

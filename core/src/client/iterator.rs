@@ -17,11 +17,11 @@ use std::time::Duration;
 use futures::FutureExt;
 
 use super::conn::{Conn, ConnError, Replies};
-use super::session::{status_error, Client, ClientError};
+use super::session::{status_error, stream_frame, Client, ClientError};
 use crate::id::Id;
 use crate::protocol::cmd::iterator::{IteratorAction, IteratorRecord, IteratorRequest};
 use crate::protocol::cmd::Payload;
-use crate::protocol::{flags, Command, Frame, Header};
+use crate::protocol::{Command, Frame, Header};
 
 /// One running iterator's replies.
 #[derive(Debug)]
@@ -121,18 +121,11 @@ impl IteratorStream {
         &mut self,
         f: Result<Frame, ConnError>,
     ) -> Option<Result<IteratorRecord, ClientError>> {
-        let f = match f {
-            Ok(f) => f,
-            Err(e) => {
-                self.ended = true;
-                return Some(Err(e.into()));
-            }
+        let f = match stream_frame(f, &mut self.ended) {
+            Ok(Some(f)) => f,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
         };
-        if !f.header.has(flags::MORE) {
-            self.ended = true;
-            // The final frame: OK means a complete pass; otherwise why it stopped.
-            return (!f.header.status.is_ok()).then_some(Err(ClientError::Status(f.header.status)));
-        }
         Some(IteratorRecord::decode(&f.payload).map_err(ClientError::from))
     }
 

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::conn::{Conn, Replies};
-use super::session::{status_error, Client, ClientError};
+use super::session::{status_error, stream_frame, Client, ClientError};
 use crate::id::Id;
 use crate::protocol::cmd::send::{SendMode, SendRequest, SendResult};
 use crate::protocol::cmd::Payload;
-use crate::protocol::{flags, Command, Header};
+use crate::protocol::{Command, Header};
 
 /// One server-send request's results.
 #[derive(Debug)]
@@ -153,17 +153,11 @@ impl SendStream {
         if self.ended {
             return None;
         }
-        let f = match self.replies.next().await? {
-            Ok(f) => f,
-            Err(e) => {
-                self.ended = true;
-                return Some(Err(e.into()));
-            }
+        let f = match stream_frame(self.replies.next().await?, &mut self.ended) {
+            Ok(Some(f)) => f,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
         };
-        if !f.header.has(flags::MORE) {
-            self.ended = true;
-            return (!f.header.status.is_ok()).then_some(Err(ClientError::Status(f.header.status)));
-        }
         let r = SendResult::decode(&f.payload).map_err(ClientError::from);
         if let Ok(r) = &r {
             self.job = Some(r.job);

@@ -850,6 +850,31 @@ pub(crate) fn status_error(e: ConnError) -> ClientError {
     }
 }
 
+/// One frame of an admin stream (iterator, server-send) judged: `Ok(Some(frame))` for an
+/// intermediate (MORE) frame, `Ok(None)` for the final OK (a complete stream), the error
+/// otherwise. Anything but an intermediate frame ends the stream (`ended` is set).
+pub(crate) fn stream_frame(
+    f: Result<Frame, ConnError>,
+    ended: &mut bool,
+) -> Result<Option<Frame>, ClientError> {
+    let f = match f {
+        Ok(f) => f,
+        Err(e) => {
+            *ended = true;
+            return Err(e.into());
+        }
+    };
+    if f.header.has(crate::protocol::flags::MORE) {
+        return Ok(Some(f));
+    }
+    *ended = true;
+    if f.header.status.is_ok() {
+        Ok(None)
+    } else {
+        Err(ClientError::Status(f.header.status))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -276,7 +276,10 @@ impl Base {
     pub(crate) fn store_index_entry(&self, slot: u64, header: &Header) -> Result<(), Error> {
         let bytes = header.encode();
         self.dirty.store(true, Ordering::Release);
-        self.index.write_at(&bytes, slot * HEADER_SIZE)?;
+        // RAM follows the data file, which the caller has already written: if the index
+        // write fails, the record on disk is the new one and reads must say so (the open
+        // and data-sort take the data header over a stale entry too).
+        let written = self.index.write_at(&bytes, slot * HEADER_SIZE);
         if let Kind::Unsorted(u) = &self.kind {
             let mut u = u.write();
             if header.has(FLAG_REMOVED) {
@@ -288,7 +291,7 @@ impl Base {
                 u.map.insert(header.key, (slot, *header));
             }
         }
-        Ok(())
+        written
     }
 
     /// Mark the record at `slot` removed (data header and index entry) and count it.
@@ -639,6 +642,18 @@ impl Base {
     /// Check a record fully: its data header equals `h` in key and position, and its data
     /// matches the footer. Returns the data header (authoritative for flags).
     pub(crate) fn verify_record(&self, h: &Header) -> Result<Header, VerifyError> {
+        let dh = self.data_header_of(h)?;
+        if dh.has(FLAG_NOCSUM) || dh.has(FLAG_UNCOMMITTED) || dh.has(FLAG_REMOVED) {
+            return Ok(dh);
+        }
+        self.verify_chunks(&dh, 0, dh.data_size).map(|_| dh)
+    }
+
+    /// The data header of the record an index entry `h` points at: authoritative for flags,
+    /// size and timestamp (the data header is written first, so after a failed or interrupted
+    /// index write the entry may be stale while the record is whole). Damaged when it does
+    /// not decode or names another record (key, position or extent differ).
+    pub(crate) fn data_header_of(&self, h: &Header) -> Result<Header, VerifyError> {
         let mut raw = [0u8; HEADER_SIZE as usize];
         self.data.read_at(&mut raw, h.position)?;
         let dh =
@@ -648,10 +663,7 @@ impl Base {
                 "data header disagrees with the index".into(),
             ));
         }
-        if dh.has(FLAG_NOCSUM) || dh.has(FLAG_UNCOMMITTED) || dh.has(FLAG_REMOVED) {
-            return Ok(dh);
-        }
-        self.verify_chunks(&dh, 0, dh.data_size).map(|_| dh)
+        Ok(dh)
     }
 
     /// Read data bytes [from, to) of record `h`, verifying every chunk touched.

@@ -623,8 +623,30 @@ impl Inner {
         size: u64,
     ) -> Result<(Lookup, Vec<u8>), Error> {
         let _s = self.stripe(key).read();
-        let loc = self.find(key)?.ok_or(Error::NotFound)?;
+        let mut loc = self.find(key)?.ok_or(Error::NotFound)?;
         let h = loc.header;
+        // The data header is the truth: it must still name this key and not be removed, and
+        // it wins over the index entry (an in-place rewrite whose index write failed or was
+        // cut short by a crash leaves the entry stale while the record itself is whole).
+        let base = loc.base.clone();
+        let corrupted = |reason: String| {
+            base.note_corrupted();
+            Error::Corrupted {
+                key: *key,
+                base: base.number,
+                offset_bytes: h.position,
+                reason,
+            }
+        };
+        let h = match base.data_header_of(&h) {
+            Ok(dh) => dh,
+            Err(VerifyError::Damaged(reason)) => return Err(corrupted(reason)),
+            Err(VerifyError::Io(e)) => return Err(e),
+        };
+        if h.has(FLAG_REMOVED) {
+            return Err(Error::NotFound);
+        }
+        loc.header = h;
         if h.has(FLAG_UNCOMMITTED) {
             return Err(Error::Uncommitted);
         }
@@ -640,28 +662,7 @@ impl Inner {
                 limit: h.data_size,
             });
         }
-        // The data header is the truth: it must still name this key and not be removed.
-        let mut raw = [0u8; HEADER_SIZE as usize];
-        loc.base.data.read_at(&mut raw, h.position)?;
-        let corrupted = |reason: String| {
-            loc.base.note_corrupted();
-            Error::Corrupted {
-                key: *key,
-                base: loc.base.number,
-                offset_bytes: h.position,
-                reason,
-            }
-        };
-        match Header::decode(&raw) {
-            Ok(dh) if dh.key == *key && dh.disk_size == h.disk_size => {
-                if dh.has(FLAG_REMOVED) {
-                    return Err(Error::NotFound);
-                }
-            }
-            Ok(_) => return Err(corrupted("data header names another record".into())),
-            Err(e) => return Err(corrupted(format!("data header: {e}"))),
-        }
-        match loc.base.read_verified(&h, offset, end) {
+        match base.read_verified(&h, offset, end) {
             Ok(data) => Ok((self.lookup_of(&loc)?, data)),
             Err(VerifyError::Damaged(reason)) => Err(corrupted(reason)),
             // The disk failed to answer: a read error, not damage (nothing is counted).

@@ -486,7 +486,23 @@ fn write_sorted(
             continue;
         }
         let src = &group[item.source];
-        let h = item.header;
+        // The data header, not the index entry, says what the record is now: an in-place
+        // rewrite whose index write failed (or was cut off by a crash) leaves a stale entry
+        // in front of a whole record; sorting by the entry would drop that record as damaged.
+        let h = match src.data_header_of(&item.header) {
+            Ok(dh) => dh,
+            // A read error is not damage: fail the sort rather than drop the record.
+            Err(VerifyError::Io(e)) => return Err(e),
+            Err(VerifyError::Damaged(_)) => {
+                src.note_corrupted();
+                report.corrupted_dropped += 1;
+                continue;
+            }
+        };
+        if h.has(FLAG_REMOVED) {
+            report.removed_dropped += 1;
+            continue;
+        }
         let (body, capacity, footer) = if h.has(FLAG_UNCOMMITTED) {
             // Keep the reservation: the upload continues after the sort.
             let body = src.data.read_vec(h.data_offset(), h.capacity())?;

@@ -1325,3 +1325,54 @@ fn a_torn_in_place_rewrite_of_the_newest_record_is_never_returned_after_reopen()
         assert_eq!(db.read(&key(i)).unwrap(), value(i, v, 4000));
     }
 }
+
+#[test]
+fn an_in_place_rewrite_whose_index_write_fails_is_served_reopened_and_sorted_from_its_data() {
+    // The soak's loss: a small whole rewrite in place writes the record (header, data,
+    // footer) in one go, then its index entry. When only the index write fails, the record
+    // on disk is the new one behind a stale entry (old size and timestamp). Reads, the open
+    // and data-sort must all take the data header; data-sort used to drop the record as
+    // damaged, losing both versions of the key.
+    let old = vec![b'o'; 2000];
+    let new = vec![b'n'; 700];
+    let prepare = |dir: &Path| {
+        let (db, sweep) = faulty(dir, SyncPolicy::Always);
+        db.write(&key(1), &old, &w()).unwrap();
+        db.write(&key(2), b"a neighbour", &w()).unwrap();
+        (db, sweep)
+    };
+    let dry = tempfile::tempdir().unwrap();
+    let (db, sweep) = prepare(dry.path());
+    let at = first_event(&sweep, IoOp::Write, "data-0.index", || {
+        db.write(&key(1), &new, &w()).unwrap();
+    });
+    drop(db);
+    for fault in [Fault::Fail(std::io::ErrorKind::Other), Fault::ShortWrite(1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, sweep) = prepare(dir.path());
+        sweep.arm(Some((at, fault)));
+        let err = db.write(&key(1), &new, &w()).unwrap_err();
+        sweep.disarm();
+        assert!(is_io(&err, IoOp::Write), "{fault:?}: {err}");
+        assert!(db.read_only_reason().is_some(), "{fault:?}");
+        // Read-only, it serves what the data file holds: the new record, whole.
+        assert_eq!(db.read(&key(1)).unwrap(), new, "{fault:?}: while read-only");
+        drop(db);
+        let db = plain(dir.path());
+        assert_eq!(
+            db.read(&key(1)).unwrap(),
+            new,
+            "{fault:?}: after the reopen"
+        );
+        let report = db.data_sort(&DataSortOptions::default()).unwrap();
+        assert_eq!(report.corrupted_dropped, 0, "{fault:?}: {report:?}");
+        assert_eq!(db.read(&key(1)).unwrap(), new, "{fault:?}: after data-sort");
+        assert_eq!(db.read(&key(2)).unwrap(), b"a neighbour");
+        drop(db);
+        assert_eq!(
+            plain(dir.path()).read(&key(1)).unwrap(),
+            new,
+            "{fault:?}: after data-sort and a reopen"
+        );
+    }
+}

@@ -326,6 +326,29 @@ fn decode(k: u64, data: &[u8]) -> Option<u64> {
 struct KeyState {
     acked: Option<u64>,
     maybe: Vec<Option<u64>>,
+    /// The key's last operations (round, op, per-group outcome): printed with a loss so the
+    /// report says what happened to the key, not only what it holds.
+    history: std::collections::VecDeque<String>,
+}
+
+/// Operations of a key kept in [`KeyState::history`].
+const HISTORY_OPS: usize = 8;
+
+/// One history line: what was asked and what each group answered.
+fn history_line(round: u64, new: Option<u64>, r: &Result<WriteResult, ClientError>) -> String {
+    let op = new.map_or_else(|| "remove".to_owned(), |v| format!("write {v}"));
+    let groups = |gs: &[ellipsis_core::client::GroupResult]| {
+        gs.iter()
+            .map(|g| format!("g{} {}", g.group, g.status))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let outcome = match r {
+        Ok(w) => groups(&w.groups),
+        Err(ClientError::NotEnoughGroups { results, .. }) => groups(results),
+        Err(e) => format!("error: {e}"),
+    };
+    format!("round {round}: {op}: {outcome}")
 }
 
 #[derive(Default)]
@@ -347,7 +370,7 @@ fn applied_everywhere(r: &Result<WriteResult, ClientError>, remove: bool) -> boo
     }
 }
 
-async fn writer(load: Arc<Load>, client: Arc<Client>, w: u64, seed: u64) {
+async fn writer(load: Arc<Load>, client: Arc<Client>, w: u64, seed: u64, round: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     while !load.stop.load(Ordering::Relaxed) {
         let k = w + WRITERS * rng.random_range(0..KEYS / WRITERS);
@@ -365,6 +388,10 @@ async fn writer(load: Arc<Load>, client: Arc<Client>, w: u64, seed: u64) {
         {
             let mut m = load.model.lock().unwrap_or_else(|e| e.into_inner());
             let st = m.entry(k).or_default();
+            if st.history.len() == HISTORY_OPS {
+                st.history.pop_front();
+            }
+            st.history.push_back(history_line(round, new, &r));
             if done {
                 st.acked = new;
                 st.maybe.clear();
@@ -546,6 +573,7 @@ impl Soak {
                     self.all.clone(),
                     w,
                     self.seed ^ (self.round << 8) ^ w,
+                    self.round,
                 ))
             })
             .collect();
@@ -688,8 +716,10 @@ impl Soak {
                     good += 1;
                 } else {
                     self.losses.push(format!(
-                        "key {k} group {g}: holds {got:?}, acknowledged {:?}, in doubt {:?}",
-                        st.acked, st.maybe
+                        "key {k} group {g}: holds {got:?}, acknowledged {:?}, in doubt {:?}; last operations: {}",
+                        st.acked,
+                        st.maybe,
+                        Vec::from(st.history.clone()).join("; ")
                     ));
                 }
             }
@@ -1242,7 +1272,21 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         s.start_load();
         let n = s.rng.random_range(50..300);
         ops_pass(&s.load, n).await?;
-        match s.rng.random_range(0..15) {
+        let pick = s.rng.random_range(0..15);
+        eprintln!(
+            "soak: round {} at {:.1} s: {}",
+            s.round,
+            started.elapsed().as_secs_f64(),
+            match pick {
+                0..=3 => "kill",
+                4..=5 => "partition",
+                6..=7 => "corruption",
+                8..=10 => "engine fault",
+                11..=12 => "probes",
+                _ => "data-sort",
+            }
+        );
+        match pick {
             0..=3 => s.kill().await?,
             4..=5 => s.partition().await?,
             6..=7 => s.corrupt().await?,

@@ -302,6 +302,11 @@ pub struct BenchArgs {
     /// Write every key once before measuring, so reads find their keys.
     #[arg(long)]
     pub prefill: bool,
+    /// Client threads driving the load (1, like `redis-benchmark`'s default: one event loop
+    /// for every connection and request, so the generator's own cross-thread wakeups do not
+    /// share the cores with the nodes it measures).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
 }
 
 /// Data-sort actions.
@@ -501,10 +506,20 @@ impl From<anyhow::Error> for Fail {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `ell bench` sizes its own runtime (`--threads`); everything else gets one worker per core.
+    let runtime = match &cli.cmd {
+        Some(Cmd::Bench(a)) if a.threads == 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(Cmd::Bench(a)) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(a.threads))
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ell: cannot start the async runtime: {e}");

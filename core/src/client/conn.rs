@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 
 use crate::protocol::{flags, Frame, FrameCodec, Header, Status};
@@ -75,7 +75,33 @@ impl ConnError {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<u64, mpsc::Sender<Frame>>>>;
+/// Who waits for a request's replies.
+#[derive(Debug)]
+enum Waiter {
+    /// [`Conn::call`]: only the final reply is wanted, so intermediate (MORE) frames are
+    /// dropped by the reader and the final one goes through a oneshot — a per-request
+    /// channel costs an allocation of a handful of bytes instead of a frame queue's block.
+    Final(oneshot::Sender<Frame>),
+    /// [`Conn::request`]: every frame, in order, through a bounded queue.
+    Stream(mpsc::Sender<Frame>),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, Waiter>>>;
+
+/// Removes a request's entry from the connection's table when its caller stops waiting
+/// (finished, timed out or cancelled): a request the peer never answers must not hold one of
+/// the `MAX_IN_FLIGHT` slots for the connection's lifetime.
+#[derive(Debug)]
+struct PendingEntry {
+    trans: u64,
+    pending: Pending,
+}
+
+impl Drop for PendingEntry {
+    fn drop(&mut self) {
+        self.pending.lock().remove(&self.trans);
+    }
+}
 
 /// A connection; cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -96,17 +122,8 @@ pub struct Replies {
     /// How long to wait for each frame; `None` for a subscription, whose events come when
     /// they come (see [`Replies::without_timeout`]).
     timeout: Option<Duration>,
-    /// This request's entry in the connection's table, removed when the replies are dropped
-    /// (timed out, abandoned or finished): a request the peer never answers must not hold one
-    /// of the `MAX_IN_FLIGHT` slots for the connection's lifetime.
-    trans: u64,
-    pending: Pending,
-}
-
-impl Drop for Replies {
-    fn drop(&mut self) {
-        self.pending.lock().remove(&self.trans);
-    }
+    /// This request's entry in the connection's table, removed when the replies are dropped.
+    _entry: PendingEntry,
 }
 
 impl Replies {
@@ -243,17 +260,24 @@ impl Conn {
             while let Some(Ok(f)) = source.next().await {
                 let trans = f.header.trans;
                 let last = !f.header.has(flags::MORE);
-                let tx = {
+                let waiter = {
                     let mut p = pending_r.lock();
-                    if last {
-                        p.remove(&trans)
-                    } else {
-                        p.get(&trans).cloned()
+                    match p.get(&trans) {
+                        _ if last => p.remove(&trans),
+                        Some(Waiter::Stream(tx)) => Some(Waiter::Stream(tx.clone())),
+                        // An intermediate frame of a call, or of a request nobody waits for.
+                        Some(Waiter::Final(_)) | None => None,
                     }
                 };
-                if let Some(tx) = tx {
-                    // A consumer that went away (timed out) just misses its replies.
-                    let _ = tx.send(f).await;
+                // A consumer that went away (timed out) just misses its replies.
+                match waiter {
+                    Some(Waiter::Final(tx)) => {
+                        let _ = tx.send(f);
+                    }
+                    Some(Waiter::Stream(tx)) => {
+                        let _ = tx.send(f).await;
+                    }
+                    None => {}
                 }
             }
             closed_r.store(true, Ordering::Release);
@@ -291,58 +315,45 @@ impl Conn {
     /// Send a request (its `trans` is assigned here) and get its replies.
     pub async fn request(
         &self,
-        mut header: Header,
+        header: Header,
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Replies, ConnError> {
-        if self.is_closed() {
-            return Err(ConnError::Closed(self.addr));
-        }
-        let trans = self.next_trans.fetch_add(1, Ordering::Relaxed);
-        header.trans = trans;
-        header.flags &= !(flags::REPLY | flags::MORE);
         let (tx, rx) = mpsc::channel(REPLY_QUEUE);
-        {
-            let mut p = self.pending.lock();
-            if p.len() >= MAX_IN_FLIGHT {
-                return Err(ConnError::Busy(self.addr));
-            }
-            p.insert(trans, tx);
-        }
-        let sent = tokio::time::timeout(timeout, self.tx.send(Frame::new(header, payload))).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            self.pending.lock().remove(&trans);
-            return Err(match sent {
-                Err(_) => ConnError::TimedOut {
-                    addr: self.addr,
-                    timeout_ms: timeout.as_millis() as u64,
-                },
-                _ => ConnError::Closed(self.addr),
-            });
-        }
+        let entry = self
+            .send(header, payload, Waiter::Stream(tx), timeout)
+            .await?;
         Ok(Replies {
             addr: self.addr,
             rx,
             done: false,
             timeout: Some(timeout),
-            trans,
-            pending: self.pending.clone(),
+            _entry: entry,
         })
     }
 
     /// Send a request and wait for its single (final) reply; an error status is an error.
+    /// Intermediate (MORE) replies are dropped; `timeout` bounds the whole call.
     pub async fn call(
         &self,
         header: Header,
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Frame, ConnError> {
-        let mut replies = self.request(header, payload, timeout).await?;
-        let mut last = None;
-        while let Some(f) = replies.next().await {
-            last = Some(f?);
-        }
-        let f = last.ok_or(ConnError::Closed(self.addr))?;
+        let (tx, rx) = oneshot::channel();
+        let _entry = self
+            .send(header, payload, Waiter::Final(tx), timeout)
+            .await?;
+        let f = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(f)) => f,
+            Ok(Err(_)) => return Err(ConnError::Closed(self.addr)),
+            Err(_) => {
+                return Err(ConnError::TimedOut {
+                    addr: self.addr,
+                    timeout_ms: timeout.as_millis() as u64,
+                })
+            }
+        };
         if f.header.status.is_ok() {
             Ok(f)
         } else {
@@ -352,6 +363,47 @@ impl Conn {
             })
         }
     }
+
+    /// Register `waiter` under a fresh `trans` and queue the request for the writer.
+    async fn send(
+        &self,
+        mut header: Header,
+        payload: Bytes,
+        waiter: Waiter,
+        timeout: Duration,
+    ) -> Result<PendingEntry, ConnError> {
+        if self.is_closed() {
+            return Err(ConnError::Closed(self.addr));
+        }
+        let trans = self.next_trans.fetch_add(1, Ordering::Relaxed);
+        header.trans = trans;
+        header.flags &= !(flags::REPLY | flags::MORE);
+        {
+            let mut p = self.pending.lock();
+            if p.len() >= MAX_IN_FLIGHT {
+                return Err(ConnError::Busy(self.addr));
+            }
+            p.insert(trans, waiter);
+        }
+        let entry = PendingEntry {
+            trans,
+            pending: self.pending.clone(),
+        };
+        // Fast path: room in the queue now (no timer to arm); else wait up to `timeout`.
+        let frame = match self.tx.try_send(Frame::new(header, payload)) {
+            Ok(()) => return Ok(entry),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(ConnError::Closed(self.addr)),
+            Err(mpsc::error::TrySendError::Full(frame)) => frame,
+        };
+        match tokio::time::timeout(timeout, self.tx.send(frame)).await {
+            Ok(Ok(())) => Ok(entry),
+            Ok(Err(_)) => Err(ConnError::Closed(self.addr)),
+            Err(_) => Err(ConnError::TimedOut {
+                addr: self.addr,
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
 }
 
 impl Drop for Conn {
@@ -359,5 +411,124 @@ impl Drop for Conn {
         // Dropping `tx` ends the writer, which closes the socket's write half; the reader
         // then sees EOF from the peer and exits.
         self.pending.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Command;
+    use crate::Id;
+    use tokio::net::TcpListener;
+
+    /// A peer that answers PING with one MORE frame then the final reply (carrying the
+    /// request's trans as payload), answers requests of group 7 in reverse order of arrival
+    /// two at a time, and never answers group 9.
+    async fn peer() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.expect("accept");
+            let (mut sink, mut source) = Framed::new(s, FrameCodec::new(1 << 20)).split();
+            let mut held: Option<Frame> = None;
+            while let Some(Ok(f)) = source.next().await {
+                let trans = f.header.trans.to_le_bytes().to_vec();
+                match f.header.group {
+                    9 => {}
+                    7 => match held.take() {
+                        None => held = Some(f),
+                        Some(first) => {
+                            let second = Frame::new(f.header.reply(Status::OK), trans);
+                            let t = first.header.trans.to_le_bytes().to_vec();
+                            sink.send(second).await.expect("send");
+                            sink.send(Frame::new(first.header.reply(Status::OK), t))
+                                .await
+                                .expect("send");
+                        }
+                    },
+                    _ => {
+                        let mut more = f.header.reply(Status::OK);
+                        more.flags |= flags::MORE;
+                        sink.send(Frame::new(more, Bytes::from_static(b"partial")))
+                            .await
+                            .expect("send");
+                        sink.send(Frame::new(f.header.reply(Status::OK), trans))
+                            .await
+                            .expect("send");
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    fn ping(group: u32) -> Header {
+        Header::request(Command::Ping, Id::ZERO, group, 0)
+    }
+
+    #[tokio::test]
+    async fn a_call_gets_its_final_reply_and_a_stream_gets_every_frame() {
+        let c = Conn::connect(peer().await, 1 << 20, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let t = Duration::from_secs(5);
+        let f = c.call(ping(1), Bytes::new(), t).await.expect("call");
+        assert!(!f.header.has(flags::MORE));
+        assert_eq!(f.payload.len(), 8, "the final frame, not the MORE one");
+        let frames = c
+            .request(ping(1), Bytes::new(), t)
+            .await
+            .expect("request")
+            .collect(16)
+            .await
+            .expect("frames");
+        assert_eq!(frames.len(), 2);
+        assert_eq!(&frames[0].payload[..], b"partial");
+        assert_eq!(c.in_flight(), 0, "finished requests leave the table");
+    }
+
+    #[tokio::test]
+    async fn replies_out_of_order_reach_their_own_callers() {
+        let c = Conn::connect(peer().await, 1 << 20, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let t = Duration::from_secs(5);
+        let (a, b) = tokio::join!(
+            c.call(ping(7), Bytes::new(), t),
+            c.call(ping(7), Bytes::new(), t)
+        );
+        let (a, b) = (a.expect("a"), b.expect("b"));
+        for f in [&a, &b] {
+            let echoed = u64::from_le_bytes(f.payload[..8].try_into().expect("8 bytes"));
+            assert_eq!(
+                echoed, f.header.trans,
+                "each caller got the reply to its trans"
+            );
+        }
+        assert_ne!(a.header.trans, b.header.trans);
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_call_times_out_and_frees_its_slot() {
+        let c = Conn::connect(peer().await, 1 << 20, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let r = c
+            .call(ping(9), Bytes::new(), Duration::from_millis(50))
+            .await;
+        assert!(
+            matches!(r, Err(ConnError::TimedOut { timeout_ms: 50, .. })),
+            "{r:?}"
+        );
+        assert_eq!(c.in_flight(), 0);
+        // A cancelled call (its future dropped) frees its slot too.
+        let pending = c.call(ping(9), Bytes::new(), Duration::from_secs(5));
+        let r = tokio::time::timeout(Duration::from_millis(20), pending).await;
+        assert!(r.is_err(), "still waiting when dropped");
+        assert_eq!(c.in_flight(), 0);
+        // The connection still serves.
+        c.call(ping(1), Bytes::new(), Duration::from_secs(5))
+            .await
+            .expect("call after timeouts");
     }
 }

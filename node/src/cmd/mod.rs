@@ -198,16 +198,19 @@ async fn dispatch(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, N
         return Err(NodeError::Unauthorized);
     }
     let out = Responder { ctx, header: *h };
+    // Every request's task holds this future, so its size is moved into each spawned task:
+    // the streaming and admin handlers (large state machines, rare) are boxed, keeping the
+    // future of the hot keyed commands small.
     match h.cmd {
         Command::Ping => ping::handle(),
         Command::RouteList => route_list::handle(node, f),
         Command::Auth => auth::handle(node, ctx, f),
         Command::MonitorStat => monitor_stat::handle(node, f),
         Command::BackendStatus => backend_status::handle(node),
-        Command::BackendControl => backend_control::handle(node, ctx, f).await,
+        Command::BackendControl => Box::pin(backend_control::handle(node, ctx, f)).await,
         Command::Lookup | Command::Write | Command::Read | Command::Del => {
             match resolve(node, h)? {
-                Target::Forward(owner) => forward(node, ctx, f, owner).await,
+                Target::Forward(owner) => Box::pin(forward(node, ctx, f, owner)).await,
                 Target::Local(b) => match h.cmd {
                     Command::Lookup => lookup::handle(node, b, f).await,
                     Command::Write => write::handle(node, b, f).await,
@@ -217,15 +220,15 @@ async fn dispatch(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, N
             }
         }
         // Keyed like the four above; the owner holds the subscription (cmd/notify.rs).
-        Command::Notify => notify::handle(node, ctx, f).await,
-        Command::BulkRead => bulk_read::handle(node, &out, f).await,
-        Command::ReadRange => key_range::handle(node, &out, f).await,
+        Command::Notify => Box::pin(notify::handle(node, ctx, f)).await,
+        Command::BulkRead => Box::pin(bulk_read::handle(node, &out, f)).await,
+        Command::ReadRange => Box::pin(key_range::handle(node, &out, f)).await,
         // Admin commands that change data: one audit line each, with the outcome.
         Command::DelRange | Command::Send => {
             let r = if h.cmd == Command::Send {
-                send::handle(node, &out, f).await
+                Box::pin(send::handle(node, &out, f)).await
             } else {
-                key_range::handle(node, &out, f).await
+                Box::pin(key_range::handle(node, &out, f)).await
             };
             crate::auth::audit(
                 &ctx.peer.to_string(),
@@ -235,8 +238,8 @@ async fn dispatch(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, N
             );
             r
         }
-        Command::Iterator => iterator::handle(node, ctx, f).await,
-        Command::Recovery => recovery::handle(node, ctx, f).await,
+        Command::Iterator => Box::pin(iterator::handle(node, ctx, f)).await,
+        Command::Recovery => Box::pin(recovery::handle(node, ctx, f)).await,
         other => Err(NodeError::NotSupported(other.to_string())),
     }
 }

@@ -285,6 +285,16 @@ impl Tracer {
         Ok(())
     }
 
+    /// Take a request's sampling decision now: `true` when `force` (the trace bit) is set,
+    /// else with the sampling rate. For callers that skip creating the roots of unsampled
+    /// requests (a root costs a registry span even when the layer ignores it): create the
+    /// root only when this says so, with `force_sample = true`, so the decision is not taken
+    /// twice. Roots made with [`request!`](crate::request) without asking first are sampled
+    /// as before.
+    pub fn decide(&self, force: bool) -> bool {
+        self.inner.sample(force)
+    }
+
     /// Current sampling rate.
     pub fn sampling_rate(&self) -> f64 {
         f64::from_bits(self.inner.sampling_rate_bits.load(Ordering::Relaxed))

@@ -297,3 +297,28 @@ fn the_ring_bound_holds_under_many_concurrent_requests() {
     assert_eq!(t.dropped(), 1000 - 16);
     assert_eq!(s.actions["write"].count, 1000);
 }
+
+#[test]
+fn decide_follows_the_trace_bit_and_the_rate_and_a_decided_root_is_recorded_once() {
+    let t = tracer(TracerConfig::default());
+    t.set_sampling_rate(0.0).unwrap();
+    assert!(!t.decide(false), "rate 0 samples nothing");
+    assert!(t.decide(true), "the trace bit always samples");
+    t.set_sampling_rate(1.0).unwrap();
+    assert!(t.decide(false), "rate 1 samples everything");
+    // A caller that asked first creates the root with force: exactly one tree, no skip.
+    t.set_sampling_rate(0.0).unwrap();
+    with(&t, || {
+        for id in [11u64, 12] {
+            if t.decide(id == 11) {
+                let root = request!("WRITE", id, true);
+                let _e = root.enter();
+                let _a = action!("eblob.write").entered();
+            }
+        }
+    });
+    assert_eq!(t.recent(10).len(), 1);
+    let tree = t.get(11).expect("the forced request is traced");
+    assert_eq!(names(&tree.actions[0]), ["eblob.write"]);
+    assert!(t.get(12).is_none());
+}

@@ -122,10 +122,26 @@ impl Arrival {
             0 => rand::random::<u64>().max(1),
             t => t,
         };
+        // The sampling decision is taken before the root exists: an unsampled request (all
+        // but a few) then creates no span at all — a root costs a registry slot, lookups in
+        // every layer on each enter and exit, and the formatting of its fields, per request.
+        // Log lines of unsampled requests carry their own context (see `handle`).
+        let traced = node
+            .tracer
+            .as_ref()
+            .is_none_or(|t| t.decide(h.has(flags::TRACE)));
+        if !traced {
+            return Arrival {
+                trace_id,
+                root: tracing::Span::none(),
+                receive: tracing::Span::none(),
+            };
+        }
+        let sampled = node.tracer.is_some() || h.has(flags::TRACE);
         let root = react_trace::request!(
             h.cmd.name(),
             trace_id,
-            h.has(flags::TRACE),
+            sampled,
             node = %node.addr,
             group = h.group
         );
@@ -156,7 +172,7 @@ pub async fn handle(node: Arc<Node>, ctx: Arc<ConnCtx>, mut frame: Frame, arriva
         Err(e) => {
             let status = Status::from(&e);
             if status == Status::IO || status == Status::CORRUPTED {
-                tracing::warn!(cmd = %h.cmd, error = %e, "request failed");
+                tracing::warn!(cmd = %h.cmd, trace_id, peer = %ctx.peer, error = %e, "request failed");
             }
             (
                 status,

@@ -176,3 +176,43 @@ async fn an_unreachable_cluster_is_a_failure_with_a_clear_message() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_drives_the_cluster_on_one_or_more_client_threads() {
+    let c = four_nodes().await;
+    let remote = c.addr(0).to_string();
+    for threads in ["1", "2"] {
+        let report = json(
+            &ell(&[
+                "--remote",
+                &remote,
+                "--json",
+                "bench",
+                "--keys",
+                "50",
+                "--value-bytes",
+                "512",
+                "--concurrency",
+                "4",
+                "--read-ratio",
+                "0.5",
+                "--duration-s",
+                "0.3",
+                "--prefill",
+                "--threads",
+                threads,
+            ])
+            .await,
+        );
+        assert_eq!(report["errors"], 0, "{threads}: {report}");
+        assert_eq!(report["not_found"], 0, "prefilled keys are found: {report}");
+        assert!(report["writes"]["count"].as_u64().unwrap() > 0, "{report}");
+        assert!(report["reads"]["count"].as_u64().unwrap() > 0, "{report}");
+    }
+    // The benched keys are really stored.
+    let got = ell(&["--remote", &remote, "get", "bench-0"]).await;
+    assert_eq!(got.stdout.len(), 512, "stderr: {}", text(&got.stderr));
+    let bad = ell(&["--remote", &remote, "bench", "--threads", "0"]).await;
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    c.shutdown().await;
+}

@@ -507,18 +507,16 @@ impl From<anyhow::Error> for Fail {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `ell bench` sizes its own runtime (`--threads`); everything else gets one worker per core.
-    let runtime = match &cli.cmd {
-        Some(Cmd::Bench(a)) if a.threads == 1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        Some(Cmd::Bench(a)) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::from(a.threads))
-            .enable_all()
-            .build(),
-        _ => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
+    let mut builder = match &cli.cmd {
+        Some(Cmd::Bench(a)) if a.threads == 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(Cmd::Bench(a)) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(a.threads));
+            b
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
     };
+    let runtime = builder.enable_all().build();
     let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {

@@ -462,15 +462,19 @@ mod tests {
         addr
     }
 
+    async fn connected() -> Arc<Conn> {
+        Conn::connect(peer().await, 1 << 20, Duration::from_secs(5))
+            .await
+            .expect("connect")
+    }
+
     fn ping(group: u32) -> Header {
         Header::request(Command::Ping, Id::ZERO, group, 0)
     }
 
     #[tokio::test]
     async fn a_call_gets_its_final_reply_and_a_stream_gets_every_frame() {
-        let c = Conn::connect(peer().await, 1 << 20, Duration::from_secs(5))
-            .await
-            .expect("connect");
+        let c = connected().await;
         let t = Duration::from_secs(5);
         let f = c.call(ping(1), Bytes::new(), t).await.expect("call");
         assert!(!f.header.has(flags::MORE));
@@ -489,9 +493,7 @@ mod tests {
 
     #[tokio::test]
     async fn replies_out_of_order_reach_their_own_callers() {
-        let c = Conn::connect(peer().await, 1 << 20, Duration::from_secs(5))
-            .await
-            .expect("connect");
+        let c = connected().await;
         let t = Duration::from_secs(5);
         let (a, b) = tokio::join!(
             c.call(ping(7), Bytes::new(), t),
@@ -510,9 +512,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unanswered_call_times_out_and_frees_its_slot() {
-        let c = Conn::connect(peer().await, 1 << 20, Duration::from_secs(5))
-            .await
-            .expect("connect");
+        let c = connected().await;
         let r = c
             .call(ping(9), Bytes::new(), Duration::from_millis(50))
             .await;

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Everything the file may set; every key is optional.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+/// Everything the file may set; every key is optional. `Debug` says whether `token` is set,
+/// never what it is.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
     /// Protocol addresses to discover the cluster from (`--remote`).
@@ -37,6 +38,34 @@ pub struct ConsoleConfig {
     pub tls: Option<bool>,
     /// PEM file of certificates to trust besides the system roots (`--ca-file`).
     pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ConsoleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so a new field cannot be left out of (or leak through) this impl.
+        let ConsoleConfig {
+            remote,
+            http,
+            token,
+            token_file,
+            refresh_ms,
+            timeout_ms,
+            read_only,
+            tls,
+            ca_file,
+        } = self;
+        f.debug_struct("ConsoleConfig")
+            .field("remote", remote)
+            .field("http", http)
+            .field("token", &token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", token_file)
+            .field("refresh_ms", refresh_ms)
+            .field("timeout_ms", timeout_ms)
+            .field("read_only", read_only)
+            .field("tls", tls)
+            .field("ca_file", ca_file)
+            .finish()
+    }
 }
 
 /// Why the config could not be used.
@@ -79,7 +108,8 @@ pub fn load(path: &Path) -> Result<ConsoleConfig, ConfigError> {
     })?;
     let mut cfg: ConsoleConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.display().to_string(),
-        error: e.to_string().trim_end().to_owned(),
+        // The parser's own Display quotes the offending line, which may be the token's.
+        error: ellipsis_core::config_text::located(&text, e.span(), e.message()),
     })?;
     let dir = path.parent().unwrap_or(Path::new("."));
     for p in [&mut cfg.token_file, &mut cfg.ca_file]
@@ -126,5 +156,21 @@ mod tests {
         std::fs::write(&path, "refresh = 500\n").expect("write");
         let e = load(&path).expect_err("unknown key").to_string();
         assert!(e.contains("unknown field `refresh`"), "{e}");
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_or_in_parse_errors() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("console.toml");
+        std::fs::write(&path, "token = \"s3cret-token\"\n").expect("write");
+        let cfg = load(&path).expect("valid");
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        // A typo on the token's line: the error names where, not what.
+        std::fs::write(&path, "remote = []\ntoken = \"s3cret-token\" x\n").expect("write");
+        let e = load(&path).expect_err("trailing garbage").to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(e.contains("line 2, column 24"), "{e}");
     }
 }

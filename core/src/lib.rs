@@ -11,6 +11,7 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+pub mod config_text;
 pub mod id;
 pub mod protocol;
 pub mod route;

@@ -36,6 +36,9 @@ pub struct CachedMeta {
     pub timestamp: eblob::Timestamp,
     /// Caller flags stored with it.
     pub user_flags: u64,
+    /// The checksum the engine's record of these bytes carries (or will carry once written
+    /// back), so a cache hit names the version as a disk read would (ETag, CAS on checksum).
+    pub checksum: u64,
 }
 
 /// A dirty cached object handed out for write-back.
@@ -461,6 +464,8 @@ impl Backend {
                 let meta = CachedMeta {
                     timestamp,
                     user_flags: opts.user_flags,
+                    // Write-back stores a checksummed record of exactly these bytes.
+                    checksum: eblob::record::data_checksum(data),
                 };
                 let options = InsertOptions {
                     dirty: !cache_use.cache_only,
@@ -552,7 +557,7 @@ impl Backend {
                     total_size_bytes: len,
                     timestamp: found.meta.timestamp,
                     user_flags: found.meta.user_flags,
-                    checksum: 0,
+                    checksum: found.meta.checksum,
                     from_cache: true,
                 });
             }
@@ -566,6 +571,7 @@ impl Backend {
                 let meta = CachedMeta {
                     timestamp: lookup.timestamp,
                     user_flags: lookup.user_flags,
+                    checksum: lookup.checksum,
                 };
                 let options = InsertOptions {
                     lifetime: cache_use.lifetime,
@@ -582,6 +588,21 @@ impl Backend {
             checksum: lookup.checksum,
             from_cache: false,
         })
+    }
+
+    /// The checksum of the version a reader would get now, for CAS on checksum: the cached
+    /// copy's when there is one (cache-only objects have no record), else the record's; 0 when
+    /// the key does not exist.
+    pub fn current_checksum(&self, key: &eblob::Key) -> Result<u64, BackendError> {
+        let engine = self.engine()?;
+        if let Some(found) = self.cache.as_ref().and_then(|c| c.get(key, Instant::now())) {
+            return Ok(found.meta.checksum);
+        }
+        match engine.lookup(key) {
+            Ok(l) => Ok(l.checksum),
+            Err(eblob::Error::NotFound) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Where and what an object is. A dirty cached object is written back first so the answer
@@ -712,7 +733,8 @@ pub struct ReadOutcome {
     pub timestamp: eblob::Timestamp,
     /// Caller flags stored with it.
     pub user_flags: u64,
-    /// Record checksum (0 when served from the cache).
+    /// Record checksum (a cache hit reports the checksum of the record it came from or will
+    /// be written back as; 0 for NOCSUM records).
     pub checksum: u64,
     /// Served from the cache.
     pub from_cache: bool,

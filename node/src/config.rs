@@ -412,7 +412,7 @@ pub enum ConfigError {
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message, with line and column.
+        /// The parser's message, with line and column (never the file's text).
         message: String,
     },
     /// Parsed, but a value is out of range or inconsistent with another.
@@ -446,9 +446,10 @@ impl NodeConfig {
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        // The parser's own Display quotes the offending line, which may be the admin token's.
         let config: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<text>"),
-            message: e.to_string(),
+            message: ellipsis_core::config_text::located(text, e.span(), e.message()),
         })?;
         config.validate()?;
         Ok(config)
@@ -587,6 +588,21 @@ mod tests {
         }
         let none = format!("{:?}", NodeConfig::default());
         assert!(none.contains("admin_token: \"<none>\""), "{none}");
+    }
+
+    #[test]
+    fn parse_errors_say_where_without_quoting_the_file() {
+        let text = "log_level = \"warn\"\nadmin_token = \"a-secret-admin-token-4b1d\" oops\n";
+        let e = NodeConfig::parse(text).unwrap_err().to_string();
+        assert!(!e.contains("a-secret"), "token in {e}");
+        assert!(e.contains("line 2, column 43"), "{e}");
+        let e = NodeConfig::parse("log_levle = \"warn\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown field `log_levle`") && e.contains("line 1"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -37,8 +37,13 @@ pub struct Node {
     pub http_addr: Option<SocketAddr>,
     /// Backends by id.
     pub backends: BTreeMap<u32, Arc<Backend>>,
-    /// Who owns what, cluster-wide.
+    /// Who owns what, cluster-wide. Changed only through [`Node::announce_self`],
+    /// [`Node::merge_route_list`] and [`Node::forget_node`], which publish the new generation
+    /// on `route_changes`.
     pub routes: RwLock<RouteTable>,
+    /// The route table's generation after its last change: what NOTIFY subscriptions watch to
+    /// follow their keys to new owners.
+    pub route_changes: tokio::sync::watch::Sender<u64>,
     /// Known nodes and their HTTP addresses.
     pub known: RwLock<BTreeMap<SocketAddr, Option<SocketAddr>>>,
     /// Connections to other nodes.
@@ -114,8 +119,22 @@ impl Node {
             .iter()
             .map(|b| (b.group, b.backend, b.ids.clone()))
             .collect();
-        self.routes.write().set_node(self.addr, &backends);
+        let generation = {
+            let mut routes = self.routes.write();
+            routes.set_node(self.addr, &backends);
+            routes.generation
+        };
         self.known.write().insert(self.addr, self.http_addr);
+        self.routes_changed(generation);
+    }
+
+    /// Tell `route_changes` watchers, if the table moved to a new generation.
+    fn routes_changed(&self, generation: u64) {
+        self.route_changes.send_if_modified(|seen| {
+            let changed = *seen != generation;
+            *seen = generation;
+            changed
+        });
     }
 
     /// The route list this node sends: itself first, then every other node it knows.
@@ -182,6 +201,9 @@ impl Node {
             routes.set_node(n.addr, &backends);
             known.insert(n.addr, n.http);
         }
+        let generation = routes.generation;
+        drop((routes, known));
+        self.routes_changed(generation);
         learned
     }
 
@@ -191,7 +213,12 @@ impl Node {
         if addr == self.addr {
             return;
         }
-        self.routes.write().remove_node(addr);
+        let generation = {
+            let mut routes = self.routes.write();
+            routes.remove_node(addr);
+            routes.generation
+        };
+        self.routes_changed(generation);
     }
 
     /// The node's client session: routes from this node, authenticated with its token.

@@ -23,6 +23,8 @@ use ellipsis_core::Id;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::NodeError;
+
 /// Most subscriptions per node.
 pub const MAX_WATCHERS: usize = 10_000;
 
@@ -111,9 +113,21 @@ impl NotifyHub {
         header: Header,
         tx: mpsc::Sender<Frame>,
     ) -> Option<(u64, oneshot::Receiver<()>)> {
-        let mut relays = self.relays.lock();
+        self.add_relay_locked(&mut self.relays.lock(), key, conn_id, header, tx)
+            .ok()
+    }
+
+    /// [`NotifyHub::add_relay`] under the caller's lock; at the bound, the client's queue back.
+    fn add_relay_locked(
+        &self,
+        relays: &mut HashMap<u64, Relay>,
+        key: Id,
+        conn_id: u64,
+        header: Header,
+        tx: mpsc::Sender<Frame>,
+    ) -> Result<(u64, oneshot::Receiver<()>), mpsc::Sender<Frame>> {
         if relays.len() >= MAX_RELAYS {
-            return None;
+            return Err(tx);
         }
         let id = self.next_relay.fetch_add(1, Ordering::Relaxed);
         let (stop, stopped) = oneshot::channel();
@@ -127,7 +141,7 @@ impl NotifyHub {
                 _stop: stop,
             },
         );
-        Some((id, stopped))
+        Ok((id, stopped))
     }
 
     /// Remove relay `id`; `Some` only for the caller that removed it, which then owes the
@@ -180,6 +194,74 @@ impl NotifyHub {
         self.relays.lock().retain(|_, r| r.conn_id != conn_id);
     }
 
+    /// Turn the watchers that `moved` says are no longer this node's to hold into relays (one
+    /// per watcher, each with its receiver that ends when the relay does); the caller starts
+    /// their tasks. Watchers a relaying node holds here (FORWARDED) stay: that node follows
+    /// the key itself and closes its connection here when it does. A watcher beyond the relay
+    /// bound gets a final frame saying why its stream ends.
+    pub fn watchers_to_relays(
+        &self,
+        mut moved: impl FnMut(&Header) -> bool,
+    ) -> Vec<(u64, oneshot::Receiver<()>)> {
+        let mut w = self.watchers.lock();
+        let mut leaving = Vec::new();
+        for (key, list) in w.iter_mut() {
+            let (go, stay): (Vec<Watcher>, Vec<Watcher>) = list
+                .drain(..)
+                .partition(|x| !x.header.has(flags::FORWARDED) && moved(&x.header));
+            *list = stay;
+            leaving.extend(go.into_iter().map(|x| (*key, x)));
+        }
+        w.retain(|_, l| !l.is_empty());
+        // Nested lock order is watchers, then relays (nothing takes them the other way).
+        let mut out = Vec::new();
+        for (key, x) in leaving {
+            match self.add_relay_locked(&mut self.relays.lock(), key, x.conn_id, x.header, x.tx) {
+                Ok(relay) => out.push(relay),
+                Err(tx) => {
+                    let why = NodeError::Busy(
+                        "the key moved to another node and this node relays too many \
+                         subscriptions to follow it"
+                            .into(),
+                    );
+                    let _ = tx.try_send(final_error(&x.header, &why));
+                }
+            }
+        }
+        out
+    }
+
+    /// Turn relay `id` back into a watcher here (its key came back to this node); false if
+    /// the relay is gone (its task just stops) or the watcher bound is reached (the client got
+    /// a final frame saying so).
+    pub fn relay_to_watcher(&self, id: u64) -> bool {
+        let mut w = self.watchers.lock();
+        let Some(r) = self.relays.lock().remove(&id) else {
+            return false;
+        };
+        if w.values().map(Vec::len).sum::<usize>() >= MAX_WATCHERS {
+            let why = NodeError::Busy(
+                "the key moved to this node, which holds too many subscriptions".into(),
+            );
+            let _ = r.tx.try_send(final_error(&r.header, &why));
+            return false;
+        }
+        w.entry(r.key).or_default().push(Watcher {
+            conn_id: r.conn_id,
+            header: r.header,
+            tx: r.tx,
+        });
+        true
+    }
+
+    /// The relay's client request and the client's connection queue, while it exists.
+    pub fn relay_request(&self, id: u64) -> Option<(Header, mpsc::Sender<Frame>)> {
+        self.relays
+            .lock()
+            .get(&id)
+            .map(|r| (r.header, r.tx.clone()))
+    }
+
     /// Tell the watchers of `key`.
     pub fn publish(&self, key: &Id, kind: NotifyKind, attr: IoAttr) {
         let mut w = self.watchers.lock();
@@ -194,6 +276,11 @@ impl NotifyHub {
             w.remove(key);
         }
     }
+}
+
+/// The final frame of the stream of the subscription `header`, ended because of `why`.
+pub fn final_error(header: &Header, why: &NodeError) -> Frame {
+    Frame::new(header.reply(why.into()), Bytes::from(why.to_string()))
 }
 
 #[cfg(test)]

@@ -225,6 +225,7 @@ async fn build(
         http_addr,
         backends,
         routes: RwLock::new(ellipsis_core::RouteTable::new()),
+        route_changes: watch::channel(0).0,
         known: RwLock::new(BTreeMap::new()),
         // Replies from peers carry whole objects: allow the frame limit plus attributes.
         peers: Peers::new(config.max_frame_bytes + (1 << 20), timeout),
@@ -272,6 +273,10 @@ async fn serve(
         stop.clone(),
     )));
     tasks.push(tokio::spawn(maintenance_loop(node.clone(), stop.clone())));
+    tasks.push(tokio::spawn(crate::cmd::notify::follow_routes(
+        node.clone(),
+        stop.clone(),
+    )));
     if let Some(h) = http {
         tasks.push(tokio::spawn(crate::http::serve(
             node.clone(),

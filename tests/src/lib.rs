@@ -253,6 +253,24 @@ impl Cluster {
         .expect("client connects")
     }
 
+    /// Send BACKEND_CONTROL `action` for backend 1 of node `i` (with the admin token).
+    pub async fn backend_control(
+        &self,
+        i: usize,
+        action: ellipsis_core::protocol::cmd::backend_control::BackendAction,
+    ) {
+        use ellipsis_core::protocol::cmd::backend_control::BackendControl;
+        use ellipsis_core::protocol::cmd::Payload;
+        use ellipsis_core::protocol::{Command, Header};
+        let client = self.client(i, &[], Checker::All).await;
+        let ctl = BackendControl { backend: 1, action };
+        let h = Header::request(Command::BackendControl, ellipsis_core::Id::ZERO, 0, 0);
+        client
+            .call_node(self.addr(i), h, ctl.encode().into())
+            .await
+            .expect("BACKEND_CONTROL accepted");
+    }
+
     /// Job ids per node (empty for a stopped node), to tell later jobs apart with
     /// [`Cluster::wait_jobs_since`].
     pub fn job_ids(&self) -> Vec<Vec<u64>> {

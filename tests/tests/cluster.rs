@@ -311,12 +311,49 @@ async fn the_cache_serves_reads_and_writes_back() {
         "write-back, not yet on disk"
     );
     assert_eq!(b.cache_stats().unwrap().dirty_objects, 1);
-    assert_eq!(&client.read(&k, 0, 0).await.unwrap().data[..], b"cached");
+    let hit = client.read(&k, 0, 0).await.unwrap();
+    assert_eq!(&hit.data[..], b"cached");
     let stats = ellipsis_node::stats::collect(c.node(0));
     assert_eq!(stats.commands.commands["READ"].cache_hits, 1);
     assert_eq!(b.flush_cache(true).unwrap(), 1);
     assert_eq!(engine.read(&eblob::Key(k.0)).unwrap(), b"cached");
     assert_eq!(b.cache_stats().unwrap().dirty_objects, 0);
+    // The hit named the version by the checksum its written-back record carries.
+    let on_disk = engine.lookup(&eblob::Key(k.0)).unwrap().checksum;
+    assert_ne!(on_disk, 0);
+    assert_eq!(hit.attr.checksum, on_disk);
+
+    // CAS on checksum judges the cached copy, even one that never reaches the disk.
+    let only = key(6);
+    let cache_only = IoAttr {
+        io_flags: io_flags::CACHE_ONLY,
+        ..IoAttr::default()
+    };
+    client
+        .write(&only, Bytes::from_static(b"v1"), cache_only)
+        .await
+        .unwrap();
+    let seen = client.read(&only, 0, 0).await.unwrap();
+    assert_eq!(seen.attr.checksum, eblob::record::data_checksum(b"v1"));
+    let cas = |checksum| IoAttr {
+        io_flags: io_flags::CAS_CHECKSUM | io_flags::CACHE_ONLY,
+        checksum,
+        ..IoAttr::default()
+    };
+    let stale = client
+        .write(
+            &only,
+            Bytes::from_static(b"v2"),
+            cas(seen.attr.checksum ^ 1),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(stale.status(), Status::NEWER_EXISTS, "{stale}");
+    client
+        .write(&only, Bytes::from_static(b"v2"), cas(seen.attr.checksum))
+        .await
+        .unwrap();
+    assert_eq!(&client.read(&only, 0, 0).await.unwrap().data[..], b"v2");
     c.shutdown().await;
 }
 
@@ -366,6 +403,105 @@ async fn watch(conn: &Conn, k: Id) -> ellipsis_core::client::Replies {
         "{ack:?}"
     );
     events
+}
+
+/// The next frame of `events` is a WRITE event of a `size_bytes` object.
+async fn expect_write(events: &mut ellipsis_core::client::Replies, size_bytes: u64) {
+    let frame = events.next().await.unwrap().unwrap();
+    assert!(frame.header.has(flags::MORE), "{frame:?}");
+    let e = NotifyEvent::decode(&frame.payload).unwrap();
+    assert_eq!((e.kind, e.attr.size), (NotifyKind::Write, size_bytes));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_subscriptions_follow_their_key_when_the_ring_changes() {
+    let c = Cluster::start(&[
+        NodeSpec::groups(&[1]),
+        NodeSpec::groups(&[1]),
+        NodeSpec::groups(&[1]),
+    ])
+    .await;
+    // Ring ids just below the key decide who owns it ("largest id <= key").
+    let k = (0..)
+        .map(key)
+        .find(|k| k.0[0] < 0xf0 && k.0[63] >= 3)
+        .unwrap();
+    let below = |n: u8| {
+        let mut id = k;
+        id.0[63] -= n;
+        id
+    };
+    c.backend_control(0, BackendAction::SetIds(vec![below(3)]))
+        .await;
+    c.backend_control(1, BackendAction::SetIds(vec![Id([0xfe; 64])]))
+        .await;
+    c.backend_control(2, BackendAction::SetIds(vec![Id([0xff; 64])]))
+        .await;
+    c.converge().await;
+    let (n0, n1, n2) = (c.node(0), c.node(1), c.node(2));
+    // One client watches at the owner (a watcher on node 0), one through node 2 (a relay).
+    let at_owner = Conn::connect(c.addr(0), 1 << 30, TIMEOUT).await.unwrap();
+    let mut direct = watch(&at_owner, k).await;
+    let through = Conn::connect(c.addr(2), 1 << 30, TIMEOUT).await.unwrap();
+    let mut relayed = watch(&through, k).await;
+    assert_eq!((n0.notify.len(), n2.notify.relays_len()), (2, 1));
+    let client = c.client(1, &[1], Checker::All).await;
+    client
+        .write(&k, Bytes::from(vec![1; 1]), IoAttr::default())
+        .await
+        .unwrap();
+    expect_write(&mut direct, 1).await;
+    expect_write(&mut relayed, 1).await;
+
+    // The key moves to node 1: node 0's watcher becomes a relay to it, node 2's relay
+    // subscribes there and lets go of node 0.
+    c.backend_control(1, BackendAction::SetIds(vec![below(2)]))
+        .await;
+    c.converge().await;
+    ellipsis_tests::poll_until(TIMEOUT, "both subscriptions held by node 1", || {
+        n1.notify.len() == 2 && n0.notify.is_empty()
+    })
+    .await;
+    assert_eq!((n0.notify.relays_len(), n2.notify.relays_len()), (1, 1));
+    client
+        .write(&k, Bytes::from(vec![2; 2]), IoAttr::default())
+        .await
+        .unwrap();
+    expect_write(&mut direct, 2).await;
+    expect_write(&mut relayed, 2).await;
+
+    // It comes back to node 0: the relay there becomes a watcher again, node 2 follows.
+    c.backend_control(0, BackendAction::SetIds(vec![below(1)]))
+        .await;
+    c.converge().await;
+    ellipsis_tests::poll_until(TIMEOUT, "both subscriptions back on node 0", || {
+        n0.notify.len() == 2 && n0.notify.relays_len() == 0 && n1.notify.is_empty()
+    })
+    .await;
+    client
+        .write(&k, Bytes::from(vec![3; 3]), IoAttr::default())
+        .await
+        .unwrap();
+    // Exactly one event per write on each stream: the next is this write's, not a repeat.
+    expect_write(&mut direct, 3).await;
+    expect_write(&mut relayed, 3).await;
+
+    // Unsubscribing through node 2 still ends that stream and frees node 0's side.
+    through
+        .call(
+            Header::request(Command::Notify, k, 1, 0),
+            NotifyRequest { subscribe: false }.encode().into(),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    let last = relayed.next().await.unwrap().unwrap();
+    assert!(!last.header.has(flags::MORE) && last.header.status.is_ok());
+    ellipsis_tests::poll_until(TIMEOUT, "node 0 frees the relayed subscription", || {
+        n0.notify.len() == 1 && n2.notify.relays_len() == 0
+    })
+    .await;
+    c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

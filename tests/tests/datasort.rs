@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ellipsis_core::client::{Checker, Client};
-use ellipsis_core::protocol::cmd::backend_control::{BackendAction, BackendControl};
-use ellipsis_core::protocol::cmd::Payload;
-use ellipsis_core::protocol::{Command, Header, IoAttr};
+use ellipsis_core::protocol::cmd::backend_control::BackendAction;
+use ellipsis_core::protocol::IoAttr;
 use ellipsis_core::stats::{BackendStats, DefragMode, JobKind, JobState, JobStatus, NodeStats};
 use ellipsis_core::Id;
 use ellipsis_node::config::NodeConfig;
@@ -386,17 +385,6 @@ async fn a_scheduled_window_starts_the_sort_inside_it_by_the_node_clock() {
     c.shutdown().await;
 }
 
-/// Send one BACKEND_CONTROL to node `i` over the wire (the harness client authenticates).
-async fn backend_control(c: &Cluster, i: usize, action: BackendAction) {
-    let client = c.client(i, &[1], Checker::All).await;
-    let ctl = BackendControl { backend: 1, action };
-    let h = Header::request(Command::BackendControl, Id::ZERO, 0, 0);
-    client
-        .call_node(c.addr(i), h, ctl.encode().into())
-        .await
-        .unwrap();
-}
-
 /// Node `i`'s backend 1 ids in node `via`'s route table.
 async fn routed_ids(c: &Cluster, via: usize, i: usize) -> Vec<Id> {
     let s = node_stats(c, via).await;
@@ -436,7 +424,8 @@ async fn ring_ids_set_over_http_and_backend_control_change_routes_and_persist() 
     assert_eq!(routed_ids(&c, 1, 0).await, ids, "the peer learns them");
     assert_eq!(backend_stats(&c, 0).await.ring_ids, 2);
     let one = vec![Id([0x42; 64])];
-    backend_control(&c, 0, BackendAction::SetIds(one.clone())).await;
+    c.backend_control(0, BackendAction::SetIds(one.clone()))
+        .await;
     assert_eq!(routed_ids(&c, 0, 0).await, one);
     c.converge().await;
     assert_eq!(routed_ids(&c, 1, 0).await, one);
@@ -485,9 +474,11 @@ async fn an_artificial_delay_set_over_http_and_backend_control_delays_replies() 
         "{:?}",
         t.elapsed()
     );
-    backend_control(&c, 0, BackendAction::SetDelay { delay_ms: 0 }).await;
+    c.backend_control(0, BackendAction::SetDelay { delay_ms: 0 })
+        .await;
     assert_eq!(backend_stats(&c, 0).await.delay_ms, 0);
-    backend_control(&c, 0, BackendAction::SetDelay { delay_ms: 350 }).await;
+    c.backend_control(0, BackendAction::SetDelay { delay_ms: 350 })
+        .await;
     assert_eq!(backend_stats(&c, 0).await.delay_ms, 350);
     let t = Instant::now();
     client

@@ -15,7 +15,7 @@ mod iterator;
 mod key_range;
 mod lookup;
 mod monitor_stat;
-mod notify;
+pub(crate) mod notify;
 mod ping;
 mod read;
 mod recovery;

@@ -78,11 +78,7 @@ pub(super) async fn handle(
         if let Some(expected) = cas_checksum {
             let _a = react_trace::action!("cas.lookup").entered();
             // Serialised by the key lock: nothing changes the record between check and write.
-            let current = match backend.lookup(&k) {
-                Ok(l) => l.checksum,
-                Err(crate::backend::BackendError::Engine(eblob::Error::NotFound)) => 0,
-                Err(e) => return Err(e.into()),
-            };
+            let current = backend.current_checksum(&k)?;
             if current != expected {
                 return Err(NodeError::Backend(crate::backend::BackendError::Engine(
                     eblob::Error::NewerExists {

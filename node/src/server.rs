@@ -117,14 +117,43 @@ impl Server {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        let options = StartOptions {
+            tracer: install_tracer(&config)?,
+            ..StartOptions::default()
+        };
         let (node, tls) = build(
             &config,
             config.advertised(listener.local_addr()?),
             http.as_ref(),
-            StartOptions::default(),
+            options,
         )
         .await?;
         serve(node, vec![listener], http, tls, stop_rx).await
+    }
+}
+
+/// A react-trace recorder sized by `config`, installed as the process's `tracing`
+/// subscriber so that the node's call trees are recorded (`/traces`). `None` when the
+/// embedding program installed a subscriber of its own: it then passes its tracer to
+/// [`start`] instead (a process has one subscriber).
+fn install_tracer(config: &NodeConfig) -> Result<Option<react_trace::Tracer>, NodeError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let tracer = react_trace::Tracer::new(react_trace::TracerConfig {
+        sampling_rate: config.trace_sampling_rate,
+        ring_capacity: config.trace_ring_size as usize,
+        ..Default::default()
+    })
+    .map_err(|e| NodeError::Startup(format!("tracer: {e}")))?;
+    match tracing_subscriber::registry()
+        .with(tracer.layer())
+        .try_init()
+    {
+        Ok(()) => Ok(Some(tracer)),
+        Err(_) => {
+            tracing::info!("a tracing subscriber is already installed: no call trees recorded");
+            Ok(None)
+        }
     }
 }
 

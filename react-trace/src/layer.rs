@@ -295,6 +295,14 @@ impl Tracer {
         self.inner.sample(force)
     }
 
+    /// [`Tracer::decide`] with `rate` instead of the tracer's own sampling rate: for a host
+    /// whose components sample at rates of their own while sharing the process's one tracer
+    /// (several storage nodes in one process, each configured apart). `rate` is clamped to
+    /// `0.0..=1.0`; NaN samples nothing.
+    pub fn decide_at(&self, force: bool, rate: f64) -> bool {
+        force || sample_at(rate)
+    }
+
     /// Current sampling rate.
     pub fn sampling_rate(&self) -> f64 {
         f64::from_bits(self.inner.sampling_rate_bits.load(Ordering::Relaxed))
@@ -476,6 +484,17 @@ fn pop(span: u64) {
     });
 }
 
+/// True with probability `rate` (never for `rate <= 0` or NaN, always for `rate >= 1`).
+fn sample_at(rate: f64) -> bool {
+    if rate.is_nan() || rate <= 0.0 {
+        return false;
+    }
+    if rate >= 1.0 {
+        return true;
+    }
+    (random_u64() >> 11) as f64 / (1u64 << 53) as f64 <= rate
+}
+
 /// xorshift64*, seeded per thread: sampling must not contend on a shared generator.
 fn random_u64() -> u64 {
     RNG.try_with(|r| {
@@ -606,17 +625,10 @@ fn is_root(meta: &Metadata<'_>) -> bool {
 
 impl Inner {
     fn sample(&self, force: bool) -> bool {
-        if force {
-            return true;
-        }
-        let rate = f64::from_bits(self.sampling_rate_bits.load(Ordering::Relaxed));
-        if rate <= 0.0 {
-            return false;
-        }
-        if rate >= 1.0 {
-            return true;
-        }
-        (random_u64() >> 11) as f64 / (1u64 << 53) as f64 <= rate
+        force
+            || sample_at(f64::from_bits(
+                self.sampling_rate_bits.load(Ordering::Relaxed),
+            ))
     }
 
     /// Is this span kept for the current request? Spans the layer may disable are only

@@ -321,4 +321,9 @@ fn decide_follows_the_trace_bit_and_the_rate_and_a_decided_root_is_recorded_once
     let tree = t.get(11).expect("the forced request is traced");
     assert_eq!(names(&tree.actions[0]), ["eblob.write"]);
     assert!(t.get(12).is_none());
+    // A rate of the caller's own, whatever the tracer's.
+    assert!(t.decide_at(false, 1.0) && !t.decide_at(false, 0.0) && !t.decide_at(false, f64::NAN));
+    assert!(t.decide_at(true, 0.0), "the trace bit still samples");
+    let half = (0..10_000).filter(|_| t.decide_at(false, 0.5)).count();
+    assert!((4_000..6_000).contains(&half), "about half at 0.5: {half}");
 }

@@ -9,6 +9,7 @@
 //! under test.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,7 +24,7 @@ use ellipsis_core::protocol::cmd::Payload;
 use ellipsis_core::protocol::{flags, Command, Header, IoAttr, Status, HEADER_SIZE};
 use ellipsis_core::Id;
 use ellipsis_node::config::{BackendConfig, NodeConfig, SyncSetting};
-use ellipsis_node::server::RunningNode;
+use ellipsis_node::server::{RunningNode, StartOptions};
 use ellipsis_tests::TOKEN;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -41,6 +42,14 @@ struct One {
 
 impl One {
     async fn start(tune: impl FnOnce(&mut NodeConfig)) -> One {
+        One::start_with(tune, None).await
+    }
+
+    /// [`One::start`] with an engine IO hook.
+    async fn start_with(
+        tune: impl FnOnce(&mut NodeConfig),
+        engine_faults: Option<Arc<dyn eblob::FaultInjector>>,
+    ) -> One {
         ellipsis_tests::tracer();
         let dir = tempfile::tempdir().unwrap();
         let mut config = NodeConfig {
@@ -61,7 +70,12 @@ impl One {
             ..NodeConfig::default()
         };
         tune(&mut config);
-        let node = ellipsis_node::server::start(config, Some(ellipsis_tests::tracer()))
+        let options = StartOptions {
+            tracer: Some(ellipsis_tests::tracer()),
+            engine_faults,
+            ..StartOptions::default()
+        };
+        let node = ellipsis_node::server::start_with(config, options)
             .await
             .unwrap();
         One {
@@ -827,5 +841,150 @@ async fn an_http_client_that_never_reads_responses_is_dropped_while_others_are_s
         dropped,
         "the node kept a non-reading HTTP client ({sent} requests)"
     );
+    one.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payloads_get_invalid_and_the_connection_keeps_serving() {
+    let one = One::start(|_| {}).await;
+    let mut s = TcpStream::connect(one.addr()).await.unwrap();
+    let cases: [(Command, &[u8]); 4] = [
+        (Command::Write, &[1, 2, 3]),
+        (Command::Read, &[0; 5]),
+        (Command::Notify, &[]),
+        (Command::BulkRead, &[0xff; 7]),
+    ];
+    for (trans, (cmd, payload)) in (1u64..).zip(cases) {
+        let (h, body) = raw_call(&mut s, cmd, trans, payload).await;
+        let why = String::from_utf8_lossy(&body);
+        assert_eq!(
+            (h.trans, h.status),
+            (trans, Status::INVALID),
+            "{cmd:?}: {why}"
+        );
+        assert!(!why.is_empty(), "{cmd:?}: the reply says why");
+        let (p, _) = raw_call(&mut s, Command::Ping, 100 + trans, &[]).await;
+        assert_eq!(
+            (p.trans, p.status),
+            (100 + trans, Status::OK),
+            "after {cmd:?} the same connection still serves"
+        );
+    }
+    // A header of garbage (its size beyond any frame limit) is answered TOO_BIG, then closed.
+    let mut junk = TcpStream::connect(one.addr()).await.unwrap();
+    junk.write_all(&[0xff; HEADER_SIZE]).await.unwrap();
+    let (h, _) = raw_reply(&mut junk).await;
+    assert_eq!(h.status, Status::TOO_BIG);
+    closed_by_node(&mut junk).await;
+    served(&one, 1).await;
+    one.stop().await;
+}
+
+/// Holds every engine read while closed: parks the blocking pool's threads in the engine.
+#[derive(Debug, Default)]
+struct ReadGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    closed: bool,
+    held: usize,
+}
+
+impl ReadGate {
+    fn set_closed(&self, closed: bool) {
+        self.state.lock().unwrap().closed = closed;
+        self.changed.notify_all();
+    }
+
+    fn held(&self) -> usize {
+        self.state.lock().unwrap().held
+    }
+}
+
+impl eblob::FaultInjector for ReadGate {
+    fn on_io(&self, op: eblob::IoOp, _: &std::path::Path, _: u64, _: u64) -> eblob::Fault {
+        if op == eblob::IoOp::Read {
+            let mut s = self.state.lock().unwrap();
+            if s.closed {
+                s.held += 1;
+                while s.closed {
+                    s = self.changed.wait(s).unwrap();
+                }
+                s.held -= 1;
+            }
+        }
+        eblob::Fault::None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_engine_pool_refuses_with_again_and_reports_its_queue() {
+    let gate = Arc::new(ReadGate::default());
+    let one = One::start_with(
+        |c| {
+            c.blocking_threads = 1;
+            c.blocking_queue_limit = 1;
+        },
+        Some(gate.clone()),
+    )
+    .await;
+    let client = one.client().await;
+    // Distinct keys: reads of one key would queue on its key lock, not in the pool.
+    for i in 0..4 {
+        client
+            .write(&key(i), Bytes::from_static(b"queued"), IoAttr::default())
+            .await
+            .unwrap();
+    }
+    gate.set_closed(true);
+    // One read takes the thread (held in the engine), one waits for it, two are refused.
+    let first = {
+        let c = client.clone();
+        tokio::spawn(async move { c.read(&key(0), 0, 0).await })
+    };
+    let deadline = Instant::now() + DEADLINE;
+    while gate.held() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first read never reached the engine"
+        );
+        tokio::task::yield_now().await;
+    }
+    let waiting = {
+        let c = client.clone();
+        tokio::spawn(async move { c.read(&key(1), 0, 0).await })
+    };
+    let node = one.running().node.clone();
+    while ellipsis_node::stats::collect(&node).io.blocking_waiting == 0 {
+        assert!(Instant::now() < deadline, "the second read never queued");
+        tokio::task::yield_now().await;
+    }
+    for i in 2..4 {
+        let e = client.read(&key(i), 0, 0).await.unwrap_err();
+        assert_eq!(e.status(), Status::AGAIN, "{e}");
+    }
+    let io: ellipsis_core::stats::IoStats = reqwest::get(format!("http://{}/stats/io", one.http()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (io.blocking_active, io.blocking_waiting, io.blocking_queue),
+        (1, 1, 2),
+        "{io:?}"
+    );
+    assert_eq!(
+        (io.blocking_queue_limit, io.blocking_refused),
+        (2, 2),
+        "{io:?}"
+    );
+    gate.set_closed(false);
+    for t in [first, waiting] {
+        assert_eq!(&t.await.unwrap().unwrap().data[..], b"queued");
+    }
     one.stop().await;
 }

@@ -2,7 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use ellipsis_core::client::{Client, ClientConfig};
+use bytes::Bytes;
+use ellipsis_core::client::{Checker, Client, ClientConfig};
+use ellipsis_core::protocol::{io_flags, IoAttr, Status};
+use ellipsis_core::Id;
 use ellipsis_tests::{Cluster, NodeSpec, TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,5 +130,62 @@ async fn a_client_follows_a_node_that_joins_later_without_a_failure() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(client.groups(), [1, 2]);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_reconnects_to_a_node_that_restarted() {
+    let mut c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    // One group, one node: no replica to fall back to, so only a reconnect can answer.
+    let client = c.client(0, &[1], Checker::All).await;
+    let k = Id::for_key(b"client", b"reconnect");
+    client
+        .write(&k, Bytes::from_static(b"before"), IoAttr::default())
+        .await
+        .unwrap();
+    c.stop_node(0).await;
+    let e = client.read(&k, 0, 0).await.unwrap_err();
+    assert!(
+        [Status::UNREACHABLE, Status::TIMED_OUT].contains(&e.status()),
+        "a stopped node is an error, not a hang: {e}"
+    );
+    c.restart_node(0).await;
+    assert_eq!(&client.read(&k, 0, 0).await.unwrap().data[..], b"before");
+    client
+        .write(&k, Bytes::from_static(b"after"), IoAttr::default())
+        .await
+        .unwrap();
+    assert_eq!(&client.read(&k, 0, 0).await.unwrap().data[..], b"after");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nocsum_writes_are_stored_without_a_checksum_and_read_back() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    let client = c.client(0, &[1], Checker::All).await;
+    let (plain, bare) = (
+        Id::for_key(b"client", b"checksummed"),
+        Id::for_key(b"client", b"nocsum"),
+    );
+    let nocsum = IoAttr {
+        io_flags: io_flags::NOCSUM,
+        ..IoAttr::default()
+    };
+    client
+        .write(&plain, Bytes::from_static(b"summed"), IoAttr::default())
+        .await
+        .unwrap();
+    client
+        .write(&bare, Bytes::from_static(b"unsummed"), nocsum)
+        .await
+        .unwrap();
+    let (_, with) = client.lookup(&plain).await.unwrap();
+    let (_, without) = client.lookup(&bare).await.unwrap();
+    assert_ne!(with.attr.checksum, 0);
+    assert_eq!(without.attr.checksum, 0, "no checksum stored: {without:?}");
+    assert_eq!(
+        &client.read(&bare, 0, 0).await.unwrap().data[..],
+        b"unsummed"
+    );
     c.shutdown().await;
 }

@@ -288,6 +288,50 @@ async fn prepare_write_commit_of_a_64_mib_object() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_groups_owner_caches_its_replica_and_writes_it_back() {
+    let cached = |group| NodeSpec {
+        groups: vec![group],
+        cache_bytes: 1 << 20,
+    };
+    let c = Cluster::start(&[cached(1), cached(1), cached(2), cached(2)]).await;
+    let client = c.client(0, &[1, 2], Checker::All).await;
+    let k = key(15);
+    let attr = IoAttr {
+        io_flags: io_flags::CACHE,
+        ..IoAttr::default()
+    };
+    client
+        .write(&k, Bytes::from_static(b"replica"), attr)
+        .await
+        .unwrap();
+    for group in [1, 2] {
+        let owner = client.routes().owner(group, &k).unwrap();
+        let i = (0..4).find(|&i| c.addr(i) == owner.node).unwrap();
+        let b = c.node(i).backend(owner.backend).unwrap();
+        let engine = b.engine().unwrap();
+        assert!(
+            matches!(engine.read(&eblob::Key(k.0)), Err(eblob::Error::NotFound)),
+            "group {group}: write-back, not yet on disk"
+        );
+        // Read through the other node of the group: forwarded to the owner, served from
+        // its cache.
+        let other = (0..4)
+            .find(|&j| j != i && c.node(j).backends.values().any(|b| b.group() == group))
+            .unwrap();
+        let reader = c.client(other, &[group], Checker::All).await;
+        assert_eq!(&reader.read(&k, 0, 0).await.unwrap().data[..], b"replica");
+        let stats = ellipsis_node::stats::collect(c.node(i));
+        assert_eq!(
+            stats.commands.commands["READ"].cache_hits, 1,
+            "group {group}"
+        );
+        assert_eq!(b.flush_cache(true).unwrap(), 1);
+        assert_eq!(engine.read(&eblob::Key(k.0)).unwrap(), b"replica");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_serves_reads_and_writes_back() {
     let c = Cluster::start(&[NodeSpec {
         groups: vec![1],

@@ -125,11 +125,13 @@ impl Arrival {
         // The sampling decision is taken before the root exists: an unsampled request (all
         // but a few) then creates no span at all — a root costs a registry slot, lookups in
         // every layer on each enter and exit, and the formatting of its fields, per request.
-        // Log lines of unsampled requests carry their own context (see `handle`).
+        // Log lines of unsampled requests carry their own context (see `handle`). The rate is
+        // this node's (`trace_sampling_rate`), not the process tracer's: nodes sharing a
+        // process keep their own.
         let traced = node
             .tracer
             .as_ref()
-            .is_none_or(|t| t.decide(h.has(flags::TRACE)));
+            .is_none_or(|t| t.decide_at(h.has(flags::TRACE), node.config.trace_sampling_rate));
         if !traced {
             return Arrival {
                 trace_id,

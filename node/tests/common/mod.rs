@@ -131,7 +131,7 @@ impl NodeProc {
 }
 
 /// `ell-node: serving on ADDR (http ADDR)` → the two addresses.
-fn parse_serving_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+pub fn parse_serving_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     let rest = line.strip_prefix("ell-node: serving on ")?;
     let (addr, rest) = rest.split_once(" (http ")?;
     let http = rest.strip_suffix(')')?;

@@ -14,7 +14,9 @@ pub mod flags {
     pub const REPLY: u64 = 1;
     /// More reply frames follow for this `trans`.
     pub const MORE: u64 = 1 << 1;
-    /// The sender wants a final acknowledgement even when nothing else is sent back.
+    /// Elliptics' "send me a final acknowledgement". Accepted and ignored: every request here
+    /// gets its final acknowledgement carrying the status, asked for or not, so a client
+    /// can always tell a finished request from a lost one.
     pub const NEED_ACK: u64 = 1 << 2;
     /// Do not forward: the receiving node handles the key itself or fails.
     pub const DIRECT: u64 = 1 << 3;

@@ -78,6 +78,8 @@ fn node_docs(i: usize, round: u64) -> [String; 7] {
                 p90_us: 900,
                 p99_us: 2_500 + i as u64,
                 max_us: 90_000,
+                latency_count: 1_000_000 * (k as u64 + 1) + round * 1_000 + 17 * k as u64 + 3_000,
+                latency_sum_us: 450_000_000,
             },
         );
     }

@@ -113,6 +113,11 @@ pub struct CommandStat {
     pub p99_us: u64,
     /// Slowest.
     pub max_us: u64,
+    /// Requests whose latency the percentiles describe (every answered request).
+    pub latency_count: u64,
+    /// Sum of their latencies (microseconds): with `latency_count`, the mean, and what a
+    /// Prometheus summary needs for `rate(_sum) / rate(_count)`.
+    pub latency_sum_us: u64,
 }
 
 /// Per-command statistics, keyed by command name (`READ`, `WRITE`, ...).
@@ -279,6 +284,16 @@ pub struct EblobSummary {
     pub reads: u64,
     /// Writes since open.
     pub writes: u64,
+    /// Removes since open.
+    pub removes: u64,
+    /// Lookups since open.
+    pub lookups: u64,
+    /// Engine requests answered "not found" since open.
+    pub not_found: u64,
+    /// Reads that hit a checksum mismatch since open.
+    pub corrupted_reads: u64,
+    /// Engine requests that failed for any other reason since open.
+    pub errors: u64,
     /// Bytes read.
     pub read_bytes: u64,
     /// Bytes written.
@@ -317,6 +332,26 @@ pub enum DefragMode {
     Scheduled,
     /// Only on command.
     None,
+}
+
+impl DefragMode {
+    /// Every mode, for exports that list each one (a 0/1 gauge per mode).
+    pub const ALL: [DefragMode; 4] = [
+        DefragMode::Auto,
+        DefragMode::Timed,
+        DefragMode::Scheduled,
+        DefragMode::None,
+    ];
+
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefragMode::Auto => "auto",
+            DefragMode::Timed => "timed",
+            DefragMode::Scheduled => "scheduled",
+            DefragMode::None => "none",
+        }
+    }
 }
 
 /// Data-sort schedule and state of one backend.
@@ -363,6 +398,24 @@ pub enum BackendState {
     Disabled,
     /// Serving reads only.
     ReadOnly,
+}
+
+impl BackendState {
+    /// Every state, for exports that list each one (a 0/1 gauge per state).
+    pub const ALL: [BackendState; 3] = [
+        BackendState::Enabled,
+        BackendState::Disabled,
+        BackendState::ReadOnly,
+    ];
+
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Enabled => "enabled",
+            BackendState::Disabled => "disabled",
+            BackendState::ReadOnly => "read_only",
+        }
+    }
 }
 
 /// One backend.
@@ -456,6 +509,30 @@ pub enum JobKind {
     Iterator,
 }
 
+impl JobKind {
+    /// Every kind, for exports that count jobs per kind (zeros included).
+    pub const ALL: [JobKind; 6] = [
+        JobKind::DataSort,
+        JobKind::RecoveryMerge,
+        JobKind::RecoveryDc,
+        JobKind::ServerSend,
+        JobKind::CacheSync,
+        JobKind::Iterator,
+    ];
+
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::DataSort => "data_sort",
+            JobKind::RecoveryMerge => "recovery_merge",
+            JobKind::RecoveryDc => "recovery_dc",
+            JobKind::ServerSend => "server_send",
+            JobKind::CacheSync => "cache_sync",
+            JobKind::Iterator => "iterator",
+        }
+    }
+}
+
 /// Life-cycle state of a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -475,6 +552,28 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state, for exports that count jobs per state (zeros included).
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Paused,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Paused => "paused",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
     /// Done, failed or cancelled.
     pub fn is_finished(self) -> bool {
         matches!(
@@ -667,6 +766,24 @@ mod tests {
                 sorts_running: 2,
             }
         );
+    }
+
+    /// Metric label values are these spellings, so a dashboard can join `/metrics` with the
+    /// JSON: each must equal the serde one, and no variant may be listed twice in `ALL`.
+    #[test]
+    fn enum_spellings_match_json() {
+        fn check<T: Serialize + Copy>(all: &[T], as_str: fn(T) -> &'static str) {
+            let mut seen = std::collections::BTreeSet::new();
+            for &v in all {
+                let json = serde_json::to_value(v).unwrap();
+                assert_eq!(json.as_str(), Some(as_str(v)));
+                assert!(seen.insert(as_str(v)), "{} listed twice", as_str(v));
+            }
+        }
+        check(&DefragMode::ALL, DefragMode::as_str);
+        check(&BackendState::ALL, BackendState::as_str);
+        check(&JobKind::ALL, JobKind::as_str);
+        check(&JobState::ALL, JobState::as_str);
     }
 
     #[test]

@@ -99,6 +99,8 @@ impl CommandCounters {
                             p90_us: l.p90_us,
                             p99_us: l.p99_us,
                             max_us: l.max_us,
+                            latency_count: l.count,
+                            latency_sum_us: l.total_us,
                         },
                     )
                 })

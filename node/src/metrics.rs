@@ -5,7 +5,8 @@
 //! components that own them.
 //!
 //! Invariants: every family is announced once (`# HELP`, `# TYPE`) before its samples, and all
-//! samples of a family are contiguous; metric and label names are valid; label values are
+//! samples of a family are contiguous; a summary's `_sum` and `_count` series belong to it, so
+//! no other family may take those names; metric and label names are valid; label values are
 //! escaped; non-finite values are written as Prometheus spells them (`NaN`, `+Inf`, `-Inf`).
 
 use std::collections::HashSet;
@@ -18,6 +19,8 @@ pub enum MetricType {
     Counter,
     /// Goes up and down.
     Gauge,
+    /// Quantiles (samples labelled `quantile`) plus optional `_sum` and `_count` series.
+    Summary,
 }
 
 impl MetricType {
@@ -25,6 +28,7 @@ impl MetricType {
         match self {
             MetricType::Counter => "counter",
             MetricType::Gauge => "gauge",
+            MetricType::Summary => "summary",
         }
     }
 }
@@ -33,8 +37,9 @@ impl MetricType {
 #[derive(Default)]
 pub struct Exposition {
     out: String,
+    /// Family names announced, plus the `_sum` / `_count` names their summaries own.
     announced: HashSet<String>,
-    current: Option<String>,
+    current: Option<(String, MetricType)>,
 }
 
 fn valid_metric_name(name: &str) -> bool {
@@ -84,11 +89,23 @@ impl Exposition {
     /// Starts a family. Names are program constants, so an invalid or repeated one is a
     /// programming error and panics in debug builds; release builds skip the family.
     pub fn family(&mut self, name: &str, help: &str, kind: MetricType) -> bool {
-        let fresh = valid_metric_name(name) && self.announced.insert(name.to_owned());
+        let owned = if kind == MetricType::Summary {
+            vec![
+                name.to_owned(),
+                format!("{name}_sum"),
+                format!("{name}_count"),
+            ]
+        } else {
+            vec![name.to_owned()]
+        };
+        let fresh = valid_metric_name(name) && owned.iter().all(|n| !self.announced.contains(n));
         debug_assert!(
             fresh,
             "metric family {name:?} is invalid or announced twice"
         );
+        if fresh {
+            self.announced.extend(owned);
+        }
         if !fresh {
             self.current = None;
             return false;
@@ -99,18 +116,44 @@ impl Exposition {
         escape_help(help, &mut self.out);
         self.out.push('\n');
         let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
-        self.current = Some(name.to_owned());
+        self.current = Some((name.to_owned(), kind));
         true
     }
 
     /// Adds a sample to the family started last. Label names must be valid; values are escaped.
+    /// A summary's quantile samples come through here with a `quantile` label.
     pub fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
-        let Some(name) = &self.current else { return };
+        self.write_sample("", labels, value);
+    }
+
+    /// Adds the `_sum` sample of one series of the summary started last.
+    pub fn summary_sum(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.summary_part("_sum", labels, value);
+    }
+
+    /// Adds the `_count` sample of one series of the summary started last.
+    pub fn summary_count(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.summary_part("_count", labels, value);
+    }
+
+    fn summary_part(&mut self, suffix: &str, labels: &[(&str, &str)], value: f64) {
+        let is_summary = matches!(self.current, Some((_, MetricType::Summary)));
+        debug_assert!(is_summary, "{suffix} outside a summary family");
+        if is_summary {
+            self.write_sample(suffix, labels, value);
+        }
+    }
+
+    fn write_sample(&mut self, suffix: &str, labels: &[(&str, &str)], value: f64) {
+        let Some((name, _)) = &self.current else {
+            return;
+        };
         debug_assert!(
             labels.iter().all(|(k, _)| valid_label_name(k)),
             "bad label in {labels:?}"
         );
         self.out.push_str(name);
+        self.out.push_str(suffix);
         if !labels.is_empty() {
             self.out.push('{');
             for (i, (k, v)) in labels.iter().enumerate() {
@@ -229,6 +272,53 @@ mod tests {
         assert!(text.contains("ellipsis_x{v=\"nan\"} NaN"));
         assert!(text.contains("ellipsis_x{v=\"inf\"} +Inf"));
         assert!(text.contains("ellipsis_x{v=\"-inf\"} -Inf"));
+    }
+
+    #[test]
+    fn a_summary_parses_with_its_quantiles_sum_and_count() {
+        let mut e = Exposition::new();
+        e.family(
+            "ellipsis_request_latency_seconds",
+            "Latency.",
+            MetricType::Summary,
+        );
+        for (q, v) in [("0.5", 0.001), ("0.99", 0.004)] {
+            e.sample(&[("command", "READ"), ("quantile", q)], v);
+        }
+        e.summary_sum(&[("command", "READ")], 0.25);
+        e.summary_count(&[("command", "READ")], 100.0);
+        let text = e.finish();
+        assert!(text.contains("# TYPE ellipsis_request_latency_seconds summary\n"));
+        assert!(text.contains("ellipsis_request_latency_seconds_sum{command=\"READ\"} 0.25\n"));
+        let scrape = parse(&text);
+        let quantiles = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "ellipsis_request_latency_seconds")
+            .expect("summary sample");
+        assert_eq!(quantiles.labels.get("command"), Some("READ"));
+        let prometheus_parse::Value::Summary(qs) = &quantiles.value else {
+            panic!("not a summary: {quantiles:?}");
+        };
+        assert_eq!(qs.len(), 2);
+        assert!(qs.iter().any(|q| q.quantile == 0.99 && q.count == 0.004));
+        assert!(scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "ellipsis_request_latency_seconds_count"
+                && s.labels.get("command") == Some("READ")));
+    }
+
+    #[test]
+    fn a_family_cannot_take_a_summary_series_name() {
+        // Debug builds panic on the programming error, release builds skip the family: either
+        // way the summary's `_count` series is not announced a second time.
+        let taken = std::panic::catch_unwind(|| {
+            let mut e = Exposition::new();
+            e.family("ellipsis_x_seconds", "x", MetricType::Summary);
+            e.family("ellipsis_x_seconds_count", "y", MetricType::Gauge)
+        });
+        assert!(!matches!(taken, Ok(true)));
     }
 
     #[test]

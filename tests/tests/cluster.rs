@@ -730,6 +730,335 @@ async fn http_stats_metrics_and_traces() {
     c.shutdown().await;
 }
 
+/// Checks the exposition's shape that `prometheus-parse` does not: every family has one HELP
+/// and one TYPE line, and every sample belongs to a declared family (a summary's `_sum` and
+/// `_count` series to their summary). Returns each family's type.
+fn metric_families(text: &str) -> std::collections::BTreeMap<String, String> {
+    use std::collections::BTreeMap;
+    let mut helps: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut type_lines: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut sampled = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split(' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some("#"), Some("HELP"), Some(name)) => *helps.entry(name).or_default() += 1,
+            (Some("#"), Some("TYPE"), Some(name)) => {
+                *type_lines.entry(name).or_default() += 1;
+                types.insert(name.to_owned(), words.next().unwrap_or_default().to_owned());
+            }
+            (Some(sample), ..) if !sample.is_empty() && !sample.starts_with('#') => {
+                sampled.push(sample.split(['{', ' ']).next().unwrap().to_owned());
+            }
+            _ => {}
+        }
+    }
+    for (name, n) in &helps {
+        assert_eq!(*n, 1, "HELP of {name} appears {n} times");
+        assert_eq!(type_lines.get(name), Some(&1), "TYPE of {name}");
+    }
+    assert_eq!(helps.len(), type_lines.len(), "a TYPE without HELP");
+    for name in sampled {
+        let family = ["_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| name.strip_suffix(suffix))
+            .find(|base| types.get(*base).map(String::as_str) == Some("summary"))
+            .unwrap_or(&name);
+        assert!(types.contains_key(family), "{name} has no HELP/TYPE");
+    }
+    types
+}
+
+/// The one sample of `metric` whose labels include `labels` (a summary's quantiles are one
+/// sample in prometheus-parse, so this finds plain series only).
+fn metric_value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<&prometheus_parse::Sample> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .collect();
+    assert_eq!(found.len(), 1, "{metric}{labels:?}: {found:?}");
+    match found[0].value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("{metric}{labels:?} is {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_stats_and_metrics_carry_the_same_figures() {
+    let spec = |group| NodeSpec {
+        groups: vec![group],
+        cache_bytes: 1 << 20,
+    };
+    let c = Cluster::start(&[spec(1), spec(1), spec(2), spec(2)]).await;
+    let client = c.client(0, &[], Checker::All).await;
+    let cached = IoAttr {
+        io_flags: io_flags::CACHE,
+        ..IoAttr::default()
+    };
+    for i in 0..12 {
+        let attr = if i % 3 == 0 {
+            cached
+        } else {
+            IoAttr::default()
+        };
+        client.write(&key(i), value(i, 200), attr).await.unwrap();
+    }
+    for i in 0..12 {
+        client.read(&key(i), 0, 0).await.unwrap();
+    }
+    assert!(client.read(&key(99), 0, 0).await.is_err());
+    // Write the dirty objects back now and wait until every write-back is confirmed, so no
+    // timer changes the compared figures between the /stats and the /metrics fetch.
+    for i in 0..4 {
+        c.node(i).backend(1).unwrap().flush_cache(true).unwrap();
+    }
+    ellipsis_tests::poll_until(TIMEOUT, "every cache clean", || {
+        (0..4).all(|i| {
+            ellipsis_node::stats::collect(c.node(i))
+                .cache
+                .iter()
+                .all(|e| e.stats.dirty_objects == 0)
+        })
+    })
+    .await;
+
+    let families = [
+        ("ellipsis_request_latency_seconds", "summary"),
+        ("ellipsis_requests_disk_total", "counter"),
+        ("ellipsis_requests_cache_total", "counter"),
+        ("ellipsis_requests_forwarded_total", "counter"),
+        ("ellipsis_cache_objects", "gauge"),
+        ("ellipsis_cache_dirty_objects", "gauge"),
+        ("ellipsis_cache_evictions_total", "counter"),
+        ("ellipsis_cache_expirations_total", "counter"),
+        ("ellipsis_cache_writebacks_total", "counter"),
+        ("ellipsis_cache_writeback_failures_total", "counter"),
+        ("ellipsis_cache_refused_total", "counter"),
+        ("ellipsis_cache_max_size_bytes", "gauge"),
+        ("ellipsis_cache_segment_size_bytes", "gauge"),
+        ("ellipsis_process_io_read_bytes_total", "counter"),
+        ("ellipsis_process_io_write_bytes_total", "counter"),
+        ("ellipsis_host_load_average", "gauge"),
+        ("ellipsis_process_open_fds", "gauge"),
+        ("ellipsis_process_threads", "gauge"),
+        ("ellipsis_process_virtual_memory_bytes", "gauge"),
+        ("ellipsis_blocking_refused_total", "counter"),
+        ("ellipsis_nonblocking_refused_total", "counter"),
+        ("ellipsis_blocking_queue_limit", "gauge"),
+        ("ellipsis_nonblocking_queue_limit", "gauge"),
+        ("ellipsis_peer_state", "gauge"),
+        ("ellipsis_peer_in_flight", "gauge"),
+        ("ellipsis_peer_send_queue", "gauge"),
+        ("ellipsis_backend_eblob_reads_total", "counter"),
+        ("ellipsis_backend_eblob_read_bytes_total", "counter"),
+        ("ellipsis_backend_eblob_writes_total", "counter"),
+        ("ellipsis_backend_eblob_write_bytes_total", "counter"),
+        ("ellipsis_backend_eblob_removes_total", "counter"),
+        ("ellipsis_backend_state", "gauge"),
+        ("ellipsis_backend_defrag_state", "gauge"),
+        ("ellipsis_backend_defrag_mode", "gauge"),
+        (
+            "ellipsis_backend_defrag_next_start_timestamp_seconds",
+            "gauge",
+        ),
+        ("ellipsis_jobs", "gauge"),
+    ];
+    let http = reqwest::Client::new();
+    let (mut writes, mut cached_objects, mut disk_writes) = (0.0, 0.0, 0.0);
+    for i in 0..4 {
+        let base = format!("http://{}", c.http(i));
+        let s: NodeStats = http
+            .get(format!("{base}/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let types = metric_families(&text);
+        for (name, kind) in families {
+            assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
+        }
+        let m = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let get = |metric: &str, labels: &[(&str, &str)]| metric_value(&m, metric, labels);
+
+        for (cmd, st) in &s.commands.commands {
+            let l = [("command", cmd.as_str())];
+            assert_eq!(get("ellipsis_requests_disk_total", &l), st.disk as f64);
+            assert_eq!(
+                get("ellipsis_requests_cache_total", &l),
+                st.cache_hits as f64
+            );
+            assert_eq!(
+                get("ellipsis_requests_forwarded_total", &l),
+                st.forwarded as f64
+            );
+        }
+        // Client traffic is over, so WRITE and READ stand still (peers' route exchanges may
+        // still count other commands between the two fetches).
+        for cmd in ["WRITE", "READ"] {
+            let Some(st) = s.commands.commands.get(cmd) else {
+                continue;
+            };
+            let l = [("command", cmd)];
+            assert_eq!(
+                get("ellipsis_requests_succeeded_total", &l),
+                st.successes as f64
+            );
+            assert_eq!(
+                get("ellipsis_request_latency_seconds_count", &l),
+                st.latency_count as f64
+            );
+            assert_eq!(
+                get("ellipsis_request_latency_seconds_sum", &l),
+                st.latency_sum_us as f64 / 1e6
+            );
+            let summary = m
+                .samples
+                .iter()
+                .find(|x| {
+                    x.metric == "ellipsis_request_latency_seconds"
+                        && x.labels.get("command") == Some(cmd)
+                })
+                .unwrap();
+            let prometheus_parse::Value::Summary(qs) = &summary.value else {
+                panic!("{summary:?}");
+            };
+            let q = |q: f64| qs.iter().find(|x| x.quantile == q).unwrap().count;
+            assert_eq!(q(0.99), st.p99_us as f64 / 1e6);
+            assert_eq!(q(1.0), st.max_us as f64 / 1e6);
+        }
+        if let Some(w) = s.commands.commands.get("WRITE") {
+            writes += w.successes as f64;
+            disk_writes += get("ellipsis_requests_disk_total", &[("command", "WRITE")]);
+        }
+
+        for b in &s.backends {
+            let id = b.id.to_string();
+            let l = [("backend", id.as_str()), ("group", &b.group.to_string())];
+            let eblob = [
+                ("ellipsis_backend_eblob_writes_total", b.eblob.writes),
+                (
+                    "ellipsis_backend_eblob_write_bytes_total",
+                    b.eblob.write_bytes,
+                ),
+                ("ellipsis_backend_eblob_reads_total", b.eblob.reads),
+                (
+                    "ellipsis_backend_eblob_read_bytes_total",
+                    b.eblob.read_bytes,
+                ),
+                ("ellipsis_backend_eblob_removes_total", b.eblob.removes),
+                ("ellipsis_backend_records", b.eblob.live_records),
+                ("ellipsis_backend_stored_records", b.eblob.records),
+                ("ellipsis_backend_size_bytes", b.eblob.size_bytes),
+                ("ellipsis_backend_write_queue_limit", b.write_queue.limit),
+            ];
+            for (metric, v) in eblob {
+                assert_eq!(get(metric, &l), v as f64, "{metric} of {id}");
+            }
+            let state = [l[0], l[1], ("state", b.state.as_str())];
+            assert_eq!(get("ellipsis_backend_state", &state), 1.0);
+            let mode = [l[0], l[1], ("mode", b.defrag.mode.as_str())];
+            assert_eq!(get("ellipsis_backend_defrag_mode", &mode), 1.0);
+            let defrag = [l[0], l[1], ("state", b.defrag.state.as_str())];
+            assert_eq!(get("ellipsis_backend_defrag_state", &defrag), 1.0);
+            if let Some(next) = b.defrag.next_start_unix_s {
+                assert_eq!(
+                    get("ellipsis_backend_defrag_next_start_timestamp_seconds", &l),
+                    next as f64
+                );
+            }
+        }
+
+        assert!(!s.cache.is_empty());
+        for entry in &s.cache {
+            let id = entry.backend.map(|b| b.to_string()).unwrap_or_default();
+            let l = [("backend", id.as_str())];
+            let cs = &entry.stats;
+            let figures = [
+                ("ellipsis_cache_objects", cs.objects),
+                ("ellipsis_cache_dirty_objects", cs.dirty_objects),
+                ("ellipsis_cache_writebacks_total", cs.writebacks),
+                ("ellipsis_cache_evictions_total", cs.evictions),
+                ("ellipsis_cache_expirations_total", cs.expirations),
+                ("ellipsis_cache_hits_total", cs.hits),
+                ("ellipsis_cache_size_bytes", cs.size_bytes),
+                ("ellipsis_cache_max_size_bytes", cs.max_size_bytes),
+            ];
+            for (metric, v) in figures {
+                assert_eq!(get(metric, &l), v as f64, "{metric} of {id}");
+            }
+            for (seg, bytes) in cs.segment_sizes_bytes.iter().enumerate() {
+                let seg = seg.to_string();
+                let l = [("backend", id.as_str()), ("segment", seg.as_str())];
+                assert_eq!(get("ellipsis_cache_segment_size_bytes", &l), *bytes as f64);
+            }
+            cached_objects += cs.objects as f64;
+        }
+
+        assert_eq!(
+            get("ellipsis_blocking_queue_limit", &[]),
+            s.io.blocking_queue_limit as f64
+        );
+        assert_eq!(
+            get("ellipsis_nonblocking_queue_limit", &[]),
+            s.io.nonblocking_queue_limit as f64
+        );
+        assert_eq!(
+            get("ellipsis_blocking_refused_total", &[]),
+            s.io.blocking_refused as f64
+        );
+        assert_eq!(
+            get("ellipsis_nonblocking_refused_total", &[]),
+            s.io.nonblocking_refused as f64
+        );
+        // Every peer is in exactly one state.
+        assert!(!s.io.peers.is_empty(), "a cluster node talks to its peers");
+        let peers: std::collections::BTreeSet<&str> = m
+            .samples
+            .iter()
+            .filter(|x| x.metric == "ellipsis_peer_state")
+            .filter_map(|x| x.labels.get("peer"))
+            .collect();
+        for p in peers {
+            let on: f64 = m
+                .samples
+                .iter()
+                .filter(|x| x.metric == "ellipsis_peer_state" && x.labels.get("peer") == Some(p))
+                .map(|x| match x.value {
+                    prometheus_parse::Value::Gauge(v) => v,
+                    ref other => panic!("{other:?}"),
+                })
+                .sum();
+            assert_eq!(on, 1.0, "{p}");
+        }
+        // Every kind x state pair is exported, zeros included.
+        let jobs = m
+            .samples
+            .iter()
+            .filter(|x| x.metric == "ellipsis_jobs")
+            .count();
+        assert_eq!(jobs, 6 * 6);
+    }
+    // The comparisons above were of real figures: 12 writes reached both groups' disks or
+    // caches, and the cached ones are still held.
+    assert_eq!(writes, 24.0);
+    assert_eq!(disk_writes, 16.0, "the 8 uncached writes, one per group");
+    assert!(cached_objects >= 8.0, "{cached_objects}");
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_api_with_ranges_and_tokens() {
     let c = four_nodes().await;

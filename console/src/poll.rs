@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use ellipsis_core::stats::{
     BackendState, BackendStats, CacheEntryStats, CommandStats, DefragMode, IoStats, JobKind,
-    JobState, JobStatus, NodeInfo, NodeStats, ProcStats, RoutesStats,
+    JobStatus, NodeInfo, NodeStats, ProcStats, RoutesStats,
 };
 use futures::StreamExt;
 use react_trace::{ReactAction, ReactTree};
@@ -239,17 +239,6 @@ fn job_kind(kind: JobKind) -> String {
     }
 }
 
-fn job_state(state: JobState) -> &'static str {
-    match state {
-        JobState::Queued => "queued",
-        JobState::Running => "running",
-        JobState::Paused => "paused",
-        JobState::Done => "done",
-        JobState::Failed => "failed",
-        JobState::Cancelled => "cancelled",
-    }
-}
-
 fn defrag_mode(mode: DefragMode) -> &'static str {
     match mode {
         DefragMode::Auto => "auto",
@@ -266,7 +255,7 @@ pub fn job_row(node: &str, j: &JobStatus) -> JobRow {
         id: j.id,
         kind: job_kind(j.kind),
         target: j.target.clone(),
-        state: job_state(j.state).to_owned(),
+        state: j.state.as_str().to_owned(),
         done_keys: j.done_keys,
         total_keys: j.total_keys,
         done_bytes: j.done_bytes,

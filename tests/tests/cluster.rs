@@ -449,12 +449,30 @@ async fn watch(conn: &Conn, k: Id) -> ellipsis_core::client::Replies {
     events
 }
 
-/// The next frame of `events` is a WRITE event of a `size_bytes` object.
-async fn expect_write(events: &mut ellipsis_core::client::Replies, size_bytes: u64) {
-    let frame = events.next().await.unwrap().unwrap();
-    assert!(frame.header.has(flags::MORE), "{frame:?}");
-    let e = NotifyEvent::decode(&frame.payload).unwrap();
-    assert_eq!((e.kind, e.attr.size), (NotifyKind::Write, size_bytes));
+/// Write `size_bytes` bytes to `k` and see exactly that write's event next on each stream.
+async fn write_seen_by(
+    client: &ellipsis_core::client::Client,
+    k: &Id,
+    size_bytes: u8,
+    streams: [&mut ellipsis_core::client::Replies; 2],
+) {
+    client
+        .write(
+            k,
+            Bytes::from(vec![size_bytes; size_bytes.into()]),
+            IoAttr::default(),
+        )
+        .await
+        .unwrap();
+    for events in streams {
+        let frame = events.next().await.unwrap().unwrap();
+        assert!(frame.header.has(flags::MORE), "{frame:?}");
+        let e = NotifyEvent::decode(&frame.payload).unwrap();
+        assert_eq!(
+            (e.kind, e.attr.size),
+            (NotifyKind::Write, size_bytes.into())
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,12 +508,7 @@ async fn notify_subscriptions_follow_their_key_when_the_ring_changes() {
     let mut relayed = watch(&through, k).await;
     assert_eq!((n0.notify.len(), n2.notify.relays_len()), (2, 1));
     let client = c.client(1, &[1], Checker::All).await;
-    client
-        .write(&k, Bytes::from(vec![1; 1]), IoAttr::default())
-        .await
-        .unwrap();
-    expect_write(&mut direct, 1).await;
-    expect_write(&mut relayed, 1).await;
+    write_seen_by(&client, &k, 1, [&mut direct, &mut relayed]).await;
 
     // The key moves to node 1: node 0's watcher becomes a relay to it, node 2's relay
     // subscribes there and lets go of node 0.
@@ -507,12 +520,7 @@ async fn notify_subscriptions_follow_their_key_when_the_ring_changes() {
     })
     .await;
     assert_eq!((n0.notify.relays_len(), n2.notify.relays_len()), (1, 1));
-    client
-        .write(&k, Bytes::from(vec![2; 2]), IoAttr::default())
-        .await
-        .unwrap();
-    expect_write(&mut direct, 2).await;
-    expect_write(&mut relayed, 2).await;
+    write_seen_by(&client, &k, 2, [&mut direct, &mut relayed]).await;
 
     // It comes back to node 0: the relay there becomes a watcher again, node 2 follows.
     c.backend_control(0, BackendAction::SetIds(vec![below(1)]))
@@ -522,13 +530,7 @@ async fn notify_subscriptions_follow_their_key_when_the_ring_changes() {
         n0.notify.len() == 2 && n0.notify.relays_len() == 0 && n1.notify.is_empty()
     })
     .await;
-    client
-        .write(&k, Bytes::from(vec![3; 3]), IoAttr::default())
-        .await
-        .unwrap();
-    // Exactly one event per write on each stream: the next is this write's, not a repeat.
-    expect_write(&mut direct, 3).await;
-    expect_write(&mut relayed, 3).await;
+    write_seen_by(&client, &k, 3, [&mut direct, &mut relayed]).await;
 
     // Unsubscribing through node 2 still ends that stream and frees node 0's side.
     through

@@ -232,8 +232,8 @@ fn store_ring_ids(config: &BackendConfig, ids: &[Id]) -> Result<(), BackendError
 }
 
 impl Backend {
-    /// Opens the engine (creating the directory) and builds the cache. `seed` picks this
-    /// backend's start inside `Scheduled` windows, `clock` is the node's, `faults` an extra
+    /// Opens the engine (creating the directory) and builds the cache. `seed` (with the
+    /// backend's first ring id) picks this backend's start inside `Scheduled` windows, `clock` is the node's, `faults` an extra
     /// engine IO hook for tests.
     pub fn open(
         config: BackendConfig,
@@ -258,6 +258,9 @@ impl Backend {
         let ring_ids = load_or_create_ring_ids(&config)?;
         let engine = eblob::Eblob::open(engine_config(&config, faults.clone()))?;
         let schedule = load_schedule(&config)?.unwrap_or_else(|| Schedule::from(&config.defrag));
+        // The ring ids are random per backend dir (unless an admin set them): two nodes whose
+        // seeds agree still pick different starts.
+        let seed = seed ^ ring_ids.first().map_or(0, Id::prefix_u64);
         let scheduler = Scheduler::new(schedule, clock.now_unix_s(), seed);
         let admin_read_only = config.read_only.then(|| "configured read_only".to_owned());
         Ok(Backend {
@@ -738,4 +741,45 @@ pub struct ReadOutcome {
     pub checksum: u64,
     /// Served from the cache.
     pub from_cache: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DefragConfig;
+    use crate::schedule::SystemClock;
+    use ellipsis_core::stats::DefragMode;
+
+    #[test]
+    fn backends_with_the_same_seed_pick_different_starts_in_a_window() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let starts: Vec<Option<u64>> = (0..5u32)
+            .map(|i| {
+                let config = BackendConfig {
+                    id: i + 1,
+                    group: 1,
+                    dir: dir.path().join(format!("b{i}")),
+                    min_free_space_bytes: 0,
+                    defrag: DefragConfig {
+                        mode: DefragMode::Scheduled,
+                        time_hour: 3,
+                        splay_hours: 3,
+                        ..DefragConfig::default()
+                    },
+                    ..BackendConfig::default()
+                };
+                // One seed for all, as on hosts that listen on one address and port.
+                let b = Backend::open(config, 42, Arc::new(SystemClock), None).expect("opens");
+                let start = b.scheduler().next_start_s();
+                start
+            })
+            .collect();
+        assert!(starts.iter().all(Option::is_some), "{starts:?}");
+        let mut distinct = starts.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        // Random ring ids per dir: five equal starts in a 6-hour window would be a seed
+        // that ignores them.
+        assert!(distinct.len() > 1, "{starts:?}");
+    }
 }

@@ -1021,7 +1021,7 @@ async fn admin_job_control(
         "cancel" if !w.remote_jobs(id).is_empty() => {
             let r = crate::recovery::cancel(&st.node, id).await;
             crate::auth::audit(
-                "http",
+                &peer.name(),
                 "job cancel",
                 &format!("job {id} and its fanned-out jobs"),
                 &r.as_ref().map(|_| ()).map_err(|e| e.to_string()),

@@ -96,11 +96,21 @@ fn main() -> anyhow::Result<()> {
         ring_capacity: cfg.trace_ring_size as usize,
         ..Default::default()
     })?;
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
         .with_context(|| format!("log_level {:?}", cfg.log_level))?;
+    // Admin operations are always on the record, whatever the level chosen for the rest,
+    // unless the filter names the `audit` target itself.
+    if !cfg.log_level.contains("audit") {
+        filter = filter.add_directive("audit=info".parse()?);
+    }
     tracing_subscriber::registry()
         .with(tracer.layer())
-        .with(tracing_subscriber::fmt::layer().with_filter(filter))
+        .with(
+            tracing_subscriber::fmt::layer()
+                // Colour codes only for a person at a terminal, not in files or journald.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                .with_filter(filter),
+        )
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

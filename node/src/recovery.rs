@@ -190,7 +190,13 @@ pub async fn start(node: &Arc<Node>, req: RecoveryRequest) -> Result<RecoveryJob
     let fanned_out = if req.local_only {
         Vec::new()
     } else {
-        fan_out(node, &req).await
+        let (started, refused) = fan_out(node, &req).await;
+        // A node that did not take its share is this job's error: it would otherwise end
+        // "done" with that node's backends never looked at.
+        for why in refused {
+            job.error(why);
+        }
+        started
     };
     for r in &fanned_out {
         job.add_remote(r.clone());
@@ -201,9 +207,19 @@ pub async fn start(node: &Arc<Node>, req: RecoveryRequest) -> Result<RecoveryJob
         .name(format!("recovery-{}", job.id()))
         .spawn(move || {
             job.start();
-            let r = run(&node2, &client, &req, &groups, &job, &rt);
-            let outcome = r.map(|rep| serde_json::to_string(&rep).unwrap_or_default());
-            job.finish(outcome.map_err(|e| e.to_string()));
+            let mut rep = RecoveryReport::default();
+            let r = run(&node2, &client, &req, &groups, &job, &rt, &mut rep);
+            // A cancelled or failed job keeps the counters of what it did before it stopped.
+            let mut report = serde_json::to_value(&rep).unwrap_or_default();
+            let outcome = match r {
+                Ok(()) => Ok(report.to_string()),
+                Err(e) => {
+                    job.error(e.to_string());
+                    report["error"] = serde_json::Value::String(e.to_string());
+                    Err(report.to_string())
+                }
+            };
+            job.finish(outcome);
         })
         .map_err(NodeError::Io)?;
     Ok(RecoveryJob {
@@ -258,8 +274,8 @@ pub async fn cancel(node: &Arc<Node>, id: u64) -> Result<RecoveryJob, NodeError>
 }
 
 /// Ask every other node to run the same recovery on its own backends; returns the jobs they
-/// started.
-async fn fan_out(node: &Node, req: &RecoveryRequest) -> Vec<RemoteJob> {
+/// started and why each node that started none did not.
+async fn fan_out(node: &Node, req: &RecoveryRequest) -> (Vec<RemoteJob>, Vec<String>) {
     let local = RecoveryRequest {
         local_only: true,
         ..req.clone()
@@ -274,6 +290,7 @@ async fn fan_out(node: &Node, req: &RecoveryRequest) -> Vec<RemoteJob> {
         .collect();
     let http = reqwest::Client::new();
     let mut started = Vec::new();
+    let mut refused = Vec::new();
     for t in targets {
         let r = http
             .post(format!("http://{t}/admin/recovery"))
@@ -293,10 +310,13 @@ async fn fan_out(node: &Node, req: &RecoveryRequest) -> Vec<RemoteJob> {
                 http_addr: t.to_string(),
                 job: j.id,
             }),
-            Err(e) => tracing::warn!(node = %t, error = %e, "recovery fan-out failed"),
+            Err(e) => {
+                tracing::warn!(node = %t, error = %e, "recovery fan-out failed");
+                refused.push(format!("node {t} did not start its part: {e}"));
+            }
         }
     }
-    started
+    (started, refused)
 }
 
 fn in_filters(req: &RecoveryRequest, l: &eblob::Lookup) -> bool {
@@ -315,8 +335,8 @@ fn run(
     groups: &[u32],
     job: &JobHandle,
     rt: &tokio::runtime::Handle,
-) -> Result<RecoveryReport, NodeError> {
-    let mut rep = RecoveryReport::default();
+    rep: &mut RecoveryReport,
+) -> Result<(), NodeError> {
     let mut limit = RateLimit::new(req.bytes_per_s);
     let throttle = Throttle::new(req.work_share.unwrap_or(node.config.work_share.recovery));
     let batch_size = req.batch.clamp(1, 4096);
@@ -343,7 +363,9 @@ fn run(
             let items = std::mem::take(batch);
             let n = items.len() as u64;
             let started = Instant::now();
-            let moved = rt.block_on(process_batch(node, client, req, groups, &b, items, rep));
+            let moved = rt.block_on(process_batch(
+                node, client, req, groups, &b, items, rep, job,
+            ));
             job.progress(n, moved);
             let pause = limit
                 .pause_for(moved, Instant::now())
@@ -365,8 +387,8 @@ fn run(
                 return std::ops::ControlFlow::Continue(());
             }
             batch.push(rec.lookup);
-            if batch.len() >= batch_size && !flush(&mut batch, &mut rep) {
-                failure = Some(NodeError::Invalid("cancelled".into()));
+            if batch.len() >= batch_size && !flush(&mut batch, rep) {
+                failure = Some(NodeError::Cancelled("recovery cancelled".into()));
                 return std::ops::ControlFlow::Break(());
             }
             std::ops::ControlFlow::Continue(())
@@ -377,11 +399,11 @@ fn run(
         if let Some(e) = failure {
             return Err(e);
         }
-        if !batch.is_empty() {
-            flush(&mut batch, &mut rep);
+        if !batch.is_empty() && !flush(&mut batch, rep) {
+            return Err(NodeError::Cancelled("recovery cancelled".into()));
         }
     }
-    Ok(rep)
+    Ok(())
 }
 
 /// The record's version for newest-wins comparisons.
@@ -438,6 +460,7 @@ fn classify(replicas: &[Replica], now_s: u64, prepare_timeout_s: u64) -> Uncommi
 /// and the connection busy at the same time instead of one round trip after another.
 const COPIES_IN_FLIGHT: usize = 16;
 
+#[allow(clippy::too_many_arguments)]
 async fn process_batch(
     node: &Arc<Node>,
     client: &Arc<Client>,
@@ -446,6 +469,7 @@ async fn process_batch(
     b: &Arc<Backend>,
     items: Vec<eblob::Lookup>,
     rep: &mut RecoveryReport,
+    job: &JobHandle,
 ) -> u64 {
     use futures::StreamExt;
     let prepare_timeout_s = req
@@ -453,10 +477,23 @@ async fn process_batch(
         .unwrap_or(node.config.prepare_timeout_s);
     let now_s = now_unix_s();
     let mut results = futures::stream::iter(items)
-        .map(|l| process_key(node, client, req, groups, b, l, now_s, prepare_timeout_s))
+        .map(|l| async move {
+            let key = l.key;
+            let (r, m) =
+                process_key(node, client, req, groups, b, l, now_s, prepare_timeout_s).await;
+            (key, r, m)
+        })
         .buffer_unordered(COPIES_IN_FLIGHT);
     let mut moved = 0;
-    while let Some((r, m)) = results.next().await {
+    while let Some((key, r, m)) = results.next().await {
+        if r.failed > 0 {
+            // Counted in the job's errors too, naming the key (its steps logged the causes).
+            job.error(format!(
+                "key {}: {} step(s) failed",
+                Id(key.0).short(),
+                r.failed
+            ));
+        }
         rep.add(&r);
         moved += m;
     }

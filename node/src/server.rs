@@ -231,7 +231,14 @@ async fn build(
     let mut backends = BTreeMap::new();
     for (i, bc) in config.backends.iter().enumerate() {
         let bc = bc.clone();
-        let seed = u64::from(addr.port()) << 32 | i as u64;
+        // Spreads SCHEDULED data-sorts over the window: the whole address (hosts of a fleet
+        // listen on one port) and the backend's place; Backend::open mixes in its ring ids.
+        let seed = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (addr, i).hash(&mut h);
+            h.finish()
+        };
         // Opening runs the startup check: blocking work.
         let (clock, faults) = (clock.clone(), options.engine_faults.clone());
         let b = tokio::task::spawn_blocking(move || Backend::open(bc, seed, clock, faults))

@@ -123,17 +123,38 @@ fn quick_start_flags_run_a_node_without_a_config_file() {
         .arg("--admin-token-file")
         .arg(&token_file)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    // The startup line names the bound ports (the process exits, ending the lines, if not).
-    let serving = stderr
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| common::parse_serving_line(&l));
-    let Some((_addr, http)) = serving else {
+    // Its output as it comes: the startup line on stderr, log lines on stdout (the channel
+    // ends when the process does).
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+    let stderr: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+    for stream in [stdout, stderr] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    drop(tx);
+    let next_line_with = |what: &dyn Fn(&str) -> bool| -> Option<String> {
+        let deadline = Instant::now() + common::START_DEADLINE;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match lines.recv_timeout(left) {
+                Ok(l) if what(&l) => return Some(l),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    };
+    // The startup line names the bound ports.
+    let serving = next_line_with(&|l| common::parse_serving_line(l).is_some());
+    let Some((_addr, http)) = serving.and_then(|l| common::parse_serving_line(&l)) else {
         let _ = child.kill();
         panic!("ell-node exited before serving");
     };
@@ -147,6 +168,21 @@ fn quick_start_flags_run_a_node_without_a_config_file() {
     let put = |token| common::http_request(http, "PUT", "/objects/k", Some(token), Some("{}"));
     assert_eq!(put("flag-admin-token-31c7").unwrap().0, 201);
     assert_eq!(put("another-token-entirely").unwrap().0, 401);
+    // At --log-level warn an admin operation still leaves its audit line.
+    let (code, body) = common::http_request(
+        http,
+        "PUT",
+        "/admin/backends/1/delay",
+        Some("flag-admin-token-31c7"),
+        Some("{\"delay_ms\": 0}"),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let audit = next_line_with(&|l| l.contains("admin operation") && l.contains("delay"));
+    let audit = audit.expect("no audit line for the delay change");
+    assert!(audit.contains("\"ok\""), "{audit}");
+    // Not a terminal: plain text, no colour codes in the log.
+    assert!(!audit.contains('\u{1b}'), "{audit:?}");
     let _ = child.kill();
     let _ = child.wait();
 

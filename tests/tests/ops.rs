@@ -182,6 +182,42 @@ async fn dc_recovery_makes_groups_identical_with_the_newest_versions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_take_its_part_of_a_recovery_is_the_jobs_error() {
+    let mut c = Cluster::start(&[
+        NodeSpec::groups(&[1]),
+        NodeSpec::groups(&[1]),
+        NodeSpec::groups(&[1]),
+    ])
+    .await;
+    let gone_http = c.http(2);
+    // Node 0 still knows node 2 (it may come back), but nothing answers its admin port.
+    c.stop_node(2).await;
+    let started = ellipsis_node::recovery::start(
+        c.node(0),
+        ellipsis_node::recovery::RecoveryRequest {
+            kind: ellipsis_node::recovery::RecoveryKind::Merge,
+            groups: vec![1],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(started.fanned_out.len(), 1, "{started:?}");
+    let node = c.node(0).clone();
+    let id = started.job.id;
+    let end = tokio::task::spawn_blocking(move || node.workers.wait(id, Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    // Its own part ran (nothing to move), and the node left out is on the record.
+    assert_eq!(end.state, JobState::Done, "{end:?}");
+    assert_eq!(end.errors, 1, "{end:?}");
+    let why = end.last_error.unwrap_or_default();
+    assert!(why.contains(&gone_http.to_string()), "{why}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_after_a_ring_change_moves_every_key_to_its_owner() {
     let mut c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[1])]).await;
     let client = c.client(0, &[1], Checker::All).await;
@@ -934,6 +970,18 @@ async fn recovery_started_and_cancelled_over_the_protocol_stops_every_nodes_job(
             end.done_bytes
         );
         assert!(end.done_keys < 40, "node {n} stopped early: {end:?}");
+        // The counters of what it did before it stopped survive, with why it stopped.
+        let report: serde_json::Value =
+            serde_json::from_str(end.result.as_deref().unwrap_or_default()).unwrap();
+        assert!(
+            report["iterated"].as_u64().unwrap() >= end.done_keys,
+            "{report}"
+        );
+        assert!(
+            report["error"].as_str().unwrap().contains("cancelled"),
+            "{report}"
+        );
+        assert!(end.last_error.is_some_and(|e| e.contains("cancelled")));
     }
     c.shutdown().await;
 }

@@ -165,7 +165,10 @@ pub fn start_data_sort_by(
         .workers
         .get(job_id)
         .ok_or_else(|| NodeError::Invalid("job vanished".into()))?;
-    b.scheduler().started(node.clock.now_unix_s());
+    if let Err(e) = b.sort_started(node.clock.now_unix_s()) {
+        // The sort runs anyway; only the next boot's schedule loses this start.
+        tracing::warn!(backend = id, error = %e, "cannot record the data-sort start");
+    }
     if let SortTrigger::Auto { rotations } = trigger {
         b.auto_started(rotations);
     }

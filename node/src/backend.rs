@@ -187,6 +187,30 @@ fn load_schedule(config: &BackendConfig) -> Result<Option<Schedule>, BackendErro
     }
 }
 
+/// Name of the file inside a backend directory holding when its last data-sort started
+/// (decimal Unix seconds), so schedules resume across restarts.
+pub const LAST_SORT_FILE: &str = "defrag-last-start";
+
+/// The last data-sort start recorded in the backend dir. A missing file is a backend that
+/// never sorted; an unreadable one is logged and ignored: at worst one sort runs early.
+fn load_last_sort(config: &BackendConfig) -> Option<u64> {
+    let path = config.dir.join(LAST_SORT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match text.trim().parse() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring the last data-sort start");
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring the last data-sort start");
+            None
+        }
+    }
+}
+
 /// Name of the ring-id file inside a backend directory.
 pub const RING_IDS_FILE: &str = "ring-ids";
 
@@ -261,7 +285,8 @@ impl Backend {
         // The ring ids are random per backend dir (unless an admin set them): two nodes whose
         // seeds agree still pick different starts.
         let seed = seed ^ ring_ids.first().map_or(0, Id::prefix_u64);
-        let scheduler = Scheduler::new(schedule, clock.now_unix_s(), seed);
+        let scheduler =
+            Scheduler::resume(schedule, clock.now_unix_s(), seed, load_last_sort(&config));
         let admin_read_only = config.read_only.then(|| "configured read_only".to_owned());
         Ok(Backend {
             ring_ids: RwLock::new(ring_ids),
@@ -703,6 +728,18 @@ impl Backend {
             .lock()
             .set_schedule(schedule, self.clock.now_unix_s());
         Ok(())
+    }
+
+    /// Record that a data-sort started at `now_s` (by schedule or command): the scheduler
+    /// plans the next one, and the start is kept in the backend dir for the next boot. Not
+    /// fsynced: losing it in a crash costs at most one early sort.
+    pub fn sort_started(&self, now_s: u64) -> Result<(), BackendError> {
+        self.scheduler.lock().started(now_s);
+        let path = self.config.dir.join(LAST_SORT_FILE);
+        let tmp = self.config.dir.join(format!("{LAST_SORT_FILE}.tmp"));
+        std::fs::write(&tmp, format!("{now_s}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| setup_error(&self.config, format!("write {}: {e}", path.display())))
     }
 
     /// The data-sort scheduler (mode, window, next start).

@@ -99,6 +99,24 @@ impl Scheduler {
         s
     }
 
+    /// [`Scheduler::new`] for a backend whose last data-sort started at `last_start_s` (read
+    /// back after a restart): TIMED counts its period from that start, not from the restart,
+    /// and SCHEDULED does not run again in a window it already ran in.
+    pub fn resume(
+        schedule: Schedule,
+        now_s: u64,
+        seed: u64,
+        last_start_s: Option<u64>,
+    ) -> Scheduler {
+        let mut s = Scheduler::new(schedule, now_s, seed);
+        if last_start_s.is_some() {
+            s.last_start_s = last_start_s;
+            s.planned_s = None;
+            s.plan(now_s);
+        }
+        s
+    }
+
     /// The current schedule.
     pub fn schedule(&self) -> &Schedule {
         &self.schedule
@@ -380,5 +398,30 @@ mod tests {
         assert_eq!(s.next_start_s(), Some(DAY0 + 700));
         s.set_schedule(schedule(DefragMode::Scheduled), DAY0 + 100);
         assert!(s.next_start_s().is_some());
+    }
+
+    #[test]
+    fn a_resumed_scheduler_keeps_its_last_start() {
+        // TIMED: the period runs from the last start, not from the restart.
+        let timed = Scheduler::resume(schedule(DefragMode::Timed), DAY0 + 500, 1, Some(DAY0));
+        assert_eq!(
+            timed.next_start_s(),
+            Some(DAY0 + schedule(DefragMode::Timed).timeout_s)
+        );
+        // SCHEDULED: a window it already ran in is not planned again.
+        let fresh = Scheduler::new(schedule(DefragMode::Scheduled), DAY0, 7);
+        let planned = fresh.next_start_s().unwrap();
+        let resumed = Scheduler::resume(
+            schedule(DefragMode::Scheduled),
+            planned + 1,
+            7,
+            Some(planned),
+        );
+        let next = resumed.next_start_s().unwrap();
+        let tomorrow = DAY0 + DAY_S + 2 * HOUR_S..DAY0 + DAY_S + 4 * HOUR_S;
+        assert!(tomorrow.contains(&next), "{planned} then {next}");
+        // Without the last start, the restart would plan today's window again.
+        let forgot = Scheduler::new(schedule(DefragMode::Scheduled), planned + 1, 7);
+        assert!(forgot.next_start_s().unwrap() < DAY0 + DAY_S);
     }
 }

@@ -335,7 +335,7 @@ async fn a_scheduled_window_starts_the_sort_inside_it_by_the_node_clock() {
         clock: Some(clock.clone()),
         ..StartOptions::default()
     };
-    let c = one_node(50_000_000, DefragMode::None, options).await;
+    let mut c = one_node(50_000_000, DefragMode::None, options).await;
     let client = c.client(0, &[1], Checker::All).await;
     write_keys(&client, 0..40).await;
     let url = format!("http://{}/admin/backends/1/defrag/schedule", c.http(0));
@@ -382,6 +382,42 @@ async fn a_scheduled_window_starts_the_sort_inside_it_by_the_node_clock() {
     clock.set(planned + 600);
     c.maintenance_passes(0, 2).await;
     assert_eq!(sorts(jobs(&c, 0).await), 1, "once per window");
+
+    // A restart inside the window remembers the run: no second sort in it.
+    c.stop_node(0).await;
+    c.restart_node(0).await;
+    let d = backend_stats(&c, 0).await.defrag;
+    assert_eq!(
+        d.last_start_unix_s,
+        Some(planned),
+        "kept in the backend dir"
+    );
+    assert!((start + 86_400..end + 86_400).contains(&d.next_start_unix_s.unwrap()));
+    c.maintenance_passes(0, 2).await;
+    assert_eq!(sorts(jobs(&c, 0).await), 0, "not again after the restart");
+
+    // TIMED counts its period from the last start, across restarts too, and fires.
+    let url = format!("http://{}/admin/backends/1/defrag/schedule", c.http(0));
+    let timed = serde_json::json!({"mode": "timed", "timeout_s": 3600, "time_hour": 3, "splay_hours": 1, "compact": false});
+    assert_eq!(admin(reqwest::Method::PUT, url, Some(timed)).await, 200);
+    c.stop_node(0).await;
+    c.restart_node(0).await;
+    let d = backend_stats(&c, 0).await.defrag;
+    assert_eq!(d.next_start_unix_s, Some(planned + 3600), "{d:?}");
+    clock.set(planned + 3599);
+    c.maintenance_passes(0, 2).await;
+    assert_eq!(sorts(jobs(&c, 0).await), 0, "not before its period");
+    clock.set(planned + 3600);
+    let job = until("timed sort", || async {
+        jobs(&c, 0)
+            .await
+            .into_iter()
+            .find(|j| j.kind == JobKind::DataSort && j.state.is_finished())
+    })
+    .await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    let d = backend_stats(&c, 0).await.defrag;
+    assert_eq!(d.next_start_unix_s, Some(planned + 7200), "{d:?}");
     c.shutdown().await;
 }
 

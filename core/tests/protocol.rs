@@ -192,6 +192,13 @@ fn every_fixed_payload_round_trips() {
         BackendAction::DefragStart { compact: true },
         BackendAction::DefragStop,
         BackendAction::SetDelay { delay_ms: 100 },
+        BackendAction::SetSchedule {
+            mode: ellipsis_core::stats::DefragMode::Scheduled,
+            timeout_s: 86_400,
+            time_hour: 3,
+            splay_hours: 2,
+            compact: true,
+        },
     ] {
         round_trip(&BackendControl { backend: 7, action });
     }

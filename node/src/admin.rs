@@ -64,6 +64,23 @@ pub async fn backend_action(
             }
             b.set_delay(u64::from(delay_ms))
         }
+        BackendAction::SetSchedule {
+            mode,
+            timeout_s,
+            time_hour,
+            splay_hours,
+            compact,
+        } => set_schedule(
+            node,
+            id,
+            Schedule {
+                mode,
+                timeout_s,
+                time_hour,
+                splay_hours,
+                compact,
+            },
+        )?,
     }
     Ok(())
 }
@@ -236,6 +253,16 @@ pub fn stop_data_sort(node: &Node, id: u32) -> Result<(), NodeError> {
 
 /// Change a backend's data-sort schedule at run time (persisted in its directory).
 pub fn set_schedule(node: &Node, id: u32, schedule: Schedule) -> Result<(), NodeError> {
+    if schedule.time_hour > 23 || schedule.splay_hours > 12 {
+        return Err(NodeError::Invalid(
+            "time_hour must be 0..=23 and splay_hours 0..=12".into(),
+        ));
+    }
+    if schedule.mode == ellipsis_core::stats::DefragMode::Timed && schedule.timeout_s == 0 {
+        return Err(NodeError::Invalid(
+            "a timed schedule needs timeout_s above 0".into(),
+        ));
+    }
     let b = node.backend(id).ok_or(NodeError::NoBackend(id))?;
     b.set_schedule(schedule)?;
     Ok(())

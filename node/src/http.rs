@@ -965,15 +965,9 @@ async fn admin_schedule(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let parsed = serde_json::from_slice::<Schedule>(&body)
-        .map_err(|e| format!("schedule JSON: {e}"))
-        .and_then(|s| {
-            if s.time_hour > 23 || s.splay_hours > 12 {
-                Err("time_hour must be 0..=23 and splay_hours 0..=12".to_owned())
-            } else {
-                Ok(s)
-            }
-        });
+    // The ranges are checked by admin::set_schedule, for BACKEND_CONTROL too.
+    let parsed =
+        serde_json::from_slice::<Schedule>(&body).map_err(|e| format!("schedule JSON: {e}"));
     let schedule = match parsed {
         Ok(s) => s,
         Err(e) => {

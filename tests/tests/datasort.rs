@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ellipsis_core::client::{Checker, Client};
-use ellipsis_core::protocol::cmd::backend_control::BackendAction;
-use ellipsis_core::protocol::IoAttr;
+use ellipsis_core::protocol::cmd::backend_control::{BackendAction, BackendControl};
+use ellipsis_core::protocol::cmd::Payload;
+use ellipsis_core::protocol::{Command, Header, IoAttr, Status};
 use ellipsis_core::stats::{BackendStats, DefragMode, JobKind, JobState, JobStatus, NodeStats};
 use ellipsis_core::Id;
 use ellipsis_node::config::NodeConfig;
@@ -184,6 +185,106 @@ impl eblob::FaultInjector for SortGate {
         }
         eblob::Fault::None
     }
+}
+
+/// What key `i` holds after the load of the test below: removed before the sort (`i % 5 ==
+/// 0`), overwritten (1) or removed (2) during it, untouched (3, 4); keys from 220 are new.
+fn expected_after_load(i: u64) -> Option<String> {
+    match (i, i % 5) {
+        (220.., _) => Some(format!("n{i}")),
+        (_, 0 | 2) => None,
+        (_, 1) => Some(format!("w{i}")),
+        _ => Some(format!("v{i}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_sort_held_inside_a_base_under_concurrent_writes_reads_and_removes_loses_nothing() {
+    let gate = Arc::new(SortGate::default());
+    let options = StartOptions {
+        engine_faults: Some(gate.clone()),
+        ..StartOptions::default()
+    };
+    let c = one_node(50, DefragMode::None, options).await;
+    let client = c.client(0, &[1], Checker::All).await;
+    // Bases 0-3 full, 20 records in the open base; every fifth key removed before the sort.
+    write_keys(&client, 0..220).await;
+    for i in (0..220).step_by(5) {
+        client.remove(&key(i)).await.unwrap();
+    }
+    gate.arm("data-1.index");
+    let backend = format!("http://{}/admin/backends/1", c.http(0));
+    let start = admin(
+        reqwest::Method::POST,
+        format!("{backend}/defrag-start"),
+        None,
+    )
+    .await;
+    assert_eq!(start, 200);
+    until("sort held in base 1", || async {
+        gate.held().then_some(())
+    })
+    .await;
+
+    // Four clients at once while the sort is inside base 1: overwrites and removes of keys in
+    // bases being sorted, new writes, and reads of untouched keys.
+    let mut load = Vec::new();
+    for part in 0..4u64 {
+        let client = client.clone();
+        load.push(tokio::spawn(async move {
+            match part {
+                0 => {
+                    for i in (1..220).step_by(5) {
+                        let v = Bytes::from(format!("w{i}"));
+                        client.write(&key(i), v, IoAttr::default()).await.unwrap();
+                    }
+                }
+                1 => {
+                    for i in (2..220).step_by(5) {
+                        client.remove(&key(i)).await.unwrap();
+                    }
+                }
+                2 => {
+                    for i in 220..320 {
+                        let v = Bytes::from(format!("n{i}"));
+                        client.write(&key(i), v, IoAttr::default()).await.unwrap();
+                    }
+                }
+                _ => {
+                    for i in (3..220).step_by(5) {
+                        let got = client.read(&key(i), 0, 0).await.unwrap();
+                        assert_eq!(got.data, Bytes::from(format!("v{i}")));
+                    }
+                }
+            }
+        }));
+    }
+    for t in load {
+        t.await.unwrap();
+    }
+    assert!(
+        gate.held(),
+        "the whole load ran while the sort was inside base 1"
+    );
+    gate.open();
+    let job = until("the sort ends", || async {
+        jobs(&c, 0)
+            .await
+            .into_iter()
+            .find(|j| j.kind == JobKind::DataSort && j.state.is_finished())
+    })
+    .await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    for i in 0..320 {
+        let got = client.read(&key(i), 0, 0).await;
+        match expected_after_load(i) {
+            Some(v) => assert_eq!(got.unwrap().data, Bytes::from(v), "key {i}"),
+            None => assert_eq!(got.unwrap_err().status(), Status::NOT_FOUND, "key {i}"),
+        }
+    }
+    let stats = ellipsis_node::stats::collect(c.node(0));
+    assert!(stats.backends[0].eblob.bases.iter().any(|b| b.sorted));
+    c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -638,5 +739,49 @@ async fn a_paused_data_sort_waits_between_bases_until_resumed() {
         "{:?}",
         b.eblob.bases
     );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_control_sets_the_schedule_and_refuses_bad_ranges() {
+    let clock = Arc::new(ManualClock::new(DAY0));
+    let options = StartOptions {
+        clock: Some(clock.clone()),
+        ..StartOptions::default()
+    };
+    let mut c = one_node(50_000_000, DefragMode::None, options).await;
+    let timed = |timeout_s, time_hour| BackendAction::SetSchedule {
+        mode: DefragMode::Timed,
+        timeout_s,
+        time_hour,
+        splay_hours: 1,
+        compact: true,
+    };
+    c.backend_control(0, timed(7200, 3)).await;
+    let d = backend_stats(&c, 0).await.defrag;
+    assert_eq!(
+        (d.mode, d.timeout_s, d.compact),
+        (DefragMode::Timed, 7200, true)
+    );
+    assert_eq!(d.next_start_unix_s, Some(DAY0 + 7200), "{d:?}");
+    // Out of range: refused with INVALID, the schedule unchanged.
+    let client = c.client(0, &[], Checker::All).await;
+    for bad in [timed(7200, 24), timed(0, 3)] {
+        let ctl = BackendControl {
+            backend: 1,
+            action: bad,
+        };
+        let h = Header::request(Command::BackendControl, Id::ZERO, 0, 0);
+        let e = client
+            .call_node(c.addr(0), h, ctl.encode().into())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), Status::INVALID, "{e}");
+    }
+    assert_eq!(backend_stats(&c, 0).await.defrag.timeout_s, 7200);
+    // Persisted like one set over HTTP.
+    c.stop_node(0).await;
+    c.restart_node(0).await;
+    assert_eq!(backend_stats(&c, 0).await.defrag.mode, DefragMode::Timed);
     c.shutdown().await;
 }

@@ -385,60 +385,6 @@ async fn server_send_never_overwrites_newer_and_moves_in_move_mode() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data_sort_during_a_write_and_read_load_loses_nothing() {
-    let c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
-    let client = c.client(0, &[1], Checker::All).await;
-    for i in 0..300 {
-        client
-            .write(&key(i), Bytes::from(format!("a{i}")), IoAttr::default())
-            .await
-            .unwrap();
-    }
-    for i in (0..300).step_by(3) {
-        client.remove(&key(i)).await.unwrap();
-    }
-    let r = reqwest::Client::new()
-        .post(format!(
-            "http://{}/admin/backends/1/defrag-start",
-            c.http(0)
-        ))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    // Load while the sort runs.
-    for i in 300..600 {
-        client
-            .write(&key(i), Bytes::from(format!("b{i}")), IoAttr::default())
-            .await
-            .unwrap();
-        let j = i - 300;
-        let got = client.read(&key(j), 0, 0).await;
-        if j % 3 == 0 {
-            assert!(got.is_err());
-        } else {
-            assert_eq!(got.unwrap().data, Bytes::from(format!("a{j}")));
-        }
-    }
-    let jobs = wait_jobs(&c).await;
-    assert!(jobs
-        .iter()
-        .any(|j| j.kind == ellipsis_core::stats::JobKind::DataSort));
-    for i in 0..600 {
-        let got = client.read(&key(i), 0, 0).await;
-        match i {
-            i if i < 300 && i % 3 == 0 => assert!(got.is_err()),
-            i if i < 300 => assert_eq!(got.unwrap().data, Bytes::from(format!("a{i}"))),
-            i => assert_eq!(got.unwrap().data, Bytes::from(format!("b{i}"))),
-        }
-    }
-    let stats = ellipsis_node::stats::collect(c.node(0));
-    assert!(stats.backends[0].eblob.bases.iter().any(|b| b.sorted));
-    c.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_defrag_schedule_changed_at_run_time_is_reported_and_survives_restart() {
     let mut c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
     let url = format!("http://{}/admin/backends/1/defrag/schedule", c.http(0));

@@ -45,5 +45,6 @@ pub(crate) fn action_name(a: &BackendAction) -> &'static str {
         BackendAction::DefragStop => "defrag-stop",
         BackendAction::SetIds(_) => "set-ids",
         BackendAction::SetDelay { .. } => "set-delay",
+        BackendAction::SetSchedule { .. } => "defrag-schedule",
     }
 }

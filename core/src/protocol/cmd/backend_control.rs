@@ -3,6 +3,7 @@
 use super::{read_ids, write_ids, Payload};
 use crate::id::{Id, MAX_IDS_PER_BACKEND};
 use crate::protocol::ProtocolError;
+use crate::stats::DefragMode;
 use crate::wire::{Reader, Writer};
 
 /// What to do to the backend.
@@ -30,6 +31,44 @@ pub enum BackendAction {
         /// Milliseconds.
         delay_ms: u32,
     },
+    /// Replace its data-sort schedule (persisted; the node checks the ranges).
+    SetSchedule {
+        /// Scheduling mode.
+        mode: DefragMode,
+        /// Period of `Timed`.
+        timeout_s: u64,
+        /// Window centre of `Scheduled`, hour of day (UTC).
+        time_hour: u8,
+        /// Window half-width in hours.
+        splay_hours: u8,
+        /// Scheduled sorts only take the bases that want defrag.
+        compact: bool,
+    },
+}
+
+/// Wire code of a data-sort mode (fixed: not the enum's order).
+fn mode_code(mode: DefragMode) -> u8 {
+    match mode {
+        DefragMode::Auto => 1,
+        DefragMode::Timed => 2,
+        DefragMode::Scheduled => 3,
+        DefragMode::None => 4,
+    }
+}
+
+fn mode_of(code: u8) -> Result<DefragMode, ProtocolError> {
+    Ok(match code {
+        1 => DefragMode::Auto,
+        2 => DefragMode::Timed,
+        3 => DefragMode::Scheduled,
+        4 => DefragMode::None,
+        c => {
+            return Err(ProtocolError::Invalid {
+                what: "backend control",
+                reason: format!("data-sort mode {c}"),
+            })
+        }
+    })
 }
 
 /// The request.
@@ -58,6 +97,19 @@ impl Payload for BackendControl {
                 &mut w
             }
             BackendAction::SetDelay { delay_ms } => w.u32(8).u32(*delay_ms),
+            BackendAction::SetSchedule {
+                mode,
+                timeout_s,
+                time_hour,
+                splay_hours,
+                compact,
+            } => w
+                .u32(9)
+                .u8(mode_code(*mode))
+                .u64(*timeout_s)
+                .u8(*time_hour)
+                .u8(*splay_hours)
+                .u8(u8::from(*compact)),
         };
         w.finish()
     }
@@ -84,6 +136,13 @@ impl Payload for BackendControl {
                 BackendAction::SetIds(ids)
             }
             8 => BackendAction::SetDelay { delay_ms: r.u32()? },
+            9 => BackendAction::SetSchedule {
+                mode: mode_of(r.u8()?)?,
+                timeout_s: r.u64()?,
+                time_hour: r.u8()?,
+                splay_hours: r.u8()?,
+                compact: super::read_bool(&mut r, "backend control")?,
+            },
             a => {
                 return Err(ProtocolError::Invalid {
                     what: "backend control",

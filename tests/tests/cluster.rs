@@ -449,6 +449,19 @@ async fn watch(conn: &Conn, k: Id) -> ellipsis_core::client::Replies {
     events
 }
 
+/// Unsubscribe from `k` in group 1 through `conn`, and see `events` end with an OK final frame.
+async fn unwatch(conn: &Conn, k: Id, events: &mut ellipsis_core::client::Replies) {
+    conn.call(
+        Header::request(Command::Notify, k, 1, 0),
+        NotifyRequest { subscribe: false }.encode().into(),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let last = events.next().await.unwrap().unwrap();
+    assert!(!last.header.has(flags::MORE) && last.header.status.is_ok());
+}
+
 /// Write `size_bytes` bytes to `k` and see exactly that write's event next on each stream.
 async fn write_seen_by(
     client: &ellipsis_core::client::Client,
@@ -533,16 +546,7 @@ async fn notify_subscriptions_follow_their_key_when_the_ring_changes() {
     write_seen_by(&client, &k, 3, [&mut direct, &mut relayed]).await;
 
     // Unsubscribing through node 2 still ends that stream and frees node 0's side.
-    through
-        .call(
-            Header::request(Command::Notify, k, 1, 0),
-            NotifyRequest { subscribe: false }.encode().into(),
-            TIMEOUT,
-        )
-        .await
-        .unwrap();
-    let last = relayed.next().await.unwrap().unwrap();
-    assert!(!last.header.has(flags::MORE) && last.header.status.is_ok());
+    unwatch(&through, k, &mut relayed).await;
     ellipsis_tests::poll_until(TIMEOUT, "node 0 frees the relayed subscription", || {
         n0.notify.len() == 1 && n2.notify.relays_len() == 0
     })
@@ -616,16 +620,7 @@ async fn notify_through_a_node_that_does_not_own_the_key_is_relayed_from_the_own
     let watcher = Conn::connect(c.addr(2), 1 << 30, TIMEOUT).await.unwrap();
     let mut events = watch(&watcher, k).await;
     assert_eq!(owner.notify.len(), 1);
-    watcher
-        .call(
-            Header::request(Command::Notify, k, 1, 0),
-            NotifyRequest { subscribe: false }.encode().into(),
-            TIMEOUT,
-        )
-        .await
-        .unwrap();
-    let last = events.next().await.unwrap().unwrap();
-    assert!(!last.header.has(flags::MORE) && last.header.status.is_ok());
+    unwatch(&watcher, k, &mut events).await;
     assert!(events.next().await.is_none());
     ellipsis_tests::poll_until(TIMEOUT, "the owner's subscription freed", || {
         relay.notify.relays_len() == 0 && owner.notify.is_empty()

@@ -187,6 +187,18 @@ impl eblob::FaultInjector for SortGate {
     }
 }
 
+/// One node whose data-sorts `SortGate` can hold, with bases of 50 records, and a client.
+async fn gated_node() -> (Arc<SortGate>, Cluster, Arc<Client>) {
+    let gate = Arc::new(SortGate::default());
+    let options = StartOptions {
+        engine_faults: Some(gate.clone()),
+        ..StartOptions::default()
+    };
+    let c = one_node(50, DefragMode::None, options).await;
+    let client = c.client(0, &[1], Checker::All).await;
+    (gate, c, client)
+}
+
 /// What key `i` holds after the load of the test below: removed before the sort (`i % 5 ==
 /// 0`), overwritten (1) or removed (2) during it, untouched (3, 4); keys from 220 are new.
 fn expected_after_load(i: u64) -> Option<String> {
@@ -200,13 +212,7 @@ fn expected_after_load(i: u64) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_sort_held_inside_a_base_under_concurrent_writes_reads_and_removes_loses_nothing() {
-    let gate = Arc::new(SortGate::default());
-    let options = StartOptions {
-        engine_faults: Some(gate.clone()),
-        ..StartOptions::default()
-    };
-    let c = one_node(50, DefragMode::None, options).await;
-    let client = c.client(0, &[1], Checker::All).await;
+    let (gate, c, client) = gated_node().await;
     // Bases 0-3 full, 20 records in the open base; every fifth key removed before the sort.
     write_keys(&client, 0..220).await;
     for i in (0..220).step_by(5) {
@@ -289,13 +295,7 @@ async fn data_sort_held_inside_a_base_under_concurrent_writes_reads_and_removes_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_and_cancel_end_a_data_sort_after_the_current_base_reporting_progress() {
-    let gate = Arc::new(SortGate::default());
-    let options = StartOptions {
-        engine_faults: Some(gate.clone()),
-        ..StartOptions::default()
-    };
-    let c = one_node(50, DefragMode::None, options).await;
-    let client = c.client(0, &[1], Checker::All).await;
+    let (gate, c, client) = gated_node().await;
     // Bases 0-3 full (50 records, too many to merge), 20 records in the open base 4.
     write_keys(&client, 0..220).await;
     let backend = format!("http://{}/admin/backends/1", c.http(0));
@@ -680,13 +680,7 @@ async fn stats_count_bases_that_want_defrag_and_only_their_removed_bytes_as_recl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_data_sort_waits_between_bases_until_resumed() {
-    let gate = Arc::new(SortGate::default());
-    let options = StartOptions {
-        engine_faults: Some(gate.clone()),
-        ..StartOptions::default()
-    };
-    let c = one_node(50, DefragMode::None, options).await;
-    let client = c.client(0, &[1], Checker::All).await;
+    let (gate, c, client) = gated_node().await;
     write_keys(&client, 0..220).await;
     gate.arm("data-1.index");
     let start = format!("http://{}/admin/backends/1/defrag-start", c.http(0));

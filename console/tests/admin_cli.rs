@@ -195,6 +195,66 @@ async fn defrag_status_reports_the_schedule_without_a_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defrag_start_runs_a_data_sort_on_a_real_node_and_stop_is_idempotent() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    let client = c.client(0, &[1], Checker::All).await;
+    for i in 0..20 {
+        client
+            .write(&key(i), Bytes::from(format!("v{i}")), IoAttr::default())
+            .await
+            .unwrap();
+    }
+    let remote = c.addr(0).to_string();
+    let defrag = |action: &'static str| {
+        let remote = remote.clone();
+        async move {
+            let out = ell(&[
+                "--remote", &remote, "--json", "defrag", action, &remote, "1",
+            ])
+            .await;
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{action}: {}",
+                text(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(
+                (v["ok"].as_bool(), v["backend"].as_u64()),
+                (Some(true), Some(1)),
+                "{v}"
+            );
+        }
+    };
+    defrag("start").await;
+    // The sort is a job on the node; wait for it on the node itself.
+    let node = c.node(0).clone();
+    let job = tokio::task::spawn_blocking(move || {
+        let id = node
+            .workers
+            .list()
+            .into_iter()
+            .find(|j| j.kind == JobKind::DataSort)
+            .expect("a data-sort job")
+            .id;
+        node.workers.wait(id, std::time::Duration::from_secs(30))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    // Nothing is running now: stopping is not an error.
+    defrag("stop").await;
+    for i in 0..20 {
+        assert_eq!(
+            client.read(&key(i), 0, 0).await.unwrap().data,
+            Bytes::from(format!("v{i}"))
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_top_once_discover_real_nodes_from_one_remote() {
     let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
     let remote = c.addr(0).to_string();

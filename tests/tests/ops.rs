@@ -218,6 +218,69 @@ async fn a_node_that_cannot_take_its_part_of_a_recovery_is_the_jobs_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_keeps_the_newest_copy_whichever_side_holds_it() {
+    let mut c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[1])]).await;
+    let client = c.client(0, &[1], Checker::All).await;
+    for i in 0..60 {
+        client
+            .write(&key(i), Bytes::from(format!("old-{i}")), at(10))
+            .await
+            .unwrap();
+    }
+    let n = c.add_node(&NodeSpec::groups(&[1])).await;
+    c.converge().await;
+    client.refresh_routes().await.unwrap();
+    let moved: Vec<u64> = (0..60)
+        .filter(|i| client.routes().owner(1, &key(*i)).unwrap().node == c.addr(n))
+        .collect();
+    assert!(moved.len() >= 2, "{moved:?}");
+    // The new owner already holds a newer copy of one moved key and an older one of another.
+    let (newer, older) = (moved[0], moved[1]);
+    client
+        .write(&key(newer), Bytes::from_static(b"newer"), at(20))
+        .await
+        .unwrap();
+    client
+        .write(&key(older), Bytes::from_static(b"older"), at(5))
+        .await
+        .unwrap();
+    let r = post_json(
+        format!("http://{}/admin/recovery", c.http(0)),
+        serde_json::json!({"kind": "merge"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let rep = report(&wait_jobs(&c).await);
+    assert_eq!(
+        rep.skipped, 1,
+        "the newer copy at the owner is kept: {rep:?}"
+    );
+    assert_eq!(rep.copied, moved.len() as u64 - 1, "{rep:?}");
+    assert_eq!(rep.failed, 0, "{rep:?}");
+    assert_eq!(
+        &client.read(&key(newer), 0, 0).await.unwrap().data[..],
+        b"newer"
+    );
+    let got = client.read(&key(older), 0, 0).await.unwrap();
+    assert_eq!(
+        got.data,
+        Bytes::from(format!("old-{older}")),
+        "the older copy is replaced"
+    );
+    // Either way the old holders let go of the moved keys.
+    for i in &moved {
+        for old in [0, 1] {
+            let b = c.node(old).backend(1).unwrap().engine().unwrap();
+            assert!(
+                b.lookup(&eblob::Key(key(*i).0)).is_err(),
+                "key {i} on node {old}"
+            );
+        }
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_after_a_ring_change_moves_every_key_to_its_owner() {
     let mut c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[1])]).await;
     let client = c.client(0, &[1], Checker::All).await;

@@ -273,13 +273,7 @@ async fn data_sort_held_inside_a_base_under_concurrent_writes_reads_and_removes_
         "the whole load ran while the sort was inside base 1"
     );
     gate.open();
-    let job = until("the sort ends", || async {
-        jobs(&c, 0)
-            .await
-            .into_iter()
-            .find(|j| j.kind == JobKind::DataSort && j.state.is_finished())
-    })
-    .await;
+    let job = finished_sort(&c, "the sort ends").await;
     assert_eq!(job.state, JobState::Done, "{job:?}");
     for i in 0..320 {
         let got = client.read(&key(i), 0, 0).await;
@@ -429,6 +423,17 @@ async fn stop_and_cancel_end_a_data_sort_after_the_current_base_reporting_progre
 /// 2026-11-25 00:00:00 UTC.
 const DAY0: u64 = 1_795_564_800;
 
+/// The first finished data-sort job of node 0, waited for.
+async fn finished_sort(c: &Cluster, what: &str) -> JobStatus {
+    until(what, || async {
+        jobs(c, 0)
+            .await
+            .into_iter()
+            .find(|j| j.kind == JobKind::DataSort && j.state.is_finished())
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_window_starts_the_sort_inside_it_by_the_node_clock() {
     let clock = Arc::new(ManualClock::new(DAY0));
@@ -465,13 +470,7 @@ async fn a_scheduled_window_starts_the_sort_inside_it_by_the_node_clock() {
     );
     // At the planned second it starts, once.
     clock.set(planned);
-    let job = until("scheduled sort", || async {
-        jobs(&c, 0)
-            .await
-            .into_iter()
-            .find(|j| j.kind == JobKind::DataSort && j.state.is_finished())
-    })
-    .await;
+    let job = finished_sort(&c, "scheduled sort").await;
     assert_eq!(job.state, JobState::Done, "{job:?}");
     let d = backend_stats(&c, 0).await.defrag;
     assert_eq!(d.last_start_unix_s, Some(planned));
@@ -509,13 +508,7 @@ async fn a_scheduled_window_starts_the_sort_inside_it_by_the_node_clock() {
     c.maintenance_passes(0, 2).await;
     assert_eq!(sorts(jobs(&c, 0).await), 0, "not before its period");
     clock.set(planned + 3600);
-    let job = until("timed sort", || async {
-        jobs(&c, 0)
-            .await
-            .into_iter()
-            .find(|j| j.kind == JobKind::DataSort && j.state.is_finished())
-    })
-    .await;
+    let job = finished_sort(&c, "timed sort").await;
     assert_eq!(job.state, JobState::Done, "{job:?}");
     let d = backend_stats(&c, 0).await.defrag;
     assert_eq!(d.next_start_unix_s, Some(planned + 7200), "{d:?}");

@@ -217,22 +217,29 @@ async fn a_node_that_cannot_take_its_part_of_a_recovery_is_the_jobs_error() {
     c.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn merge_keeps_the_newest_copy_whichever_side_holds_it() {
+/// Two nodes of group 1 holding keys 0..60 (`{prefix}-{i}`, timestamp 10), then a third
+/// joining: the cluster, a client that knows the new routes, and the keys the newcomer owns.
+async fn ring_change(prefix: &str) -> (Cluster, std::sync::Arc<Client>, Vec<u64>) {
     let mut c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[1])]).await;
     let client = c.client(0, &[1], Checker::All).await;
     for i in 0..60 {
         client
-            .write(&key(i), Bytes::from(format!("old-{i}")), at(10))
+            .write(&key(i), Bytes::from(format!("{prefix}-{i}")), at(10))
             .await
             .unwrap();
     }
     let n = c.add_node(&NodeSpec::groups(&[1])).await;
     c.converge().await;
     client.refresh_routes().await.unwrap();
-    let moved: Vec<u64> = (0..60)
+    let moved = (0..60)
         .filter(|i| client.routes().owner(1, &key(*i)).unwrap().node == c.addr(n))
         .collect();
+    (c, client, moved)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_keeps_the_newest_copy_whichever_side_holds_it() {
+    let (c, client, moved) = ring_change("old").await;
     assert!(moved.len() >= 2, "{moved:?}");
     // The new owner already holds a newer copy of one moved key and an older one of another.
     let (newer, older) = (moved[0], moved[1]);
@@ -282,20 +289,7 @@ async fn merge_keeps_the_newest_copy_whichever_side_holds_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_after_a_ring_change_moves_every_key_to_its_owner() {
-    let mut c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[1])]).await;
-    let client = c.client(0, &[1], Checker::All).await;
-    for i in 0..60 {
-        client
-            .write(&key(i), Bytes::from(format!("val-{i}")), at(10))
-            .await
-            .unwrap();
-    }
-    let n = c.add_node(&NodeSpec::groups(&[1])).await;
-    c.converge().await;
-    client.refresh_routes().await.unwrap();
-    let moved: Vec<u64> = (0..60)
-        .filter(|i| client.routes().owner(1, &key(*i)).unwrap().node == c.addr(n))
-        .collect();
+    let (c, client, moved) = ring_change("val").await;
     assert!(!moved.is_empty());
     // Before merge the new owner does not have them.
     assert!(client.read(&key(moved[0]), 0, 0).await.is_err());

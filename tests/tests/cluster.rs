@@ -649,6 +649,27 @@ async fn a_relayed_watch_ends_with_unreachable_when_the_owner_goes_away() {
     c.shutdown().await;
 }
 
+/// A node's `/stats` (as the core types) and `/metrics` (text), from its HTTP `base`.
+async fn stats_and_metrics(http: &reqwest::Client, base: &str) -> (NodeStats, String) {
+    let stats = http
+        .get(format!("{base}/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    (stats, text)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_stats_metrics_and_traces() {
     let c = four_nodes().await;
@@ -663,26 +684,11 @@ async fn http_stats_metrics_and_traces() {
     let mut traced = 0;
     for i in 0..4 {
         let base = format!("http://{}", c.http(i));
-        let s: NodeStats = http
-            .get(format!("{base}/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (s, text) = stats_and_metrics(&http, &base).await;
         assert_eq!(s.node.addr, c.addr(i).to_string());
         assert_eq!(s.backends.len(), 1);
         assert_eq!(s.routes.nodes.len(), 4, "every node knows the cluster");
         assert!(s.routes.nodes.iter().all(|n| n.http_addr.is_some()));
-        let text = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
         let parsed =
             prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
         assert!(parsed
@@ -867,22 +873,7 @@ async fn http_stats_and_metrics_carry_the_same_figures() {
     let (mut writes, mut cached_objects, mut disk_writes) = (0.0, 0.0, 0.0);
     for i in 0..4 {
         let base = format!("http://{}", c.http(i));
-        let s: NodeStats = http
-            .get(format!("{base}/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let text = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let (s, text) = stats_and_metrics(&http, &base).await;
         let types = metric_families(&text);
         for (name, kind) in families {
             assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");

@@ -217,6 +217,17 @@ async fn a_node_that_cannot_take_its_part_of_a_recovery_is_the_jobs_error() {
     c.shutdown().await;
 }
 
+/// Start a merge through node 0's admin HTTP and sum every node's finished report.
+async fn merge_from_node_0(c: &Cluster) -> ellipsis_node::recovery::RecoveryReport {
+    let r = post_json(
+        format!("http://{}/admin/recovery", c.http(0)),
+        serde_json::json!({"kind": "merge"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    report(&wait_jobs(c).await)
+}
+
 /// Two nodes of group 1 holding keys 0..60 (`{prefix}-{i}`, timestamp 10), then a third
 /// joining: the cluster, a client that knows the new routes, and the keys the newcomer owns.
 async fn ring_change(prefix: &str) -> (Cluster, std::sync::Arc<Client>, Vec<u64>) {
@@ -251,13 +262,7 @@ async fn merge_keeps_the_newest_copy_whichever_side_holds_it() {
         .write(&key(older), Bytes::from_static(b"older"), at(5))
         .await
         .unwrap();
-    let r = post_json(
-        format!("http://{}/admin/recovery", c.http(0)),
-        serde_json::json!({"kind": "merge"}),
-    )
-    .await;
-    assert_eq!(r.status(), 202);
-    let rep = report(&wait_jobs(&c).await);
+    let rep = merge_from_node_0(&c).await;
     assert_eq!(
         rep.skipped, 1,
         "the newer copy at the owner is kept: {rep:?}"
@@ -293,13 +298,7 @@ async fn merge_after_a_ring_change_moves_every_key_to_its_owner() {
     assert!(!moved.is_empty());
     // Before merge the new owner does not have them.
     assert!(client.read(&key(moved[0]), 0, 0).await.is_err());
-    let r = post_json(
-        format!("http://{}/admin/recovery", c.http(0)),
-        serde_json::json!({"kind": "merge"}),
-    )
-    .await;
-    assert_eq!(r.status(), 202);
-    let rep = report(&wait_jobs(&c).await);
+    let rep = merge_from_node_0(&c).await;
     assert_eq!(rep.copied, moved.len() as u64, "{rep:?}");
     assert_eq!(rep.removed, moved.len() as u64);
     for i in 0..60 {

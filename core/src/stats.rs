@@ -169,6 +169,13 @@ pub struct IoStats {
     /// Requests answered AGAIN at once since start because `nonblocking_queue` was at its
     /// bound (or the connection had too many requests in flight).
     pub nonblocking_refused: u64,
+    /// Memory held for large frames' payloads, arriving or with their requests running.
+    pub receive_buffer_bytes: u64,
+    /// Its bound (node config `receive_buffer_bytes`).
+    pub receive_buffer_bytes_limit: u64,
+    /// Large frames that waited for `receive_buffer_bytes` (their connection stopped reading
+    /// meanwhile), since start.
+    pub receive_buffer_waits: u64,
     /// Client connections open.
     pub client_connections: u64,
     /// NOTIFY subscriptions held here (keys this node owns).

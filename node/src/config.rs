@@ -47,6 +47,10 @@ pub struct NodeConfig {
     pub prepare_timeout_s: u64,
     /// Largest accepted wire frame (header + payload); bigger frames close the connection.
     pub max_frame_bytes: u64,
+    /// Memory, node-wide, for the payloads of large frames (above 64 KiB) while they arrive and
+    /// while their requests run: such a payload is received into one buffer of exactly its
+    /// size, and its connection stops reading until that fits. At least `max_frame_bytes`.
+    pub receive_buffer_bytes: u64,
     /// Protocol connections served at once; one more is accepted, its first request is answered
     /// with EAGAIN ("too many connections") and it is closed.
     pub max_connections: u32,
@@ -103,6 +107,7 @@ impl Default for NodeConfig {
             wait_timeout_ms: 5_000,
             prepare_timeout_s: 3_600,
             max_frame_bytes: 64 << 20,
+            receive_buffer_bytes: 256 << 20,
             max_connections: 1_024,
             frame_read_timeout_ms: 30_000,
             idle_timeout_ms: 3_600_000,
@@ -193,6 +198,7 @@ impl std::fmt::Debug for NodeConfig {
             wait_timeout_ms,
             prepare_timeout_s,
             max_frame_bytes,
+            receive_buffer_bytes,
             max_connections,
             frame_read_timeout_ms,
             idle_timeout_ms,
@@ -222,6 +228,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("wait_timeout_ms", wait_timeout_ms)
             .field("prepare_timeout_s", prepare_timeout_s)
             .field("max_frame_bytes", max_frame_bytes)
+            .field("receive_buffer_bytes", receive_buffer_bytes)
             .field("max_connections", max_connections)
             .field("frame_read_timeout_ms", frame_read_timeout_ms)
             .field("idle_timeout_ms", idle_timeout_ms)
@@ -422,6 +429,8 @@ pub enum ConfigError {
 
 /// Limits on values, so a typo cannot ask for a terabyte frame or a million threads.
 const MAX_FRAME_BYTES: u64 = 1 << 30;
+/// Large-frame receive memory: 64 GiB (permits are counted in KiB, see `server.rs`).
+const MAX_RECEIVE_BUFFER_BYTES: u64 = 64 << 30;
 const MAX_THREADS: u32 = 1_024;
 const MAX_CONNECTIONS: u32 = 100_000;
 const MAX_QUEUE: u32 = 1_000_000;
@@ -476,6 +485,12 @@ impl NodeConfig {
         }
         if !(1..=MAX_FRAME_BYTES).contains(&self.max_frame_bytes) {
             return bad(format!("max_frame_bytes must be 1..={MAX_FRAME_BYTES}"));
+        }
+        if !(self.max_frame_bytes..=MAX_RECEIVE_BUFFER_BYTES).contains(&self.receive_buffer_bytes) {
+            return bad(format!(
+                "receive_buffer_bytes must be max_frame_bytes ({})..={MAX_RECEIVE_BUFFER_BYTES}",
+                self.max_frame_bytes
+            ));
         }
         if !(1..=MAX_THREADS).contains(&self.blocking_threads) {
             return bad(format!("blocking_threads must be 1..={MAX_THREADS}"));
@@ -730,6 +745,11 @@ mod tests {
         for (text, needle) in [
             ("max_frame_bytes = 0", "max_frame_bytes"),
             ("max_frame_bytes = 99999999999", "max_frame_bytes"),
+            ("receive_buffer_bytes = 1048576", "receive_buffer_bytes"),
+            (
+                "receive_buffer_bytes = 99999999999999",
+                "receive_buffer_bytes",
+            ),
             ("blocking_threads = 0", "blocking_threads"),
             ("trace_sampling_rate = 1.5", "trace_sampling_rate"),
             ("admin_token = \"short\"", "admin_token"),

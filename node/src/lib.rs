@@ -21,6 +21,7 @@ pub mod notify;
 pub mod peers;
 pub mod pool;
 pub mod procfs;
+pub mod receive_buffer;
 pub mod recovery;
 pub mod schedule;
 pub mod server;

@@ -71,6 +71,8 @@ pub struct Node {
     /// Requests answered AGAIN at once because no `inflight` permit was free (or the
     /// connection was at its request bound), since start.
     pub inflight_refused: AtomicU64,
+    /// Memory for large frames' payloads (node config `receive_buffer_bytes`).
+    pub receive_buffer: crate::receive_buffer::ReceiveBuffer,
     /// Client connections open.
     pub client_connections: AtomicU64,
     /// Start time.

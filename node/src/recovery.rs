@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use ellipsis_core::client::Client;
+use ellipsis_core::client::{Body, Client};
 use ellipsis_core::protocol::cmd::io::IoPayload;
 use ellipsis_core::protocol::cmd::send::SendMode;
 use ellipsis_core::protocol::cmd::Payload;
@@ -741,17 +741,16 @@ async fn write_part(
             r.first().map_or(Status::UNREACHABLE, |x| x.status)
         }
         Target::Backend(addr) => {
-            let payload: Bytes = IoPayload {
+            let (head, tail) = IoPayload {
                 attr: IoAttr {
                     size: data.len() as u64,
                     ..attr
                 },
                 data,
             }
-            .encode()
-            .into();
+            .into_parts();
             match client
-                .direct(Command::Write, addr, group, id, payload)
+                .direct(Command::Write, addr, group, id, Body::split(head, tail))
                 .await
             {
                 Ok(_) => Status::OK,

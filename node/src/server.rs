@@ -10,8 +10,11 @@
 //! an unused connection is closed after `idle_timeout_ms`, a client that does not read its
 //! replies is dropped after `send_timeout_ms` without write progress (which fails its pending
 //! requests and frees their permits), and a connection beyond `max_connections` gets EAGAIN
-//! with the reason and is closed. A frame's buffer grows as its bytes arrive, never to the
-//! announced size up front. On shutdown the listeners stop, in-flight requests finish, dirty
+//! with the reason and is closed. A small frame's buffer grows as its bytes arrive; a frame
+//! with more than 64 KiB of payload is received into one buffer of its announced size, taken
+//! from the node-wide `receive_buffer_bytes` before any more of it is read (the connection
+//! waits for room; a client that then trickles its bytes still meets the frame read timeout,
+//! and holds room only that long). On shutdown the listeners stop, in-flight requests finish, dirty
 //! cache objects are written back and every engine is synced and closed.
 
 use std::collections::BTreeMap;
@@ -21,12 +24,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ellipsis_core::protocol::{flags, Command, Frame, FrameCodec, Header, Status, HEADER_SIZE};
-use futures::SinkExt;
+use ellipsis_core::protocol::{
+    flags, Command, Frame, FrameCodec, FrameWriter, Header, Status, HEADER_SIZE,
+};
+
+use crate::receive_buffer::{Room, LARGE_FRAME_BYTES};
 use parking_lot::RwLock;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio_util::codec::FramedWrite;
 
 use crate::auth::AdminToken;
 use crate::backend::Backend;
@@ -276,6 +281,7 @@ async fn build(
         inflight: Arc::new(Semaphore::new(MAX_INFLIGHT)),
         inflight_limit: MAX_INFLIGHT as u64,
         inflight_refused: AtomicU64::new(0),
+        receive_buffer: crate::receive_buffer::ReceiveBuffer::new(config.receive_buffer_bytes),
         client_connections: AtomicU64::new(0),
         started: Instant::now(),
         client: tokio::sync::OnceCell::new(),
@@ -533,6 +539,22 @@ impl tokio::io::AsyncWrite for ProgressWriter {
         r
     }
 
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.mark();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -559,17 +581,17 @@ async fn write_replies(
 ) {
     let epoch = Instant::now();
     let progress = Arc::new(AtomicU64::new(0));
-    let mut w = FramedWrite::new(
+    let mut w = FrameWriter::new(
         ProgressWriter {
             inner: w,
             progress: progress.clone(),
             epoch,
         },
-        FrameCodec::new(u64::MAX),
+        u64::MAX,
     );
     while let Some(first) = rx.recv().await {
         // Replies already queued go out in one write (one syscall for many small replies
-        // under pipelining); the codec flushes past its buffer boundary, so batches stay bounded.
+        // under pipelining); the writer writes past its buffer boundary, so batches stay bounded.
         // One yield to the scheduler before the write lets request tasks that are ready now
         // (a write-queue batch finishing wakes many at once) queue their replies too: on
         // loopback a send costs the whole TCP path of both ends, so fewer, larger sends are
@@ -663,6 +685,10 @@ async fn connection(
     let mut watching = false;
     // The trace of the frame now arriving, opened as soon as its header is in.
     let mut arriving: Option<cmd::Arrival> = None;
+    // A large frame arriving into a buffer of its own (`buf` is empty meanwhile), and one
+    // that has arrived whole, with the receive-buffer room each holds.
+    let mut large: Option<LargeFrame> = None;
+    let mut large_done: Option<(Frame, Room)> = None;
     let reason = 'conn: loop {
         // Hand over every complete frame in the buffer.
         loop {
@@ -674,7 +700,14 @@ async fn connection(
                     arriving = Some(cmd::Arrival::begin(&node, &h));
                 }
             }
-            match complete_frame(&mut codec, limits.max_payload_bytes, &mut buf) {
+            let (next, room) = match large_done.take() {
+                Some((frame, room)) => (Ok(Some(frame)), Some(room)),
+                None => (
+                    complete_frame(&mut codec, limits.max_payload_bytes, &mut buf),
+                    None,
+                ),
+            };
+            match next {
                 Ok(Some(frame)) => {
                     frame_started = (!buf.is_empty()).then(Instant::now);
                     let arrival = arriving.take();
@@ -700,6 +733,8 @@ async fn connection(
                     let (node, ctx) = (node.clone(), ctx.clone());
                     requests.spawn(async move {
                         let _permit = permit;
+                        // A large payload's room is given back when its request is done.
+                        let _room = room;
                         cmd::handle(node, ctx, frame, arrival).await;
                     });
                 }
@@ -728,8 +763,27 @@ async fn connection(
                 None => std::future::pending().await,
             }
         };
+        // A large frame whose header is in: its payload goes into one buffer of exactly its
+        // size, once the node has room for it. Waiting for room is the node's doing, not the
+        // client's: the frame's clock restarts when it has waited.
+        if large.is_none() {
+            if let Some(header) = large_frame_header(&buf, limits.max_payload_bytes) {
+                let (room, waited) = tokio::select! {
+                    r = node.receive_buffer.reserve(header.size) => r,
+                    _ = ctx.tx.closed() => break CloseReason::NotReading,
+                    _ = stop.changed() => break CloseReason::Shutdown,
+                };
+                if waited {
+                    frame_started = Some(Instant::now());
+                }
+                let mut body = Vec::with_capacity(header.size as usize);
+                body.extend_from_slice(&buf[HEADER_SIZE..]);
+                buf = bytes::BytesMut::new();
+                large = Some(LargeFrame { header, body, room });
+            }
+        }
         // Between frames a connection keeps only a small buffer (thousands of idle clients
-        // cost little); it grows by READ_CHUNK while a frame is arriving.
+        // cost little); it grows by READ_CHUNK while a small frame is arriving.
         if buf.is_empty() {
             if buf.capacity() > IDLE_READ_BYTES {
                 buf = bytes::BytesMut::new();
@@ -738,18 +792,33 @@ async fn connection(
         } else {
             buf.reserve(READ_CHUNK);
         }
+        let buffered_bytes = buf.len() + large.as_ref().map_or(0, |l| l.body.len());
+        let read = async {
+            match large.as_mut() {
+                // Its spare capacity is exactly the rest of the frame: no byte of the next
+                // frame is read into it.
+                Some(l) => r.read_buf(&mut l.body).await,
+                None => r.read_buf(&mut buf).await,
+            }
+        };
         tokio::select! {
-            n = r.read_buf(&mut buf) => match n {
+            n = read => match n {
                 Ok(0) => break CloseReason::Eof,
                 Ok(_) => {
                     last_activity = Instant::now();
                     frame_started.get_or_insert(last_activity);
+                    if large.as_ref().is_some_and(|l| l.body.len() as u64 == l.header.size) {
+                        if let Some(l) = large.take() {
+                            frame_started = None;
+                            large_done = Some((Frame::new(l.header, l.body), l.room));
+                        }
+                    }
                 }
                 Err(_) => break CloseReason::ReadError,
             },
             _ = timer => {
                 if frame_started.is_some() {
-                    tracing::info!(%peer, buffered_bytes = buf.len(), timeout_ms = node.config.frame_read_timeout_ms,
+                    tracing::info!(%peer, buffered_bytes, timeout_ms = node.config.frame_read_timeout_ms,
                         "closing connection: a frame did not arrive in time");
                     break CloseReason::SlowFrame;
                 }
@@ -772,6 +841,24 @@ async fn connection(
     drop(ctx);
     let _ = writer.await;
     node.client_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A frame whose payload arrives into a buffer of its own size.
+struct LargeFrame {
+    header: Header,
+    body: Vec<u8>,
+    room: Room,
+}
+
+/// The header at the front of `buf` if it starts a large frame (payload above
+/// [`LARGE_FRAME_BYTES`], within the limit) that has not arrived whole yet.
+fn large_frame_header(buf: &[u8], max_payload_bytes: u64) -> Option<Header> {
+    if buf.len() < HEADER_SIZE {
+        return None;
+    }
+    let h = Header::decode(&buf[..HEADER_SIZE]).ok()?;
+    let have = (buf.len() - HEADER_SIZE) as u64;
+    (h.size > LARGE_FRAME_BYTES && h.size <= max_payload_bytes && have < h.size).then_some(h)
 }
 
 /// The next whole frame in `buf`, if it is all there. Decodes only complete frames (or a

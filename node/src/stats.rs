@@ -160,6 +160,9 @@ pub fn collect(node: &Node) -> NodeStats {
             nonblocking_queue: nonblocking_used,
             nonblocking_queue_limit: node.inflight_limit,
             nonblocking_refused: node.inflight_refused.load(Ordering::Relaxed),
+            receive_buffer_bytes: node.receive_buffer.used_bytes(),
+            receive_buffer_bytes_limit: node.receive_buffer.limit_bytes(),
+            receive_buffer_waits: node.receive_buffer.waits(),
             client_connections: node.client_connections.load(Ordering::Relaxed),
             notify_watchers: node.notify.len() as u64,
             notify_watchers_limit: crate::notify::MAX_WATCHERS as u64,
@@ -381,7 +384,7 @@ fn export_commands(e: &mut Exposition, s: &NodeStats) {
 
 fn export_io(e: &mut Exposition, s: &NodeStats) {
     let io = &s.io;
-    let singles: [(&str, &str, MetricType, u64); 15] = [
+    let singles: [(&str, &str, MetricType, u64); 18] = [
         (
             "ellipsis_blocking_queue",
             "Engine calls admitted to the blocking pool: running plus waiting.",
@@ -441,6 +444,24 @@ fn export_io(e: &mut Exposition, s: &NodeStats) {
             "Requests answered AGAIN at once because the node or the connection was at its bound.",
             MetricType::Counter,
             io.nonblocking_refused,
+        ),
+        (
+            "ellipsis_receive_buffer_bytes",
+            "Memory held for large frames' payloads, arriving or with their requests running.",
+            MetricType::Gauge,
+            io.receive_buffer_bytes,
+        ),
+        (
+            "ellipsis_receive_buffer_bytes_limit",
+            "Bound of ellipsis_receive_buffer_bytes.",
+            MetricType::Gauge,
+            io.receive_buffer_bytes_limit,
+        ),
+        (
+            "ellipsis_receive_buffer_waits_total",
+            "Large frames that waited for receive buffer memory.",
+            MetricType::Counter,
+            io.receive_buffer_waits,
         ),
         (
             "ellipsis_client_connections",

@@ -84,7 +84,7 @@ async fn server_run_serves_and_samples_call_trees_at_the_configured_rate() {
     let written = conn
         .call(
             Header::request(Cmd::Write, k, 1, 0),
-            payload.encode().into(),
+            payload.encode(),
             TIMEOUT,
         )
         .await

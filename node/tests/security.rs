@@ -199,7 +199,7 @@ async fn the_admin_token_never_appears_in_the_logs() {
         let conn = conn.clone();
         async move {
             let h = Header::request(cmd, Id::ZERO, 1, 0);
-            match conn.call(h, payload.into(), TIMEOUT).await {
+            match conn.call(h, payload, TIMEOUT).await {
                 Ok(f) => f.header.status,
                 Err(e) => e.status(),
             }
@@ -331,7 +331,7 @@ async fn every_admin_request_and_every_refusal_writes_one_audit_line() {
         async move {
             let mut h = Header::request(cmd, Id::ZERO, 77, 0);
             h.backend = 77;
-            match conn.call(h, payload.into(), TIMEOUT).await {
+            match conn.call(h, payload, TIMEOUT).await {
                 Ok(f) => f.header.status,
                 Err(e) => e.status(),
             }

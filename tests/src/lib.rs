@@ -266,7 +266,7 @@ impl Cluster {
         let ctl = BackendControl { backend: 1, action };
         let h = Header::request(Command::BackendControl, ellipsis_core::Id::ZERO, 0, 0);
         client
-            .call_node(self.addr(i), h, ctl.encode().into())
+            .call_node(self.addr(i), h, ctl.encode())
             .await
             .expect("BACKEND_CONTROL accepted");
     }

@@ -240,6 +240,13 @@ async fn a_half_open_connection_is_closed_after_the_frame_read_timeout() {
     sock.write_all(&h.encode()).await.unwrap();
     sock.write_all(&[7u8; 1000]).await.unwrap();
     assert_eq!(closed_by_node(&mut sock).await, 0);
+    // The room the node took for that payload is given back with the connection.
+    let node = one.running().node.clone();
+    let deadline = Instant::now() + DEADLINE;
+    while ellipsis_node::stats::collect(&node).io.receive_buffer_bytes != 0 {
+        assert!(Instant::now() < deadline, "the cut frame's room was kept");
+        tokio::task::yield_now().await;
+    }
     served(&one, 3).await;
     one.stop().await;
 }
@@ -253,7 +260,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout_but_watchers_stay() 
     let mut events = watcher
         .request(
             Header::request(Command::Notify, k, 1, 0),
-            NotifyRequest { subscribe: true }.encode().into(),
+            NotifyRequest { subscribe: true }.encode(),
             DEADLINE,
         )
         .await
@@ -986,5 +993,89 @@ async fn a_full_engine_pool_refuses_with_again_and_reports_its_queue() {
     for t in [first, waiting] {
         assert_eq!(&t.await.unwrap().unwrap().data[..], b"queued");
     }
+    one.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_frames_wait_for_receive_buffer_room_and_every_byte_arrives() {
+    const LARGE: usize = 3 << 19; // 1.5 MiB: two do not fit the 2 MiB receive buffer
+    let one = One::start(|c| {
+        c.max_frame_bytes = 2 << 20;
+        c.receive_buffer_bytes = 2 << 20;
+    })
+    .await;
+    let node = one.running().node.clone();
+    let io = || ellipsis_node::stats::collect(&node).io;
+    let value = |seed: u8| -> Vec<u8> { (0..LARGE).map(|i| (i as u8) ^ seed).collect() };
+    // A raw client sends the header of a large WRITE and half its payload: the node has
+    // taken room for all of it.
+    let first = value(1);
+    let (head, tail) = IoPayload {
+        attr: IoAttr {
+            size: LARGE as u64,
+            ts_sec: 1,
+            ..IoAttr::default()
+        },
+        data: Bytes::from(first.clone()),
+    }
+    .into_parts();
+    let mut h = Header::request(Command::Write, key(100), 1, 1);
+    h.flags |= flags::NEED_ACK;
+    h.size = (head.len() + tail.len()) as u64;
+    let mut raw = TcpStream::connect(one.addr()).await.unwrap();
+    raw.write_all(&h.encode()).await.unwrap();
+    raw.write_all(&head).await.unwrap();
+    raw.write_all(&tail[..LARGE / 2]).await.unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while io().receive_buffer_bytes == 0 {
+        assert!(Instant::now() < deadline, "the large frame took no room");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        io().receive_buffer_bytes,
+        (h.size).div_ceil(1024) * 1024,
+        "room for the whole announced payload"
+    );
+    // A second large write through the library waits for that room...
+    let client = one.client().await;
+    let second = {
+        let c = client.clone();
+        let v = Bytes::from(value(2));
+        tokio::spawn(async move { c.write(&key(101), v, IoAttr::default()).await })
+    };
+    while io().receive_buffer_waits == 0 {
+        assert!(Instant::now() < deadline, "the second frame never waited");
+        tokio::task::yield_now().await;
+    }
+    // ...and small requests are served meanwhile.
+    served(&one, 102).await;
+    assert!(!second.is_finished());
+    // The first frame completes: its write lands, then the second gets the room.
+    raw.write_all(&tail[LARGE / 2..]).await.unwrap();
+    let (reply, _) = raw_reply(&mut raw).await;
+    assert_eq!(reply.status, Status::OK);
+    second.await.unwrap().unwrap();
+    assert_eq!(client.read(&key(100), 0, 0).await.unwrap().data, first);
+    assert_eq!(client.read(&key(101), 0, 0).await.unwrap().data, value(2));
+    // Room is given back when the requests are done.
+    while io().receive_buffer_bytes != 0 {
+        assert!(Instant::now() < deadline, "room was not given back");
+        tokio::task::yield_now().await;
+    }
+    let io: ellipsis_core::stats::IoStats = reqwest::get(format!("http://{}/stats/io", one.http()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            io.receive_buffer_bytes,
+            io.receive_buffer_bytes_limit,
+            io.receive_buffer_waits
+        ),
+        (0, 2 << 20, 1),
+        "{io:?}"
+    );
     one.stop().await;
 }

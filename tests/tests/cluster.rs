@@ -102,7 +102,7 @@ async fn a_node_forwards_keys_it_does_not_own() {
     }
     .encode();
     let h = Header::request(Command::Write, k, 1, 0);
-    conn.call(h, payload.into(), TIMEOUT).await.unwrap();
+    conn.call(h, payload, TIMEOUT).await.unwrap();
     let h = Header::request(Command::Read, k, 1, 0);
     let f = conn.call(h, Bytes::new(), TIMEOUT).await.unwrap();
     assert_eq!(&IoPayload::decode(&f.payload).unwrap().data[..], b"abc");
@@ -410,11 +410,7 @@ async fn notify_delivers_writes_and_removes_of_a_watched_key() {
     let conn = Conn::connect(owner.node, 1 << 30, TIMEOUT).await.unwrap();
     let h = Header::request(Command::Notify, k, 1, 0);
     let mut events = conn
-        .request(
-            h,
-            NotifyRequest { subscribe: true }.encode().into(),
-            TIMEOUT,
-        )
+        .request(h, NotifyRequest { subscribe: true }.encode(), TIMEOUT)
         .await
         .unwrap();
     let ack = events.next().await.unwrap().unwrap();
@@ -436,7 +432,7 @@ async fn watch(conn: &Conn, k: Id) -> ellipsis_core::client::Replies {
     let mut events = conn
         .request(
             Header::request(Command::Notify, k, 1, 0),
-            NotifyRequest { subscribe: true }.encode().into(),
+            NotifyRequest { subscribe: true }.encode(),
             TIMEOUT,
         )
         .await
@@ -453,7 +449,7 @@ async fn watch(conn: &Conn, k: Id) -> ellipsis_core::client::Replies {
 async fn unwatch(conn: &Conn, k: Id, events: &mut ellipsis_core::client::Replies) {
     conn.call(
         Header::request(Command::Notify, k, 1, 0),
-        NotifyRequest { subscribe: false }.encode().into(),
+        NotifyRequest { subscribe: false }.encode(),
         TIMEOUT,
     )
     .await
@@ -586,11 +582,7 @@ async fn notify_through_a_node_that_does_not_own_the_key_is_relayed_from_the_own
     }
     .encode();
     writer
-        .call(
-            Header::request(Command::Write, k, 1, 0),
-            payload.into(),
-            TIMEOUT,
-        )
+        .call(Header::request(Command::Write, k, 1, 0), payload, TIMEOUT)
         .await
         .unwrap();
     let e = events.next().await.unwrap().unwrap();
@@ -1387,17 +1379,11 @@ async fn admin_commands_need_the_token() {
         action: BackendAction::ReadOnly,
     };
     let h = Header::request(Command::BackendControl, Id::ZERO, 0, 0);
-    let err = conn
-        .call(h, ctl.encode().into(), TIMEOUT)
-        .await
-        .unwrap_err();
+    let err = conn.call(h, ctl.encode(), TIMEOUT).await.unwrap_err();
     assert_eq!(err.status(), Status::ACCESS);
     // With the token (the harness client authenticates every connection).
     let client = c.client(0, &[1], Checker::All).await;
-    client
-        .call_node(c.addr(0), h, ctl.encode().into())
-        .await
-        .unwrap();
+    client.call_node(c.addr(0), h, ctl.encode()).await.unwrap();
     let b = c.node(0).backend(1).unwrap();
     assert!(b.read_only_reason().is_some());
     let k = (0..)

@@ -760,7 +760,7 @@ async fn backend_control_sets_the_schedule_and_refuses_bad_ranges() {
         };
         let h = Header::request(Command::BackendControl, Id::ZERO, 0, 0);
         let e = client
-            .call_node(c.addr(0), h, ctl.encode().into())
+            .call_node(c.addr(0), h, ctl.encode())
             .await
             .unwrap_err();
         assert_eq!(e.status(), Status::INVALID, "{e}");

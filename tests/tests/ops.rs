@@ -351,7 +351,7 @@ async fn server_send_never_overwrites_newer_and_moves_in_move_mode() {
                     ids,
                     backend: None,
                 };
-                for f in g1.call_node(node, h, req.encode().into()).await.unwrap() {
+                for f in g1.call_node(node, h, req.encode()).await.unwrap() {
                     if f.header.has(flags::MORE) {
                         results.push(SendResult::decode(&f.payload).unwrap());
                     }
@@ -399,7 +399,7 @@ async fn server_send_never_overwrites_newer_and_moves_in_move_mode() {
         ids: vec![b],
         backend: None,
     };
-    let frames = g1.call_node(other, h, req.encode().into()).await.unwrap();
+    let frames = g1.call_node(other, h, req.encode()).await.unwrap();
     let results: Vec<SendResult> = frames
         .iter()
         .filter(|f| f.header.has(flags::MORE))

@@ -142,12 +142,12 @@ async fn disabling_a_backend_withdraws_its_routes_from_peers_at_once() {
     let control = |action| BackendControl { backend: 1, action }.encode();
     let h = Header::request(Command::BackendControl, Id::ZERO, 0, 0);
     admin
-        .call_node(gone, h, control(BackendAction::Disable).into())
+        .call_node(gone, h, control(BackendAction::Disable))
         .await
         .unwrap();
     until("node 0 to drop node 1's ids", || peer_sees(c.node(0)) == 0).await;
     admin
-        .call_node(gone, h, control(BackendAction::Enable).into())
+        .call_node(gone, h, control(BackendAction::Enable))
         .await
         .unwrap();
     until("node 0 to learn node 1's ids again", || {
@@ -278,7 +278,7 @@ async fn a_graceful_stop_finishes_the_request_in_flight_and_writes_the_cache_bac
         action: BackendAction::SetDelay { delay_ms: 300 },
     };
     client
-        .call_node(c.addr(0), h, delay.encode().into())
+        .call_node(c.addr(0), h, delay.encode())
         .await
         .unwrap();
     let node = c.node(0).clone();

@@ -46,7 +46,7 @@ async fn traced(c: &Cluster, client: &Client, cmd: Command, key: &Id, attr: IoAt
         data: Bytes::copy_from_slice(data),
     };
     client
-        .call_node(c.addr(0), h, payload.encode().into())
+        .call_node(c.addr(0), h, payload.encode())
         .await
         .unwrap();
 }

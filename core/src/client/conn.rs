@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::Framed;
+use tokio_util::codec::FramedRead;
 
-use crate::protocol::{flags, Frame, FrameCodec, Header, Status};
+use crate::protocol::{flags, Frame, FrameCodec, FrameWriter, Header, Status};
 
 /// Frames queued for the writer task.
 pub const SEND_QUEUE: usize = 1024;
@@ -100,6 +100,41 @@ struct PendingEntry {
 impl Drop for PendingEntry {
     fn drop(&mut self) {
         self.pending.lock().remove(&self.trans);
+    }
+}
+
+/// What a request carries after its header: one buffer, or an IO request's attributes and
+/// its data as two, sent back to back without being copied into one.
+#[derive(Clone, Debug, Default)]
+pub struct Body {
+    /// The first part.
+    pub head: Bytes,
+    /// The part sent right after `head`.
+    pub tail: Bytes,
+}
+
+impl Body {
+    /// `head` then `tail`.
+    pub fn split(head: impl Into<Bytes>, tail: Bytes) -> Body {
+        Body {
+            head: head.into(),
+            tail,
+        }
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(head: Bytes) -> Body {
+        Body {
+            head,
+            tail: Bytes::new(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(head: Vec<u8>) -> Body {
+        Bytes::from(head).into()
     }
 }
 
@@ -196,7 +231,7 @@ impl Conn {
             let auth = Auth {
                 token: token.to_owned(),
             };
-            c.call(h, auth.encode().into(), timeout).await?;
+            c.call(h, auth.encode(), timeout).await?;
         }
         Ok(c)
     }
@@ -223,7 +258,9 @@ impl Conn {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (mut sink, mut source) = Framed::new(stream, FrameCodec::new(max_frame_bytes)).split();
+        let (read_half, write_half) = stream.into_split();
+        let mut source = FramedRead::new(read_half, FrameCodec::new(max_frame_bytes));
+        let mut sink = FrameWriter::new(write_half, max_frame_bytes);
         let (tx, mut rx) = mpsc::channel::<Frame>(SEND_QUEUE);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(AtomicBool::new(false));
@@ -231,7 +268,7 @@ impl Conn {
         let closed_w = closed.clone();
         tokio::spawn(async move {
             // Frames already queued go out in one write: a flush per frame costs a syscall
-            // per request under pipelining. The codec flushes past its buffer boundary, so
+            // per request under pipelining. The writer writes past its buffer boundary, so
             // the batch stays bounded.
             'conn: while let Some(f) = rx.recv().await {
                 if sink.feed(f).await.is_err() {
@@ -251,7 +288,7 @@ impl Conn {
             // task still holds the read half, so dropping the sink alone would leave the
             // socket (and the peer's connection, with its NOTIFY watches) open. Bounded: a
             // peer that does not read cannot hold the task.
-            let _ = tokio::time::timeout(timeout, sink.close()).await;
+            let _ = tokio::time::timeout(timeout, sink.shutdown()).await;
         });
         // Reader: routes replies to their request; on EOF or error fails everyone waiting.
         let pending_r = pending.clone();
@@ -316,7 +353,7 @@ impl Conn {
     pub async fn request(
         &self,
         header: Header,
-        payload: Bytes,
+        payload: impl Into<Body>,
         timeout: Duration,
     ) -> Result<Replies, ConnError> {
         let (tx, rx) = mpsc::channel(REPLY_QUEUE);
@@ -337,7 +374,7 @@ impl Conn {
     pub async fn call(
         &self,
         header: Header,
-        payload: Bytes,
+        payload: impl Into<Body>,
         timeout: Duration,
     ) -> Result<Frame, ConnError> {
         let (tx, rx) = oneshot::channel();
@@ -368,7 +405,7 @@ impl Conn {
     async fn send(
         &self,
         mut header: Header,
-        payload: Bytes,
+        payload: impl Into<Body>,
         waiter: Waiter,
         timeout: Duration,
     ) -> Result<PendingEntry, ConnError> {
@@ -390,7 +427,8 @@ impl Conn {
             pending: self.pending.clone(),
         };
         // Fast path: room in the queue now (no timer to arm); else wait up to `timeout`.
-        let frame = match self.tx.try_send(Frame::new(header, payload)) {
+        let Body { head, tail } = payload.into();
+        let frame = match self.tx.try_send(Frame::with_tail(header, head, tail)) {
             Ok(()) => return Ok(entry),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(ConnError::Closed(self.addr)),
             Err(mpsc::error::TrySendError::Full(frame)) => frame,
@@ -419,7 +457,9 @@ mod tests {
     use super::*;
     use crate::protocol::Command;
     use crate::Id;
+    use futures::SinkExt;
     use tokio::net::TcpListener;
+    use tokio_util::codec::Framed;
 
     /// A peer that answers PING with one MORE frame then the final reply (carrying the
     /// request's trans as payload), answers requests of group 7 in reverse order of arrival

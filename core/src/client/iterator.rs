@@ -54,7 +54,7 @@ impl Client {
         .map_err(status_error)?;
         let mut h = Header::request(Command::Iterator, Id::ZERO, 0, 0);
         h.backend = req.backend;
-        let replies = conn.request(h, req.encode().into(), timeout).await?;
+        let replies = conn.request(h, req.encode(), timeout).await?;
         let mut stream = IteratorStream {
             conn,
             replies,
@@ -87,7 +87,7 @@ impl Client {
             ..IteratorRequest::default()
         };
         let h = Header::request(Command::Iterator, Id::ZERO, 0, 0);
-        let frames = self.call_node(node, h, req.encode().into()).await?;
+        let frames = self.call_node(node, h, req.encode()).await?;
         let last = frames
             .last()
             .ok_or(ClientError::Conn(ConnError::Closed(node)))?;

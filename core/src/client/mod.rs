@@ -11,7 +11,7 @@ mod iterator;
 mod send;
 mod session;
 
-pub use conn::{Conn, ConnError, Replies, MAX_IN_FLIGHT, SEND_QUEUE};
+pub use conn::{Body, Conn, ConnError, Replies, MAX_IN_FLIGHT, SEND_QUEUE};
 pub use iterator::IteratorStream;
 pub use send::SendStream;
 pub use session::{

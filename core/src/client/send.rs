@@ -58,7 +58,7 @@ impl Client {
         if let Some(b) = &req.backend {
             h.backend = b.backend;
         }
-        let replies = conn.request(h, req.encode().into(), timeout).await?;
+        let replies = conn.request(h, req.encode(), timeout).await?;
         Ok(SendStream {
             conn,
             replies,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
-use super::conn::{Conn, ConnError};
+use super::conn::{Body, Conn, ConnError};
 use crate::id::Id;
 use crate::protocol::cmd::io::IoPayload;
 use crate::protocol::cmd::lookup::LookupInfo;
@@ -16,6 +16,12 @@ use crate::protocol::cmd::route_list::RouteList;
 use crate::protocol::cmd::Payload;
 use crate::protocol::{Command, Frame, Header, IoAttr, ProtocolError, Status};
 use crate::route::RouteTable;
+
+/// A WRITE's payload as attributes and data, the data uncopied.
+fn io_body(attr: IoAttr, data: Bytes) -> Body {
+    let (head, tail) = IoPayload { attr, data }.into_parts();
+    Body::split(head, tail)
+}
 
 /// How many groups must succeed for a write to succeed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -393,7 +399,7 @@ impl Client {
         &self,
         node: SocketAddr,
         header: Header,
-        payload: Bytes,
+        payload: impl Into<Body>,
     ) -> Result<Vec<Frame>, ClientError> {
         let conn = self.conn(node).await?;
         let frames = conn
@@ -414,7 +420,7 @@ impl Client {
         cmd: Command,
         group: u32,
         key: &Id,
-        payload: Bytes,
+        payload: Body,
         trace: bool,
     ) -> (Option<SocketAddr>, Result<Frame, ClientError>) {
         let Some(owner) = self.routes.read().owner(group, key) else {
@@ -443,8 +449,9 @@ impl Client {
         cmd: Command,
         groups: &[u32],
         key: &Id,
-        payload: Bytes,
+        payload: impl Into<Body>,
     ) -> Vec<GroupResult> {
+        let payload: Body = payload.into();
         let calls = groups.iter().map(|&g| {
             let payload = payload.clone();
             async move {
@@ -472,7 +479,7 @@ impl Client {
         &self,
         cmd: Command,
         key: &Id,
-        payload: Bytes,
+        payload: Body,
     ) -> Result<WriteResult, ClientError> {
         let groups = self.groups();
         let results = self.to_groups(cmd, &groups, key, payload).await;
@@ -510,8 +517,7 @@ impl Client {
             attr.ts_nsec = now.subsec_nanos();
         }
         attr.size = data.len() as u64;
-        let payload = IoPayload { attr, data }.encode();
-        self.to_all_groups(Command::Write, key, payload.into())
+        self.to_all_groups(Command::Write, key, io_body(attr, data))
             .await
     }
 
@@ -525,8 +531,7 @@ impl Client {
         mut attr: IoAttr,
     ) -> Vec<GroupResult> {
         attr.size = data.len() as u64;
-        let payload = IoPayload { attr, data }.encode();
-        self.to_groups(Command::Write, groups, key, payload.into())
+        self.to_groups(Command::Write, groups, key, io_body(attr, data))
             .await
     }
 
@@ -545,7 +550,7 @@ impl Client {
         control: &crate::protocol::cmd::recovery::RecoveryControl,
     ) -> Result<crate::stats::RecoveryJob, ClientError> {
         let h = Header::request(Command::Recovery, Id::ZERO, 0, 0);
-        let frames = self.call_node(node, h, control.encode().into()).await?;
+        let frames = self.call_node(node, h, control.encode()).await?;
         let last = frames
             .last()
             .ok_or(ClientError::Protocol(ProtocolError::Invalid {
@@ -572,8 +577,7 @@ impl Client {
             data: Bytes::new(),
         }
         .encode();
-        self.to_groups(Command::Lookup, groups, key, payload.into())
-            .await
+        self.to_groups(Command::Lookup, groups, key, payload).await
     }
 
     /// A keyed request to one backend of one node, bypassing routing (DIRECT): recovery moves
@@ -584,7 +588,7 @@ impl Client {
         target: crate::route::BackendAddr,
         group: u32,
         key: &Id,
-        payload: Bytes,
+        payload: impl Into<Body>,
     ) -> Result<Frame, ClientError> {
         let mut h = Header::request(cmd, *key, group, 0);
         h.backend = target.backend;
@@ -620,7 +624,7 @@ impl Client {
                     ids: chunk.to_vec(),
                 };
                 let h = Header::request(Command::BulkRead, Id::ZERO, group, 0);
-                for f in self.call_node(node, h, req.encode().into()).await? {
+                for f in self.call_node(node, h, req.encode()).await? {
                     if f.header.has(crate::protocol::flags::MORE) {
                         let p = if f.header.status.is_ok() {
                             Some(IoPayload::decode_shared(&f.payload)?)
@@ -688,7 +692,7 @@ impl Client {
         let mut out = Vec::new();
         for node in nodes {
             let h = Header::request(cmd, Id::ZERO, group, 0);
-            let frames = self.call_node(node, h, range.encode().into()).await?;
+            let frames = self.call_node(node, h, range.encode()).await?;
             out.extend(
                 frames
                     .into_iter()
@@ -759,11 +763,13 @@ impl Client {
             size,
             ..IoAttr::default()
         };
-        let payload: Bytes = IoPayload {
-            attr,
-            data: Bytes::new(),
-        }
-        .encode()
+        let payload: Body = Bytes::from(
+            IoPayload {
+                attr,
+                data: Bytes::new(),
+            }
+            .encode(),
+        )
         .into();
         let mut failed = Vec::new();
         let mut last = ClientError::NoRoute(0);
@@ -806,7 +812,7 @@ impl Client {
         let mut last = ClientError::NoRoute(0);
         for g in self.groups() {
             let (_, r) = self
-                .keyed(Command::Lookup, g, key, Bytes::new(), false)
+                .keyed(Command::Lookup, g, key, Bytes::new().into(), false)
                 .await;
             match r.and_then(|f| Ok(LookupInfo::decode(&f.payload)?)) {
                 Ok(info) => return Ok((g, info)),
@@ -820,7 +826,7 @@ impl Client {
     pub async fn lookup_all(&self, key: &Id) -> Vec<GroupResult> {
         let calls = self.groups().into_iter().map(|g| async move {
             let (node, r) = self
-                .keyed(Command::Lookup, g, key, Bytes::new(), false)
+                .keyed(Command::Lookup, g, key, Bytes::new().into(), false)
                 .await;
             match r.and_then(|f| Ok(LookupInfo::decode(&f.payload)?)) {
                 Ok(info) => GroupResult {

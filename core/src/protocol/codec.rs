@@ -1,8 +1,10 @@
-//! Framing for tokio: [`FrameCodec`] turns a byte stream into [`Frame`]s and back.
+//! Framing for tokio: [`FrameCodec`] turns a byte stream into [`Frame`]s and back;
+//! [`FrameWriter`] (feature `client`) sends frames without copying large payloads.
 //!
 //! Invariants: a frame whose header announces more than `max_payload_bytes` is refused with
 //! `FrameTooLarge` before any of its payload is buffered; partial frames wait for more bytes;
-//! no input makes the decoder panic.
+//! no input makes the decoder panic. A frame's wire payload is `payload` then `tail`; decoded
+//! frames always have an empty `tail`.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -17,8 +19,11 @@ pub const DEFAULT_MAX_FRAME_BYTES: u64 = 64 << 20;
 pub struct Frame {
     /// The header (`size` is set from the payload when encoding).
     pub header: Header,
-    /// The payload.
+    /// The payload (all of it in a decoded frame).
     pub payload: Bytes,
+    /// More payload, sent right after `payload`: an IO request's data behind its attributes,
+    /// so the data is never copied into one buffer with them. Always empty when decoded.
+    pub tail: Bytes,
 }
 
 impl Frame {
@@ -27,7 +32,22 @@ impl Frame {
         Frame {
             header,
             payload: payload.into(),
+            tail: Bytes::new(),
         }
+    }
+
+    /// A frame whose payload is `payload` followed by `tail` (sent as two buffers).
+    pub fn with_tail(header: Header, payload: impl Into<Bytes>, tail: Bytes) -> Frame {
+        Frame {
+            header,
+            payload: payload.into(),
+            tail,
+        }
+    }
+
+    /// Payload bytes on the wire (`payload` and `tail`).
+    pub fn payload_len(&self) -> u64 {
+        (self.payload.len() + self.tail.len()) as u64
     }
 }
 
@@ -74,7 +94,11 @@ impl Decoder for FrameCodec {
         }
         src.advance(HEADER_SIZE);
         let payload = src.split_to(header.size as usize).freeze();
-        Ok(Some(Frame { header, payload }))
+        Ok(Some(Frame {
+            header,
+            payload,
+            tail: Bytes::new(),
+        }))
     }
 }
 
@@ -82,7 +106,7 @@ impl Encoder<Frame> for FrameCodec {
     type Error = ProtocolError;
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        let size = frame.payload.len() as u64;
+        let size = frame.payload_len();
         if size > self.max_payload_bytes {
             return Err(ProtocolError::FrameTooLarge {
                 size,
@@ -93,9 +117,10 @@ impl Encoder<Frame> for FrameCodec {
             size,
             ..frame.header
         };
-        dst.reserve(HEADER_SIZE + frame.payload.len());
+        dst.reserve(HEADER_SIZE + size as usize);
         dst.put_slice(&header.encode());
         dst.put_slice(&frame.payload);
+        dst.put_slice(&frame.tail);
         Ok(())
     }
 }

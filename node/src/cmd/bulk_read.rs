@@ -49,9 +49,9 @@ pub(super) async fn handle(
                     checksum: r.checksum,
                     ..IoAttr::default()
                 };
-                let payload: Bytes = IoPayload { attr, data: r.data }.encode().into();
-                bytes += payload.len() as u64;
-                out.more(Some(id), Status::OK, payload).await?;
+                bytes += out
+                    .more_io(Some(id), IoPayload { attr, data: r.data })
+                    .await?;
             }
             Err(e) => out.more(Some(id), Status::from(&e), Bytes::new()).await?,
         }

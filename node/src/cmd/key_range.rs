@@ -110,9 +110,7 @@ pub(super) async fn handle(
                     }
                 }
                 attr.size = data.len() as u64;
-                let payload: Bytes = IoPayload { attr, data }.encode().into();
-                bytes += payload.len() as u64;
-                out.more(Some(id), Status::OK, payload).await?;
+                bytes += out.more_io(Some(id), IoPayload { attr, data }).await?;
             }
             if sent >= limit {
                 break;

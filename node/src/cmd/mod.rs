@@ -57,6 +57,8 @@ pub struct ConnCtx {
 pub struct Reply {
     /// Final payload.
     pub payload: Bytes,
+    /// Sent right after `payload` (a READ's data behind its attributes, uncopied).
+    pub tail: Bytes,
     /// Where it came from (for counters).
     pub source: Option<Source>,
     /// Payload bytes moved (in + out).
@@ -70,6 +72,18 @@ impl Reply {
         Reply {
             bytes: payload.len() as u64,
             payload: payload.into(),
+            source: Some(source),
+            ..Reply::default()
+        }
+    }
+
+    /// IO attributes and data, sent without copying the data.
+    fn io(io: ellipsis_core::protocol::cmd::io::IoPayload, source: Source) -> Reply {
+        let (head, tail) = io.into_parts();
+        Reply {
+            bytes: (head.len() + tail.len()) as u64,
+            payload: head.into(),
+            tail,
             source: Some(source),
             sent: false,
         }
@@ -90,6 +104,29 @@ impl Responder<'_> {
         status: Status,
         payload: Bytes,
     ) -> Result<(), NodeError> {
+        self.more_parts(id, status, payload, Bytes::new()).await
+    }
+
+    /// One intermediate frame of IO attributes and data (the data uncopied); returns the
+    /// payload bytes sent.
+    pub async fn more_io(
+        &self,
+        id: Option<ellipsis_core::Id>,
+        io: ellipsis_core::protocol::cmd::io::IoPayload,
+    ) -> Result<u64, NodeError> {
+        let (head, tail) = io.into_parts();
+        let bytes = (head.len() + tail.len()) as u64;
+        self.more_parts(id, Status::OK, head.into(), tail).await?;
+        Ok(bytes)
+    }
+
+    async fn more_parts(
+        &self,
+        id: Option<ellipsis_core::Id>,
+        status: Status,
+        payload: Bytes,
+        tail: Bytes,
+    ) -> Result<(), NodeError> {
         let mut h = self.header.reply(status);
         h.flags |= flags::MORE;
         if let Some(id) = id {
@@ -97,7 +134,7 @@ impl Responder<'_> {
         }
         self.ctx
             .tx
-            .send(Frame::new(h, payload))
+            .send(Frame::with_tail(h, payload, tail))
             .await
             .map_err(|_| NodeError::Unreachable("client connection closed".into()))
     }
@@ -191,7 +228,7 @@ pub async fn handle(node: Arc<Node>, ctx: Arc<ConnCtx>, mut frame: Frame, arriva
         let action = span.in_scope(|| react_trace::action!("reply"));
         let _ = ctx
             .tx
-            .send(Frame::new(h.reply(status), reply.payload))
+            .send(Frame::with_tail(h.reply(status), reply.payload, reply.tail))
             .instrument(action)
             .await;
     }

@@ -139,7 +139,7 @@ async fn subscribe_at_owner(
         .map_err(unreachable)?;
     let mut h = request;
     h.flags |= flags::FORWARDED;
-    let payload = NotifyRequest { subscribe: true }.encode().into();
+    let payload = NotifyRequest { subscribe: true }.encode();
     let mut upstream = conn
         .request(h, payload, timeout)
         .await

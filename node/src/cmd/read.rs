@@ -50,8 +50,5 @@ pub(super) async fn handle(
     } else {
         Source::Disk
     };
-    Ok(Reply::payload(
-        IoPayload { attr, data: r.data }.encode(),
-        source,
-    ))
+    Ok(Reply::io(IoPayload { attr, data: r.data }, source))
 }

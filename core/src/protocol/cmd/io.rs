@@ -25,6 +25,14 @@ impl IoPayload {
         let data = b.slice(b.len() - r.remaining()..);
         Ok(IoPayload { attr, data })
     }
+
+    /// The encoding split in two, attributes then data, without copying the data: the
+    /// frame's `payload` and `tail` ([`Frame::with_tail`](crate::protocol::Frame::with_tail)).
+    pub fn into_parts(self) -> (Vec<u8>, Bytes) {
+        let mut w = Writer::new();
+        self.attr.write(&mut w);
+        (w.finish(), self.data)
+    }
 }
 
 impl Payload for IoPayload {

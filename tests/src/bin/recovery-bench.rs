@@ -138,6 +138,8 @@ async fn recovery(objects: u64, warm: u64) -> Result<(Duration, u64, Duration)> 
     }
     sync_all()?;
     warm_memory(warm);
+    // For `perf record -p` of the copy alone.
+    eprintln!("recovery starts");
     let cpu = process_cpu()?;
     let start = Instant::now();
     let job = ellipsis_node::recovery::start(

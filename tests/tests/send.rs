@@ -167,6 +167,58 @@ async fn backend_send_copies_every_key_and_never_overwrites_a_newer_copy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_of_many_batches_give_every_key_exactly_one_result_and_copy() {
+    // More keys than several send batches (64), and not a multiple of one.
+    const KEYS: u64 = 150;
+    let c = one_node_per_group(&[1, 2, 3]).await;
+    let g1 = c.client(0, &[1], Checker::All).await;
+    for i in 0..KEYS {
+        g1.write(&key(i), Bytes::from(format!("many-{i}")), at(100))
+            .await
+            .unwrap();
+    }
+    // A backend pass to group 2.
+    let (results, _) = send_backend(
+        &g1,
+        c.addr(0),
+        vec![2],
+        SendMode::Default,
+        SendBackend::default(),
+    )
+    .await;
+    assert_eq!(results.len() as u64, KEYS, "one result per key");
+    let mut ids: Vec<Id> = results.iter().map(|r| r.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, KEYS, "no key twice");
+    assert!(results
+        .iter()
+        .all(|r| r.status == Status::OK && r.group == 2));
+    // A key list to group 3.
+    let list: Vec<Id> = (0..KEYS).map(key).collect();
+    let results = g1
+        .send_keys(1, &[1, 3], &list, SendMode::Default)
+        .await
+        .unwrap();
+    assert_eq!(results.len() as u64, KEYS, "one result per key");
+    assert!(results
+        .iter()
+        .all(|r| r.status == Status::OK && r.group == 3));
+    for g in [2, 3] {
+        let reader = c.client(0, &[g], Checker::All).await;
+        for i in 0..KEYS {
+            let r = reader.read(&key(i), 0, 0).await.unwrap();
+            assert_eq!(
+                r.data,
+                format!("many-{i}").as_bytes(),
+                "key {i} in group {g}"
+            );
+        }
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_send_in_move_mode_removes_a_source_only_after_every_target_acknowledged() {
     let c = one_node_per_group(&[1, 2, 3]).await;
     let g1 = c.client(0, &[1], Checker::All).await;

@@ -18,10 +18,12 @@
 //! hours, and a paused or resting job must not hold a pool slot or an executor thread):
 //! progress in keys (a backend pass counts every record it looks at, filtered ones too, against
 //! the backend's live records) and bytes sent, errors; pause and cancel through
-//! `/admin/jobs/{id}/...`, checked before each key; throttled by the node's
-//! `work_share.server_send`.
+//! `/admin/jobs/{id}/...`, checked before each batch of keys; throttled by the node's
+//! `work_share.server_send`. The keys of a batch ([`SEND_BATCH`]) are copied up to
+//! [`SENDS_IN_FLIGHT`] at once, so the round trips of one key overlap another's.
 //!
-//! Invariants: memory is one record (or one part of a large one) whatever the backend's size;
+//! Invariants: memory is [`SENDS_IN_FLIGHT`] records (or parts of large ones) and one batch
+//! of key ids, whatever the backend's size;
 //! every result frame waits for room in the connection's bounded send queue, so a client that
 //! stops reading stops the pass; at most [`MAX_SENDS`] run per node.
 
@@ -51,6 +53,10 @@ use crate::worker::{JobHandle, Pacer};
 pub const MAX_SENDS: usize = 16;
 /// A keep-alive goes out when nothing was sent for this long while skipping.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Keys gathered before they are sent (the unit of pause, cancel and throttle checks).
+const SEND_BATCH: usize = 64;
+/// Keys of a batch copied at once; each holds one record or one part of a large one.
+const SENDS_IN_FLIGHT: usize = 16;
 /// How often a sender blocked on a full queue re-checks for cancellation.
 const CANCEL_POLL: Duration = Duration::from_millis(100);
 
@@ -257,29 +263,37 @@ impl Ctx {
         Ok(())
     }
 
-    /// Sends key `id` of backend `b` and streams its results; then the throttle's rest.
-    fn send_key(&mut self, job: &JobHandle, b: &Arc<Backend>, id: Id) -> Result<(), Stop> {
-        let o = self.rt.block_on(send_one(
-            &self.node,
-            &self.client,
-            b,
-            id,
-            &self.targets,
-            self.mode,
-        ));
-        let r = &mut self.report;
-        r.copied += o.copied;
-        r.skipped += o.skipped;
-        r.failed += o.failed;
-        r.bytes += o.bytes;
-        r.removed += u64::from(o.removed);
-        job.progress(1, o.bytes);
-        if let Some(e) = o.error {
-            job.error(format!("{}: {e}", id.short()));
+    /// Sends keys `ids` of backend `b` (up to [`SENDS_IN_FLIGHT`] at once), then rests what
+    /// the throttle owes for the batch, then streams the keys' results.
+    fn send_batch(&mut self, job: &JobHandle, b: &Arc<Backend>, ids: Vec<Id>) -> Result<(), Stop> {
+        use futures::StreamExt;
+        if ids.is_empty() {
+            return Ok(());
         }
-        // The copy was the work; rest what the throttle owes for it.
+        let (node, client, targets, mode) = (&self.node, &self.client, &self.targets, self.mode);
+        let outcomes: Vec<(Id, KeyOutcome)> = self.rt.block_on(
+            futures::stream::iter(ids)
+                .map(|id| async move { (id, send_one(node, client, b, id, targets, mode).await) })
+                .buffer_unordered(SENDS_IN_FLIGHT)
+                .collect(),
+        );
+        for (id, o) in &outcomes {
+            let r = &mut self.report;
+            r.copied += o.copied;
+            r.skipped += o.skipped;
+            r.failed += o.failed;
+            r.bytes += o.bytes;
+            r.removed += u64::from(o.removed);
+            job.progress(1, o.bytes);
+            if let Some(e) = &o.error {
+                job.error(format!("{}: {e}", id.short()));
+            }
+        }
+        // The copies were the work; rest what the throttle owes for them.
         self.pacer.after_unit(job).map_err(|_| Stop::Cancelled)?;
-        self.results(job, id, &o.statuses)?;
+        for (id, o) in &outcomes {
+            self.results(job, *id, &o.statuses)?;
+        }
         // The results waited on the client: not work the throttle owes rest for.
         self.pacer.idle();
         Ok(())
@@ -287,9 +301,9 @@ impl Ctx {
 
     fn run_keys(&mut self, job: &JobHandle, ids: Vec<Id>) -> Result<(), NodeError> {
         job.set_totals(Some(ids.len() as u64), None);
+        // Held keys wait here per backend until a batch is full.
+        let mut pending: Vec<(Arc<Backend>, Vec<Id>)> = Vec::new();
         for id in ids {
-            job.checkpoint().map_err(|_| Stop::Cancelled)?;
-            self.pacer.idle();
             self.report.keys += 1;
             let local = self
                 .node
@@ -309,9 +323,33 @@ impl Ctx {
                 job.progress(1, 0);
                 continue;
             };
-            self.send_key(job, &b, id)?;
+            let at = match pending.iter().position(|(p, _)| Arc::ptr_eq(p, &b)) {
+                Some(at) => at,
+                None => {
+                    pending.push((b, Vec::new()));
+                    pending.len() - 1
+                }
+            };
+            pending[at].1.push(id);
+            if pending[at].1.len() >= SEND_BATCH {
+                let (b, batch) = pending.swap_remove(at);
+                self.flush(job, &b, batch)?;
+            }
+        }
+        for (b, batch) in pending {
+            self.flush(job, &b, batch)?;
         }
         Ok(())
+    }
+
+    /// A batch's pause / cancel check, then the batch.
+    fn flush(&mut self, job: &JobHandle, b: &Arc<Backend>, batch: Vec<Id>) -> Result<(), Stop> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        job.checkpoint().map_err(|_| Stop::Cancelled)?;
+        self.pacer.idle();
+        self.send_batch(job, b, batch)
     }
 
     fn run_backend(&mut self, job: &JobHandle, src: &SendBackend) -> Result<(), NodeError> {
@@ -326,21 +364,21 @@ impl Ctx {
         let mut last_sent = Instant::now();
         let mut skipped_run = 0u32;
         let mut stop: Option<Stop> = None;
+        let mut batch: Vec<Id> = Vec::with_capacity(SEND_BATCH);
         let pass = engine.iterate(&eblob::IterateOptions::default(), &mut |rec| {
             let l = rec.lookup;
             let id = Id(l.key.0);
             self.report.keys += 1;
             let step = if src.matches(&id, l.timestamp.sec) {
                 skipped_run = 0;
-                let r = job
-                    .checkpoint()
-                    .map_err(|_| Stop::Cancelled)
-                    .and_then(|()| {
-                        self.pacer.idle();
-                        self.send_key(job, &b, id)
-                    });
-                last_sent = Instant::now();
-                r
+                batch.push(id);
+                if batch.len() >= SEND_BATCH {
+                    let r = self.flush(job, &b, std::mem::take(&mut batch));
+                    last_sent = Instant::now();
+                    r
+                } else {
+                    Ok(())
+                }
             } else {
                 self.report.filtered += 1;
                 job.progress(1, 0);
@@ -371,10 +409,12 @@ impl Ctx {
             }
         });
         pass.map_err(|e| NodeError::Backend(BackendError::Engine(e)))?;
-        match stop {
-            Some(s) => Err(s.into()),
-            None => Ok(()),
+        if let Some(s) = stop {
+            return Err(s.into());
         }
+        // The pass's last keys, fewer than a batch.
+        self.flush(job, &b, batch)?;
+        Ok(())
     }
 }
 

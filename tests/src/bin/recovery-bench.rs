@@ -1,16 +1,18 @@
 //! Recovery copy rate beside rsync, disk and loopback, in one run.
 //!
 //! `cargo run --release -p ellipsis-tests --bin recovery-bench [-- --objects N] [--rounds R]
-//! [--no-warm] [--only-recovery]`
+//! [--no-warm] [--only-recovery | --only-send]`
 //!
 //! 1. disk: write 1 GiB in 1 MiB writes to a file in the temp dir (timed alone: the page-cache
 //!    write rate, a ceiling for any copy that writes files), then fsync (dd-like);
 //! 2. loopback: push 1 GiB through one 127.0.0.1 TCP connection in 1 MiB writes;
-//! 3. then `R` rounds (default 3) of, alternately:
+//! 3. then `R` rounds (default 3) of, in turn:
 //!    - recovery: a two-node cluster (group 1, group 2) in this process; 1024 objects of
 //!      1 MiB are stored in group 1 only, then a `dc` recovery copies them to the empty
 //!      group 2 (timed from the start request until the job on the source node is done; the
 //!      CPU time this process used in that window is printed too);
+//!    - server-send: the same setup in a new cluster, then a SEND of the source node's
+//!      backend to group 2 (default mode) through the client, timed until its last result;
 //!    - rsync: the same 1024 files, served by `rsync --daemon` on 127.0.0.1, pulled into an
 //!      empty directory with `rsync -a rsync://...`.
 //!
@@ -35,6 +37,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ellipsis_core::client::Checker;
+use ellipsis_core::protocol::cmd::send::{SendBackend, SendMode, SendRequest};
 use ellipsis_core::protocol::IoAttr;
 use ellipsis_node::recovery::{RecoveryKind, RecoveryRequest};
 use ellipsis_tests::{Cluster, NodeSpec};
@@ -114,7 +117,16 @@ fn loopback(total: u64) -> Result<Duration> {
 }
 
 /// The copy: its wall time, the records that arrived, and the CPU time used meanwhile.
-async fn recovery(objects: u64, warm: u64) -> Result<(Duration, u64, Duration)> {
+/// Which copy a round times.
+#[derive(Clone, Copy, PartialEq)]
+enum Copy {
+    /// A `dc` recovery job started on the source node.
+    Dc,
+    /// A SEND of the source node's backend to group 2 (default mode), through the client.
+    ServerSend,
+}
+
+async fn recovery(objects: u64, warm: u64, how: Copy) -> Result<(Duration, u64, Duration)> {
     let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
     let source = c.node(0).clone();
     // Fill group 1 only, 16 writes in flight (setup is not what is measured).
@@ -142,27 +154,48 @@ async fn recovery(objects: u64, warm: u64) -> Result<(Duration, u64, Duration)> 
     eprintln!("recovery starts");
     let cpu = process_cpu()?;
     let start = Instant::now();
-    let job = ellipsis_node::recovery::start(
-        &source,
-        RecoveryRequest {
-            kind: RecoveryKind::Dc,
-            groups: vec![1, 2],
-            ..RecoveryRequest::default()
-        },
-    )
-    .await?
-    .job;
-    let node = source.clone();
-    let done =
-        tokio::task::spawn_blocking(move || node.workers.wait(job.id, Duration::from_secs(3600)))
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("job vanished")?;
+    if how == Copy::Dc {
+        let job = ellipsis_node::recovery::start(
+            &source,
+            RecoveryRequest {
+                kind: RecoveryKind::Dc,
+                groups: vec![1, 2],
+                ..RecoveryRequest::default()
+            },
+        )
+        .await?
+        .job;
+        let node = source.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            node.workers.wait(job.id, Duration::from_secs(3600))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("job vanished")?;
+        eprintln!("recovery job: {:?} {:?}", done.state, done.result);
+    } else {
+        let req = SendRequest {
+            mode: SendMode::Default,
+            groups: vec![2],
+            ids: Vec::new(),
+            backend: Some(SendBackend {
+                backend: 1,
+                ..SendBackend::default()
+            }),
+        };
+        let mut results = client.server_send(c.addr(0), 0, &req).await?;
+        let mut ok = 0u64;
+        while let Some(r) = results.next_result().await {
+            if r?.status == ellipsis_core::protocol::Status::OK {
+                ok += 1;
+            }
+        }
+        eprintln!("server-send: {ok} keys OK");
+    }
     let d = start.elapsed();
     let cpu = process_cpu()?.saturating_sub(cpu);
     let target = c.node(1).backend(1).ok_or("no backend 1")?.engine()?;
     let copied = target.stats().total.live_records;
-    eprintln!("recovery job: {:?} {:?}", done.state, done.result);
     c.shutdown().await;
     Ok((d, copied, cpu))
 }
@@ -297,7 +330,7 @@ fn main() -> Result<()> {
     let mut objects = 1024u64;
     let mut rounds = 3u32;
     // For profiling the copy alone (`perf record`): no disk, loopback or rsync steps.
-    let mut only_recovery = false;
+    let mut only: Option<Copy> = None;
     let mut warm = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -311,7 +344,8 @@ fn main() -> Result<()> {
         match a.as_str() {
             "--objects" => objects = number("--objects")?.max(1),
             "--rounds" => rounds = number("--rounds")?.clamp(1, 100) as u32,
-            "--only-recovery" => only_recovery = true,
+            "--only-recovery" => only = Some(Copy::Dc),
+            "--only-send" => only = Some(Copy::ServerSend),
             "--no-warm" => warm = false,
             other => return Err(format!("unknown argument {other:?}").into()),
         }
@@ -323,16 +357,21 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let copy = |rt: &tokio::runtime::Runtime| -> Result<(f64, f64)> {
-        let (rec, copied, cpu) = rt.block_on(recovery(objects, warm))?;
+    let copy = |rt: &tokio::runtime::Runtime, how: Copy| -> Result<(f64, f64)> {
+        let (rec, copied, cpu) = rt.block_on(recovery(objects, warm, how))?;
         if copied != objects {
             return Err(format!("recovery copied {copied} of {objects} objects").into());
         }
         Ok((mb_per_s(total, rec), cpu.as_secs_f64() / rec.as_secs_f64()))
     };
-    if only_recovery {
-        let (rec, cores) = copy(&rt)?;
-        println!("dc recovery          {rec:>9.1} MB/s  ({cores:.2} cores busy)");
+    if let Some(how) = only {
+        let (rate, cores) = copy(&rt, how)?;
+        let name = if how == Copy::Dc {
+            "dc recovery"
+        } else {
+            "server-send"
+        };
+        println!("{name:<20} {rate:>9.1} MB/s  ({cores:.2} cores busy)");
         return Ok(());
     }
     warm_memory(warm);
@@ -351,22 +390,26 @@ fn main() -> Result<()> {
     println!("page-cache write     {page_cache:>9.1} MB/s  (ceiling of any copy into files)");
     println!("disk write + fsync   {disk:>9.1} MB/s");
     println!("loopback TCP         {lo:>9.1} MB/s");
-    let (mut recs, mut rss) = (Vec::new(), Vec::new());
+    let (mut recs, mut sends, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let (rec, cores) = copy(&rt)?;
+        let (rec, cores) = copy(&rt, Copy::Dc)?;
+        let (send, send_cores) = copy(&rt, Copy::ServerSend)?;
         let rs = mb_per_s(total, rsync(dir.path(), objects, warm)?);
         println!(
             "round {round}: dc recovery {rec:>7.1} MB/s ({cores:.2} cores busy), \
+             server-send {send:>7.1} MB/s ({send_cores:.2} cores busy), \
              rsync daemon {rs:>7.1} MB/s, recovery / rsync {:>5.2} x",
             rec / rs
         );
         recs.push(rec);
+        sends.push(send);
         rss.push(rs);
     }
     let ratios: Vec<f64> = recs.iter().zip(&rss).map(|(r, s)| r / s).collect();
-    let (rec, rs, ratio) = (median(recs), median(rss), median(ratios));
+    let (rec, send, rs, ratio) = (median(recs), median(sends), median(rss), median(ratios));
     println!("median of {rounds} round(s):");
     println!("dc recovery          {rec:>9.1} MB/s");
+    println!("server-send          {send:>9.1} MB/s");
     println!("rsync daemon         {rs:>9.1} MB/s");
     println!("recovery / rsync     {ratio:>9.2} x (target >= 3)");
     // Both copies end in buffered writes into files, so neither can beat the page-cache write

@@ -109,6 +109,16 @@ impl One {
         .unwrap()
     }
 
+    /// The node's `/stats/io` over HTTP.
+    async fn http_io(&self) -> ellipsis_core::stats::IoStats {
+        reqwest::get(format!("http://{}/stats/io", self.http()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     async fn stop(mut self) {
         self.node.take().unwrap().stop().await.unwrap();
     }
@@ -973,12 +983,7 @@ async fn a_full_engine_pool_refuses_with_again_and_reports_its_queue() {
         let e = client.read(&key(i), 0, 0).await.unwrap_err();
         assert_eq!(e.status(), Status::AGAIN, "{e}");
     }
-    let io: ellipsis_core::stats::IoStats = reqwest::get(format!("http://{}/stats/io", one.http()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let io = one.http_io().await;
     assert_eq!(
         (io.blocking_active, io.blocking_waiting, io.blocking_queue),
         (1, 1, 2),
@@ -1062,12 +1067,7 @@ async fn large_frames_wait_for_receive_buffer_room_and_every_byte_arrives() {
         assert!(Instant::now() < deadline, "room was not given back");
         tokio::task::yield_now().await;
     }
-    let io: ellipsis_core::stats::IoStats = reqwest::get(format!("http://{}/stats/io", one.http()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let io = one.http_io().await;
     assert_eq!(
         (
             io.receive_buffer_bytes,

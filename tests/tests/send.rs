@@ -350,15 +350,7 @@ async fn a_throttled_server_send_rests_and_foreground_reads_are_served_while_it_
             .await
             .unwrap();
     }
-    let req = SendRequest {
-        mode: SendMode::Default,
-        groups: vec![2],
-        ids: Vec::new(),
-        backend: Some(SendBackend {
-            backend: 1,
-            ..SendBackend::default()
-        }),
-    };
+    let req = SendRequest::whole_backend(1, vec![2], SendMode::Default);
     let mut stream = g1.server_send(c.addr(0), 0, &req).await.unwrap();
     let first = stream.next_result().await.unwrap().unwrap();
     assert_eq!(first.status, Status::OK);

@@ -37,7 +37,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ellipsis_core::client::Checker;
-use ellipsis_core::protocol::cmd::send::{SendBackend, SendMode, SendRequest};
+use ellipsis_core::protocol::cmd::send::{SendMode, SendRequest};
 use ellipsis_core::protocol::IoAttr;
 use ellipsis_node::recovery::{RecoveryKind, RecoveryRequest};
 use ellipsis_tests::{Cluster, NodeSpec};
@@ -174,15 +174,7 @@ async fn recovery(objects: u64, warm: u64, how: Copy) -> Result<(Duration, u64, 
         .ok_or("job vanished")?;
         eprintln!("recovery job: {:?} {:?}", done.state, done.result);
     } else {
-        let req = SendRequest {
-            mode: SendMode::Default,
-            groups: vec![2],
-            ids: Vec::new(),
-            backend: Some(SendBackend {
-                backend: 1,
-                ..SendBackend::default()
-            }),
-        };
+        let req = SendRequest::whole_backend(1, vec![2], SendMode::Default);
         let mut results = client.server_send(c.addr(0), 0, &req).await?;
         let mut ok = 0u64;
         while let Some(r) = results.next_result().await {

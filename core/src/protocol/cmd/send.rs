@@ -46,6 +46,21 @@ pub struct SendRequest {
     pub backend: Option<SendBackend>,
 }
 
+impl SendRequest {
+    /// A pass over every committed record of `backend` to `groups` in `mode`, unfiltered.
+    pub fn whole_backend(backend: u32, groups: Vec<u32>, mode: SendMode) -> SendRequest {
+        SendRequest {
+            mode,
+            groups,
+            ids: Vec::new(),
+            backend: Some(SendBackend {
+                backend,
+                ..SendBackend::default()
+            }),
+        }
+    }
+}
+
 /// The backend-iteration source of a server-send: every committed record of one backend that
 /// matches the filters (both optional, as in ITERATOR).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

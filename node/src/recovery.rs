@@ -20,8 +20,8 @@
 //!   still be in progress) and counted.
 //!
 //! Not a scheduler. Invariants: memory is bounded by one batch of `batch` record locations
-//! (plus one part of at most `COPY_PART_BYTES_MAX` per concurrent copy) whatever the key
-//! count and object size; `dry_run` changes
+//! plus the record parts of the copies in flight (at most `COPY_BYTES_IN_FLIGHT`, each part
+//! at most `COPY_PART_BYTES_MAX`) whatever the key count and object size; `dry_run` changes
 //! nothing; each job runs on its own thread and is visible in `/stats/workers` while it runs.
 
 use std::sync::Arc;

@@ -752,20 +752,10 @@ async fn connection(
                 }
             }
         }
-        let deadline = match (frame_started, limits.frame_read, limits.idle) {
-            (Some(t), Some(limit), _) => Some(t + limit),
-            (None, _, Some(idle)) if !watching => Some(last_activity + idle),
-            _ => None,
-        };
-        let timer = async move {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
         // A large frame whose header is in: its payload goes into one buffer of exactly its
         // size, once the node has room for it. Waiting for room is the node's doing, not the
-        // client's: the frame's clock restarts when it has waited.
+        // client's: the frame's clock restarts when it has waited (so this comes before the
+        // deadline is computed).
         if large.is_none() {
             if let Some(header) = large_frame_header(&buf, limits.max_payload_bytes) {
                 let (room, waited) = tokio::select! {
@@ -782,6 +772,17 @@ async fn connection(
                 large = Some(LargeFrame { header, body, room });
             }
         }
+        let deadline = match (frame_started, limits.frame_read, limits.idle) {
+            (Some(t), Some(limit), _) => Some(t + limit),
+            (None, _, Some(idle)) if !watching => Some(last_activity + idle),
+            _ => None,
+        };
+        let timer = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         // Between frames a connection keeps only a small buffer (thousands of idle clients
         // cost little); it grows by READ_CHUNK while a small frame is arriving.
         if buf.is_empty() {

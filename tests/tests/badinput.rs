@@ -897,9 +897,11 @@ async fn malformed_payloads_get_invalid_and_the_connection_keeps_serving() {
     one.stop().await;
 }
 
-/// Holds every engine read while closed: parks the blocking pool's threads in the engine.
+/// Holds every engine call of one kind (reads unless made with [`IoGate::writes`]) while
+/// closed: parks the threads that make them in the engine.
 #[derive(Debug, Default)]
-struct ReadGate {
+struct IoGate {
+    writes: bool,
     state: Mutex<GateState>,
     changed: Condvar,
 }
@@ -910,7 +912,15 @@ struct GateState {
     held: usize,
 }
 
-impl ReadGate {
+impl IoGate {
+    /// A gate on engine writes.
+    fn writes() -> IoGate {
+        IoGate {
+            writes: true,
+            ..IoGate::default()
+        }
+    }
+
     fn set_closed(&self, closed: bool) {
         self.state.lock().unwrap().closed = closed;
         self.changed.notify_all();
@@ -921,9 +931,14 @@ impl ReadGate {
     }
 }
 
-impl eblob::FaultInjector for ReadGate {
+impl eblob::FaultInjector for IoGate {
     fn on_io(&self, op: eblob::IoOp, _: &std::path::Path, _: u64, _: u64) -> eblob::Fault {
-        if op == eblob::IoOp::Read {
+        let gated = if self.writes {
+            eblob::IoOp::Write
+        } else {
+            eblob::IoOp::Read
+        };
+        if op == gated {
             let mut s = self.state.lock().unwrap();
             if s.closed {
                 s.held += 1;
@@ -939,7 +954,7 @@ impl eblob::FaultInjector for ReadGate {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_engine_pool_refuses_with_again_and_reports_its_queue() {
-    let gate = Arc::new(ReadGate::default());
+    let gate = Arc::new(IoGate::default());
     let one = One::start_with(
         |c| {
             c.blocking_threads = 1;
@@ -1077,5 +1092,62 @@ async fn large_frames_wait_for_receive_buffer_room_and_every_byte_arrives() {
         (0, 2 << 20, 1),
         "{io:?}"
     );
+    one.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_waited_for_room_longer_than_the_frame_timeout_still_arrives() {
+    const LARGE: usize = 3 << 19; // 1.5 MiB: two do not fit the 2 MiB receive buffer
+    let gate = Arc::new(IoGate::writes());
+    let one = One::start_with(
+        |c| {
+            c.max_frame_bytes = 2 << 20;
+            c.receive_buffer_bytes = 2 << 20;
+            c.frame_read_timeout_ms = LIMIT_MS;
+        },
+        Some(gate.clone()),
+    )
+    .await;
+    let node = one.running().node.clone();
+    let client = one.client().await;
+    let write = |k: u64| {
+        let c = client.clone();
+        tokio::spawn(async move {
+            c.write(
+                &key(k),
+                Bytes::from(vec![k as u8; LARGE]),
+                IoAttr::default(),
+            )
+            .await
+        })
+    };
+    // The first large write holds its room while the engine holds its write.
+    gate.set_closed(true);
+    let first = write(200);
+    let deadline = Instant::now() + DEADLINE;
+    while gate.held() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first write never reached the engine"
+        );
+        tokio::task::yield_now().await;
+    }
+    let second = write(201);
+    while ellipsis_node::stats::collect(&node).io.receive_buffer_waits == 0 {
+        assert!(Instant::now() < deadline, "the second frame never waited");
+        tokio::task::yield_now().await;
+    }
+    // Waiting for room for longer than the frame read timeout is the behaviour under test:
+    // the wait is the node's, so it must not count against the client's frame.
+    tokio::time::sleep(Duration::from_millis(3 * LIMIT_MS)).await;
+    gate.set_closed(false);
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    for k in [200u64, 201] {
+        assert_eq!(
+            client.read(&key(k), 0, 0).await.unwrap().data,
+            vec![k as u8; LARGE]
+        );
+    }
     one.stop().await;
 }

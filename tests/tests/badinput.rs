@@ -25,7 +25,7 @@ use ellipsis_core::protocol::{flags, Command, Header, IoAttr, Status, HEADER_SIZ
 use ellipsis_core::Id;
 use ellipsis_node::config::{BackendConfig, NodeConfig, SyncSetting};
 use ellipsis_node::server::{RunningNode, StartOptions};
-use ellipsis_tests::TOKEN;
+use ellipsis_tests::{poll_until, TOKEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -252,11 +252,10 @@ async fn a_half_open_connection_is_closed_after_the_frame_read_timeout() {
     assert_eq!(closed_by_node(&mut sock).await, 0);
     // The room the node took for that payload is given back with the connection.
     let node = one.running().node.clone();
-    let deadline = Instant::now() + DEADLINE;
-    while ellipsis_node::stats::collect(&node).io.receive_buffer_bytes != 0 {
-        assert!(Instant::now() < deadline, "the cut frame's room was kept");
-        tokio::task::yield_now().await;
-    }
+    poll_until(DEADLINE, "the cut frame's room was kept", || {
+        ellipsis_node::stats::collect(&node).io.receive_buffer_bytes == 0
+    })
+    .await;
     served(&one, 3).await;
     one.stop().await;
 }
@@ -977,23 +976,19 @@ async fn a_full_engine_pool_refuses_with_again_and_reports_its_queue() {
         let c = client.clone();
         tokio::spawn(async move { c.read(&key(0), 0, 0).await })
     };
-    let deadline = Instant::now() + DEADLINE;
-    while gate.held() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the first read never reached the engine"
-        );
-        tokio::task::yield_now().await;
-    }
+    poll_until(DEADLINE, "the first read never reached the engine", || {
+        gate.held() != 0
+    })
+    .await;
     let waiting = {
         let c = client.clone();
         tokio::spawn(async move { c.read(&key(1), 0, 0).await })
     };
     let node = one.running().node.clone();
-    while ellipsis_node::stats::collect(&node).io.blocking_waiting == 0 {
-        assert!(Instant::now() < deadline, "the second read never queued");
-        tokio::task::yield_now().await;
-    }
+    poll_until(DEADLINE, "the second read never queued", || {
+        ellipsis_node::stats::collect(&node).io.blocking_waiting != 0
+    })
+    .await;
     for i in 2..4 {
         let e = client.read(&key(i), 0, 0).await.unwrap_err();
         assert_eq!(e.status(), Status::AGAIN, "{e}");
@@ -1046,11 +1041,10 @@ async fn large_frames_wait_for_receive_buffer_room_and_every_byte_arrives() {
     raw.write_all(&h.encode()).await.unwrap();
     raw.write_all(&head).await.unwrap();
     raw.write_all(&tail[..LARGE / 2]).await.unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    while io().receive_buffer_bytes == 0 {
-        assert!(Instant::now() < deadline, "the large frame took no room");
-        tokio::task::yield_now().await;
-    }
+    poll_until(DEADLINE, "the large frame took no room", || {
+        io().receive_buffer_bytes != 0
+    })
+    .await;
     assert_eq!(
         io().receive_buffer_bytes,
         (h.size).div_ceil(1024) * 1024,
@@ -1063,10 +1057,10 @@ async fn large_frames_wait_for_receive_buffer_room_and_every_byte_arrives() {
         let v = Bytes::from(value(2));
         tokio::spawn(async move { c.write(&key(101), v, IoAttr::default()).await })
     };
-    while io().receive_buffer_waits == 0 {
-        assert!(Instant::now() < deadline, "the second frame never waited");
-        tokio::task::yield_now().await;
-    }
+    poll_until(DEADLINE, "the second frame never waited", || {
+        io().receive_buffer_waits != 0
+    })
+    .await;
     // ...and small requests are served meanwhile.
     served(&one, 102).await;
     assert!(!second.is_finished());
@@ -1078,10 +1072,10 @@ async fn large_frames_wait_for_receive_buffer_room_and_every_byte_arrives() {
     assert_eq!(client.read(&key(100), 0, 0).await.unwrap().data, first);
     assert_eq!(client.read(&key(101), 0, 0).await.unwrap().data, value(2));
     // Room is given back when the requests are done.
-    while io().receive_buffer_bytes != 0 {
-        assert!(Instant::now() < deadline, "room was not given back");
-        tokio::task::yield_now().await;
-    }
+    poll_until(DEADLINE, "room was not given back", || {
+        io().receive_buffer_bytes == 0
+    })
+    .await;
     let io = one.http_io().await;
     assert_eq!(
         (
@@ -1124,19 +1118,15 @@ async fn a_frame_that_waited_for_room_longer_than_the_frame_timeout_still_arrive
     // The first large write holds its room while the engine holds its write.
     gate.set_closed(true);
     let first = write(200);
-    let deadline = Instant::now() + DEADLINE;
-    while gate.held() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the first write never reached the engine"
-        );
-        tokio::task::yield_now().await;
-    }
+    poll_until(DEADLINE, "the first write never reached the engine", || {
+        gate.held() != 0
+    })
+    .await;
     let second = write(201);
-    while ellipsis_node::stats::collect(&node).io.receive_buffer_waits == 0 {
-        assert!(Instant::now() < deadline, "the second frame never waited");
-        tokio::task::yield_now().await;
-    }
+    poll_until(DEADLINE, "the second frame never waited", || {
+        ellipsis_node::stats::collect(&node).io.receive_buffer_waits != 0
+    })
+    .await;
     // Waiting for room for longer than the frame read timeout is the behaviour under test:
     // the wait is the node's, so it must not count against the client's frame.
     tokio::time::sleep(Duration::from_millis(3 * LIMIT_MS)).await;

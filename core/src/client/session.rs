@@ -763,13 +763,11 @@ impl Client {
             size,
             ..IoAttr::default()
         };
-        let payload: Body = Bytes::from(
-            IoPayload {
-                attr,
-                data: Bytes::new(),
-            }
-            .encode(),
-        )
+        let payload: Body = IoPayload {
+            attr,
+            data: Bytes::new(),
+        }
+        .encode()
         .into();
         let mut failed = Vec::new();
         let mut last = ClientError::NoRoute(0);

@@ -119,14 +119,14 @@ fn loopback(total: u64) -> Result<Duration> {
 /// The copy: its wall time, the records that arrived, and the CPU time used meanwhile.
 /// Which copy a round times.
 #[derive(Clone, Copy, PartialEq)]
-enum Copy {
+enum CopyKind {
     /// A `dc` recovery job started on the source node.
     Dc,
     /// A SEND of the source node's backend to group 2 (default mode), through the client.
     ServerSend,
 }
 
-async fn recovery(objects: u64, warm: u64, how: Copy) -> Result<(Duration, u64, Duration)> {
+async fn recovery(objects: u64, warm: u64, how: CopyKind) -> Result<(Duration, u64, Duration)> {
     let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
     let source = c.node(0).clone();
     // Fill group 1 only, 16 writes in flight (setup is not what is measured).
@@ -154,7 +154,7 @@ async fn recovery(objects: u64, warm: u64, how: Copy) -> Result<(Duration, u64, 
     eprintln!("recovery starts");
     let cpu = process_cpu()?;
     let start = Instant::now();
-    if how == Copy::Dc {
+    if how == CopyKind::Dc {
         let job = ellipsis_node::recovery::start(
             &source,
             RecoveryRequest {
@@ -322,7 +322,7 @@ fn main() -> Result<()> {
     let mut objects = 1024u64;
     let mut rounds = 3u32;
     // For profiling the copy alone (`perf record`): no disk, loopback or rsync steps.
-    let mut only: Option<Copy> = None;
+    let mut only: Option<CopyKind> = None;
     let mut warm = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -336,8 +336,8 @@ fn main() -> Result<()> {
         match a.as_str() {
             "--objects" => objects = number("--objects")?.max(1),
             "--rounds" => rounds = number("--rounds")?.clamp(1, 100) as u32,
-            "--only-recovery" => only = Some(Copy::Dc),
-            "--only-send" => only = Some(Copy::ServerSend),
+            "--only-recovery" => only = Some(CopyKind::Dc),
+            "--only-send" => only = Some(CopyKind::ServerSend),
             "--no-warm" => warm = false,
             other => return Err(format!("unknown argument {other:?}").into()),
         }
@@ -349,7 +349,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let copy = |rt: &tokio::runtime::Runtime, how: Copy| -> Result<(f64, f64)> {
+    let copy = |rt: &tokio::runtime::Runtime, how: CopyKind| -> Result<(f64, f64)> {
         let (rec, copied, cpu) = rt.block_on(recovery(objects, warm, how))?;
         if copied != objects {
             return Err(format!("recovery copied {copied} of {objects} objects").into());
@@ -358,7 +358,7 @@ fn main() -> Result<()> {
     };
     if let Some(how) = only {
         let (rate, cores) = copy(&rt, how)?;
-        let name = if how == Copy::Dc {
+        let name = if how == CopyKind::Dc {
             "dc recovery"
         } else {
             "server-send"
@@ -384,8 +384,8 @@ fn main() -> Result<()> {
     println!("loopback TCP         {lo:>9.1} MB/s");
     let (mut recs, mut sends, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let (rec, cores) = copy(&rt, Copy::Dc)?;
-        let (send, send_cores) = copy(&rt, Copy::ServerSend)?;
+        let (rec, cores) = copy(&rt, CopyKind::Dc)?;
+        let (send, send_cores) = copy(&rt, CopyKind::ServerSend)?;
         let rs = mb_per_s(total, rsync(dir.path(), objects, warm)?);
         println!(
             "round {round}: dc recovery {rec:>7.1} MB/s ({cores:.2} cores busy), \

@@ -489,11 +489,18 @@ impl Backend {
                 && !opts.cas_timestamp
                 && !opts.cas_version
             {
+                // Write-back stores a checksummed record of exactly these bytes.
+                let checksum = eblob::record::data_checksum(data);
+                if let Some(expected) = opts.data_checksum.filter(|e| *e != checksum) {
+                    return Err(BackendError::Engine(eblob::Error::DataMismatch {
+                        expected,
+                        found: checksum,
+                    }));
+                }
                 let meta = CachedMeta {
                     timestamp,
                     user_flags: opts.user_flags,
-                    // Write-back stores a checksummed record of exactly these bytes.
-                    checksum: eblob::record::data_checksum(data),
+                    checksum,
                 };
                 let options = InsertOptions {
                     dirty: !cache_use.cache_only,
@@ -565,30 +572,8 @@ impl Backend {
         cache_use: CacheUse,
     ) -> Result<ReadOutcome, BackendError> {
         let engine = self.engine()?;
-        if let Some(cache) = &self.cache {
-            let cached = {
-                let _a = react_trace::action!("cache.lookup").entered();
-                cache.get(key, Instant::now())
-            };
-            if let Some(found) = cached {
-                let len = found.data.len() as u64;
-                if offset > len || (size > 0 && offset + size > len) {
-                    return Err(BackendError::Engine(eblob::Error::OutOfRange {
-                        offset,
-                        size,
-                        limit: len,
-                    }));
-                }
-                let end = if size == 0 { len } else { offset + size };
-                return Ok(ReadOutcome {
-                    data: found.data.slice(offset as usize..end as usize),
-                    total_size_bytes: len,
-                    timestamp: found.meta.timestamp,
-                    user_flags: found.meta.user_flags,
-                    checksum: found.meta.checksum,
-                    from_cache: true,
-                });
-            }
+        if let Some(hit) = self.read_cached(key, offset, size) {
+            return hit;
         }
         // One engine call: the timestamp and flags returned are those of these very bytes,
         // even when a caller without the key lock (recovery) races a writer.
@@ -608,14 +593,60 @@ impl Backend {
                 cache.insert(*key, data.clone(), meta, options, Instant::now());
             }
         }
-        Ok(ReadOutcome {
-            data,
-            total_size_bytes: lookup.data_size_bytes,
-            timestamp: lookup.timestamp,
-            user_flags: lookup.user_flags,
-            checksum: lookup.checksum,
-            from_cache: false,
-        })
+        Ok(ReadOutcome::of_record(&lookup, data))
+    }
+
+    /// `offset..offset + size` (`size` 0: to the end) of `key`'s cached object, if the cache
+    /// holds it.
+    fn read_cached(
+        &self,
+        key: &eblob::Key,
+        offset: u64,
+        size: u64,
+    ) -> Option<Result<ReadOutcome, BackendError>> {
+        let cache = self.cache.as_ref()?;
+        let found = {
+            let _a = react_trace::action!("cache.lookup").entered();
+            cache.get(key, Instant::now())?
+        };
+        let len = found.data.len() as u64;
+        if offset > len || (size > 0 && offset + size > len) {
+            return Some(Err(BackendError::Engine(eblob::Error::OutOfRange {
+                offset,
+                size,
+                limit: len,
+            })));
+        }
+        let end = if size == 0 { len } else { offset + size };
+        Some(Ok(ReadOutcome {
+            data: found.data.slice(offset as usize..end as usize),
+            total_size_bytes: len,
+            timestamp: found.meta.timestamp,
+            user_flags: found.meta.user_flags,
+            checksum: found.meta.checksum,
+            from_cache: true,
+        }))
+    }
+
+    /// What a copy of `key` to another node sends (recovery, server-send): the cached object
+    /// when the cache holds it (a dirty cached copy is newer than the engine's record), else
+    /// the committed record as a region of its data file, sent with `sendfile` and checked by
+    /// the receiver against the record checksum. A NOCSUM record has no checksum to check
+    /// against, so it is read here like any read. Errors as for [`Backend::read`].
+    pub fn copy_source(&self, key: &eblob::Key) -> Result<CopySource, BackendError> {
+        let engine = self.engine()?;
+        if let Some(hit) = self.read_cached(key, 0, 0) {
+            return hit.map(CopySource::Read);
+        }
+        let region = engine.data_region(key)?;
+        if !region.lookup.nocsum {
+            return Ok(CopySource::Region(region));
+        }
+        let (lookup, data) = engine.read_with_lookup(key, 0, 0)?;
+        Ok(CopySource::Read(ReadOutcome::of_record(
+            &lookup,
+            Bytes::from(data),
+        )))
     }
 
     /// The checksum of the version a reader would get now, for CAS on checksum: the cached
@@ -762,6 +793,15 @@ pub enum WriteOutcome {
     },
 }
 
+/// What [`Backend::copy_source`] found to send.
+#[derive(Debug)]
+pub enum CopySource {
+    /// Bytes in memory: a cached object, or a record read (and verified) from the engine.
+    Read(ReadOutcome),
+    /// The committed record's bytes in its data file, not read and not verified.
+    Region(eblob::DataRegion),
+}
+
 /// Result of [`Backend::read`].
 #[derive(Debug)]
 pub struct ReadOutcome {
@@ -778,6 +818,20 @@ pub struct ReadOutcome {
     pub checksum: u64,
     /// Served from the cache.
     pub from_cache: bool,
+}
+
+impl ReadOutcome {
+    /// `data` read from the engine record `lookup` describes.
+    fn of_record(lookup: &eblob::Lookup, data: Bytes) -> ReadOutcome {
+        ReadOutcome {
+            data,
+            total_size_bytes: lookup.data_size_bytes,
+            timestamp: lookup.timestamp,
+            user_flags: lookup.user_flags,
+            checksum: lookup.checksum,
+            from_cache: false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,8 @@ impl From<&NodeError> for Status {
                 E::Corrupted { .. } => Status::CORRUPTED,
                 E::NoSpace { .. } => Status::NO_SPACE,
                 E::ReadOnly { .. } => Status::READ_ONLY,
+                // The bytes that arrived are not the ones the writer named.
+                E::DataMismatch { .. } => Status::CORRUPTED,
                 E::OutOfRange { .. } | E::InvalidArgument(_) | E::ChecksumMismatch { .. } => {
                     Status::INVALID
                 }

@@ -32,13 +32,13 @@ use ellipsis_core::client::{Body, Client};
 use ellipsis_core::protocol::cmd::io::IoPayload;
 use ellipsis_core::protocol::cmd::send::SendMode;
 use ellipsis_core::protocol::cmd::Payload;
-use ellipsis_core::protocol::{io_flags, Command, IoAttr, Status};
+use ellipsis_core::protocol::{io_flags, Command, FileRegion, IoAttr, Status};
 use ellipsis_core::route::BackendAddr;
 use ellipsis_core::stats::{JobKind, JobStatus, RecoveryJob, RemoteJob};
 use ellipsis_core::Id;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, CacheUse};
+use crate::backend::{Backend, CacheUse, CopySource, ReadOutcome};
 use crate::error::NodeError;
 use crate::node::Node;
 use crate::worker::{JobHandle, RateLimit, Throttle};
@@ -741,38 +741,62 @@ fn read_failure(e: &NodeError, targets: &[Target]) -> CopyResult {
     out
 }
 
+impl CopyResult {
+    /// The result of a copy of `bytes` bytes that ended with `statuses` (NEWER_EXISTS is a
+    /// skip, not a failure).
+    fn tally(statuses: Vec<(Target, Status)>, bytes: u64) -> CopyResult {
+        let mut out = CopyResult::default();
+        for (_, s) in &statuses {
+            match *s {
+                Status::OK => {
+                    out.copied += 1;
+                    out.bytes += bytes;
+                }
+                Status::NEWER_EXISTS => out.skipped += 1,
+                _ => out.failed += 1,
+            }
+        }
+        out.statuses = statuses;
+        out
+    }
+
+    fn merge(mut self, o: CopyResult) -> CopyResult {
+        self.copied += o.copied;
+        self.skipped += o.skipped;
+        self.failed += o.failed;
+        self.bytes += o.bytes;
+        self.statuses.extend(o.statuses);
+        self
+    }
+}
+
 /// Send one write (a whole record or one part of it) to `t`.
-async fn write_part(
+async fn write_part(client: &Arc<Client>, group: u32, id: &Id, t: Target, body: Body) -> Status {
+    match t {
+        Target::Group(g) => {
+            let r = client.to_groups(Command::Write, &[g], id, body).await;
+            r.first().map_or(Status::UNREACHABLE, |x| x.status)
+        }
+        Target::Backend(addr) => match client.direct(Command::Write, addr, group, id, body).await {
+            Ok(_) => Status::OK,
+            Err(e) => e.status(),
+        },
+    }
+}
+
+/// Send `body` to each of `targets` in turn; per target, its status.
+async fn write_each(
     client: &Arc<Client>,
     group: u32,
     id: &Id,
-    t: Target,
-    attr: IoAttr,
-    data: Bytes,
-) -> Status {
-    match t {
-        Target::Group(g) => {
-            let r = client.write_to(&[g], id, data, attr).await;
-            r.first().map_or(Status::UNREACHABLE, |x| x.status)
-        }
-        Target::Backend(addr) => {
-            let (head, tail) = IoPayload {
-                attr: IoAttr {
-                    size: data.len() as u64,
-                    ..attr
-                },
-                data,
-            }
-            .into_parts();
-            match client
-                .direct(Command::Write, addr, group, id, Body::split(head, tail))
-                .await
-            {
-                Ok(_) => Status::OK,
-                Err(e) => e.status(),
-            }
-        }
+    targets: &[Target],
+    body: &Body,
+) -> Vec<(Target, Status)> {
+    let mut out = Vec::with_capacity(targets.len());
+    for t in targets {
+        out.push((*t, write_part(client, group, id, *t, body.clone()).await));
     }
+    out
 }
 
 /// Read the local record and write it to `targets`, keeping its timestamp and user flags as
@@ -808,6 +832,11 @@ pub(crate) async fn copy(
     copy_in_parts(node, client, b, id, l, targets, cas, part).await
 }
 
+/// A record that fits one request. From the data file it goes with `sendfile`, unread, and
+/// each target checks it against the record checksum (`DATA_CHECKSUM`); a target that
+/// refuses it (CORRUPTED: the record was rewritten in place while it was sent, or the
+/// source's copy is damaged) gets it again read and verified here, so a damaged source is
+/// reported as the read's failure and never sent.
 async fn copy_whole(
     node: &Arc<Node>,
     client: &Arc<Client>,
@@ -817,35 +846,69 @@ async fn copy_whole(
     targets: &[Target],
     cas: u64,
 ) -> CopyResult {
-    let mut out = CopyResult::default();
     let (b2, k) = (b.clone(), l.key);
-    let r = match crate::cmd::blocking(node, move || Ok(b2.read(&k, 0, 0, CacheUse::default())?))
-        .await
-    {
-        Ok(r) => r,
+    let source = crate::cmd::blocking(node, move || Ok(b2.copy_source(&k)?)).await;
+    let (refused, done) = match source {
+        Ok(CopySource::Read(r)) => return copy_read(client, b, id, r, targets, cas).await,
         Err(e) => return read_failure(&e, targets),
+        Ok(CopySource::Region(region)) => {
+            let attr = IoAttr {
+                ts_sec: region.lookup.timestamp.sec,
+                ts_nsec: region.lookup.timestamp.nsec,
+                user_flags: region.lookup.user_flags,
+                io_flags: cas | io_flags::DATA_CHECKSUM,
+                checksum: region.lookup.checksum,
+                ..IoAttr::default()
+            };
+            let body = Body::io_file(
+                attr,
+                FileRegion {
+                    file: region.file,
+                    offset_bytes: region.offset_bytes,
+                    size_bytes: region.size_bytes,
+                },
+            );
+            let statuses = write_each(client, b.group(), id, targets, &body).await;
+            let (refused, done): (Vec<_>, Vec<_>) = statuses
+                .into_iter()
+                .partition(|(_, s)| *s == Status::CORRUPTED);
+            (refused, CopyResult::tally(done, region.size_bytes))
+        }
     };
+    if refused.is_empty() {
+        return done;
+    }
+    let refused: Vec<Target> = refused.into_iter().map(|(t, _)| t).collect();
+    let (b2, k) = (b.clone(), l.key);
+    let again =
+        match crate::cmd::blocking(node, move || Ok(b2.read(&k, 0, 0, CacheUse::default())?)).await
+        {
+            Ok(r) => copy_read(client, b, id, r, &refused, cas).await,
+            Err(e) => read_failure(&e, &refused),
+        };
+    done.merge(again)
+}
+
+/// Write the record `r` (read into memory) to `targets`.
+async fn copy_read(
+    client: &Arc<Client>,
+    b: &Backend,
+    id: &Id,
+    r: ReadOutcome,
+    targets: &[Target],
+    cas: u64,
+) -> CopyResult {
     let attr = IoAttr {
         ts_sec: r.timestamp.sec,
         ts_nsec: r.timestamp.nsec,
         user_flags: r.user_flags,
         io_flags: cas,
-        size: r.data.len() as u64,
         ..IoAttr::default()
     };
-    for t in targets {
-        let status = write_part(client, b.group(), id, *t, attr, r.data.clone()).await;
-        match status {
-            Status::OK => {
-                out.copied += 1;
-                out.bytes += r.data.len() as u64;
-            }
-            Status::NEWER_EXISTS => out.skipped += 1,
-            _ => out.failed += 1,
-        }
-        out.statuses.push((*t, status));
-    }
-    out
+    let size = r.data.len() as u64;
+    let body = Body::io(attr, r.data);
+    let statuses = write_each(client, b.group(), id, targets, &body).await;
+    CopyResult::tally(statuses, size)
 }
 
 /// One part of the source record, with the lookup it was read under.
@@ -943,12 +1006,13 @@ async fn copy_in_parts(
             checksum: f.checksum,
             ..IoAttr::default()
         };
+        let body = Body::io(attr, data.clone());
         let writes = state
             .iter()
             .filter(|(_, s)| *s == Status::OK)
             .map(|(t, _)| {
-                let data = data.clone();
-                async move { (*t, write_part(client, b.group(), id, *t, attr, data).await) }
+                let body = body.clone();
+                async move { (*t, write_part(client, b.group(), id, *t, body).await) }
             });
         let done = futures::future::join_all(writes).await;
         for (t, s) in done {
@@ -961,20 +1025,8 @@ async fn copy_in_parts(
             break;
         }
     }
-    let mut out = CopyResult::default();
     let size = first.as_ref().map_or(0, |f| f.data_size_bytes);
-    for (t, s) in state {
-        match s {
-            Status::OK => {
-                out.copied += 1;
-                out.bytes += size;
-            }
-            Status::NEWER_EXISTS => out.skipped += 1,
-            _ => out.failed += 1,
-        }
-        out.statuses.push((t, s));
-    }
-    out
+    CopyResult::tally(state, size)
 }
 
 fn same_target(a: &Target, b: &Target) -> bool {

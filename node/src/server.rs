@@ -570,6 +570,26 @@ impl tokio::io::AsyncWrite for ProgressWriter {
     }
 }
 
+impl ellipsis_core::protocol::SendFile for ProgressWriter {
+    fn can_send_file(&self) -> bool {
+        self.inner.can_send_file()
+    }
+
+    fn poll_send_file(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_send_file(cx, file, offset, len);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.mark();
+        }
+        r
+    }
+}
+
 /// Write queued replies until the queue closes, the socket fails, or the client stops reading
 /// for `send_timeout` (then the queue is dropped, which fails every pending send of the
 /// connection's requests at once and frees their in-flight permits).

@@ -351,3 +351,20 @@ pub async fn poll_until(deadline: std::time::Duration, what: &str, mut done: imp
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Flip bits of the byte at `offset` of `path` in place (one `pwrite`: a running node's
+/// open file sees it at once, as it would see bit rot).
+pub fn flip_byte(path: &std::path::Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open the file to damage");
+    let len = f.metadata().expect("its size").len();
+    assert!(offset < len, "{} has {len} bytes", path.display());
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).expect("read the byte");
+    b[0] ^= 0x5a;
+    f.write_all_at(&b, offset).expect("write it flipped");
+}

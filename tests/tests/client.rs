@@ -189,3 +189,77 @@ async fn nocsum_writes_are_stored_without_a_checksum_and_read_back() {
     );
     c.shutdown().await;
 }
+
+/// A WRITE naming its data's record checksum (`DATA_CHECKSUM`, what a copy sent with
+/// `sendfile` carries) is stored only if the bytes hash to it, through the engine and
+/// through the cache alike; other bytes are CORRUPTED and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_naming_their_data_checksum_store_only_matching_bytes() {
+    let c = Cluster::start(&[NodeSpec {
+        groups: vec![1],
+        cache_bytes: 1 << 20,
+    }])
+    .await;
+    let client = c.client(0, &[1], Checker::All).await;
+    let data = Bytes::from(vec![7u8; 70_000]);
+    let sum = eblob::record::data_checksum(&data);
+    for (name, extra) in [("engine", 0), ("cache", io_flags::CACHE)] {
+        let k = Id::for_key(b"client", name.as_bytes());
+        let named = |checksum| IoAttr {
+            io_flags: io_flags::DATA_CHECKSUM | extra,
+            checksum,
+            ..IoAttr::default()
+        };
+        let e = client
+            .write(&k, data.clone(), named(sum ^ 1))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), Status::CORRUPTED, "{name}: {e}");
+        let e = client.read(&k, 0, 0).await.unwrap_err();
+        assert_eq!(e.status(), Status::NOT_FOUND, "{name}: nothing stored");
+        client.write(&k, data.clone(), named(sum)).await.unwrap();
+        let r = client.read(&k, 0, 0).await.unwrap();
+        assert!(r.data == data, "{name}");
+        assert_eq!(r.attr.checksum, sum, "{name}");
+    }
+    // One checksum field cannot name two things; nor can a record without checksums be
+    // checked against one.
+    let k = Id::for_key(b"client", b"conflict");
+    for flags in [io_flags::CAS_CHECKSUM, io_flags::NOCSUM] {
+        let attr = IoAttr {
+            io_flags: io_flags::DATA_CHECKSUM | flags,
+            checksum: sum,
+            ..IoAttr::default()
+        };
+        let e = client.write(&k, data.clone(), attr).await.unwrap_err();
+        assert_eq!(e.status(), Status::INVALID, "{e}");
+    }
+    c.shutdown().await;
+}
+
+/// A request larger than the client's frame limit is refused before anything of it is
+/// sent, and the connection goes on serving the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_frame_limit_is_refused_and_the_connection_stays_up() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    let client = Client::connect(ClientConfig {
+        remotes: vec![c.addr(0)],
+        groups: vec![1],
+        max_frame_bytes: 64 << 10,
+        ..ClientConfig::default()
+    })
+    .await
+    .unwrap();
+    let k = Id::for_key(b"client", b"big");
+    let e = client
+        .write(&k, Bytes::from(vec![1u8; 100 << 10]), IoAttr::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Status::TOO_BIG, "{e}");
+    client
+        .write(&k, Bytes::from_static(b"small"), IoAttr::default())
+        .await
+        .unwrap();
+    assert_eq!(&client.read(&k, 0, 0).await.unwrap().data[..], b"small");
+    c.shutdown().await;
+}

@@ -15,7 +15,7 @@ use ellipsis_core::client::{Checker, Client, ClientConfig};
 use ellipsis_core::protocol::{IoAttr, Status};
 use ellipsis_core::stats::NodeStats;
 use ellipsis_core::Id;
-use ellipsis_tests::{Cluster, NodeSpec, TOKEN};
+use ellipsis_tests::{flip_byte, Cluster, NodeSpec, TOKEN};
 
 /// Size of one index entry / record header (node/eblob/FORMAT.md).
 const ENTRY_BYTES: usize = 128;
@@ -29,19 +29,6 @@ fn value(i: u64) -> Bytes {
         .map(|j| (i * 131 + j * 7) as u8)
         .collect::<Vec<u8>>()
         .into()
-}
-
-fn flip_byte(path: &Path, offset: u64) {
-    let mut bytes = std::fs::read(path).unwrap();
-    let i = offset as usize;
-    assert!(
-        i < bytes.len(),
-        "{} has {} bytes",
-        path.display(),
-        bytes.len()
-    );
-    bytes[i] ^= 0x5a;
-    std::fs::write(path, bytes).unwrap();
 }
 
 /// Offset of `id`'s entry in an index file (entries are 128 bytes starting with the key).

@@ -9,7 +9,7 @@ use ellipsis_core::protocol::cmd::send::{SendBackend, SendMode, SendRequest, Sen
 use ellipsis_core::protocol::{io_flags, IoAttr, Status};
 use ellipsis_core::stats::{JobKind, JobState, JobStatus};
 use ellipsis_core::Id;
-use ellipsis_tests::{poll_until, Cluster, NodeSpec, TOKEN};
+use ellipsis_tests::{flip_byte, poll_until, Cluster, NodeSpec, TOKEN};
 
 fn key(i: u64) -> Id {
     Id::for_key(b"send", format!("k{i}").as_bytes())
@@ -215,6 +215,87 @@ async fn sends_of_many_batches_give_every_key_exactly_one_result_and_copy() {
             );
         }
     }
+    c.shutdown().await;
+}
+
+/// Copies from the data file go with `sendfile`, unread by the source, and the target checks
+/// them against the record checksum. A record whose bytes rotted on the source's disk is
+/// refused there, read here (which finds the damage and reports it) and never stored; a
+/// NOCSUM record (no checksum to check against) and a newer dirty cached copy are read and
+/// sent from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_damaged_at_the_source_is_never_copied_and_every_other_copy_lands() {
+    let c = Cluster::start(&[
+        NodeSpec {
+            groups: vec![1],
+            // Room for a 1.3 MiB object in each cache shard.
+            cache_bytes: 64 << 20,
+        },
+        NodeSpec::groups(&[2]),
+    ])
+    .await;
+    let g1 = c.client(0, &[1], Checker::All).await;
+    let g2 = c.client(0, &[2], Checker::All).await;
+    // Larger than one checksum chunk (1 MiB): the damage is in the second.
+    let value = |i: u64, v: u8| Bytes::from(vec![i as u8 ^ v; (1 << 20) + 300_000]);
+    let (damaged, nocsum, cached) = (3u64, 6u64, 7u64);
+    for i in 0..8 {
+        let attr = IoAttr {
+            io_flags: if i == nocsum { io_flags::NOCSUM } else { 0 },
+            ..at(100)
+        };
+        g1.write(&key(i), value(i, 0), attr).await.unwrap();
+    }
+    // A newer version of `cached` waits in the cache, not yet written back.
+    let in_cache = IoAttr {
+        io_flags: io_flags::CACHE,
+        ..at(200)
+    };
+    g1.write(&key(cached), value(cached, 0xff), in_cache)
+        .await
+        .unwrap();
+    let source = c.node(0).backend(1).unwrap();
+    assert_eq!(source.cache_stats().unwrap().dirty_objects, 1);
+    let l = source
+        .engine()
+        .unwrap()
+        .lookup(&eblob::Key(key(damaged).0))
+        .unwrap();
+    flip_byte(&l.data_path, l.data_offset_bytes + (1 << 20) + 12_345);
+
+    let (results, _) = send_backend(
+        &g1,
+        c.addr(0),
+        vec![2],
+        SendMode::Default,
+        SendBackend::default(),
+    )
+    .await;
+    assert_eq!(results.len(), 8, "one result per key: {results:?}");
+    for r in &results {
+        let want = if r.id == key(damaged) {
+            Status::CORRUPTED
+        } else {
+            Status::OK
+        };
+        assert_eq!(r.status, want, "{r:?}");
+    }
+    for i in 0..8 {
+        let got = g2.read(&key(i), 0, 0).await;
+        if i == damaged {
+            let e = got.unwrap_err();
+            assert_eq!(e.status(), Status::NOT_FOUND, "nothing stored: {e}");
+            continue;
+        }
+        let want = value(i, if i == cached { 0xff } else { 0 });
+        assert!(got.unwrap().data == want, "key {i} in group 2");
+    }
+    // The target refused the unread bytes (counted as a failed engine write); the source's
+    // own read found the damage and counts it.
+    let target = c.node(1).backend(1).unwrap().engine().unwrap().stats();
+    assert_eq!(target.ops.errors, 1, "{:?}", target.ops);
+    let source_ops = source.engine().unwrap().stats().ops;
+    assert_eq!(source_ops.corrupted_reads, 1, "{source_ops:?}");
     c.shutdown().await;
 }
 

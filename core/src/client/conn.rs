@@ -18,7 +18,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
-use crate::protocol::{flags, Frame, FrameCodec, FrameWriter, Header, Status};
+use crate::protocol::cmd::io::IoPayload;
+use crate::protocol::{flags, FileRegion, Frame, FrameCodec, FrameWriter, Header, IoAttr, Status};
 
 /// Frames queued for the writer task.
 pub const SEND_QUEUE: usize = 1024;
@@ -53,6 +54,19 @@ pub enum ConnError {
     /// Too many requests in flight or queued.
     #[error("connection to {0} is overloaded")]
     Busy(SocketAddr),
+    /// The request is larger than a frame may be: refused before anything of it was sent
+    /// (queueing it would fail the connection's writer, and every request on it).
+    #[error(
+        "request to {addr} of {size_bytes} payload bytes is over the {max_bytes}-byte frame limit"
+    )]
+    TooLarge {
+        /// Peer.
+        addr: SocketAddr,
+        /// The request's payload size.
+        size_bytes: u64,
+        /// The frame limit.
+        max_bytes: u64,
+    },
     /// The peer answered with an error status.
     #[error("{addr} answered {status}")]
     Status {
@@ -70,6 +84,7 @@ impl ConnError {
             ConnError::Connect { .. } | ConnError::Closed(_) => Status::UNREACHABLE,
             ConnError::TimedOut { .. } => Status::TIMED_OUT,
             ConnError::Busy(_) => Status::AGAIN,
+            ConnError::TooLarge { .. } => Status::TOO_BIG,
             ConnError::Status { status, .. } => *status,
         }
     }
@@ -104,13 +119,16 @@ impl Drop for PendingEntry {
 }
 
 /// What a request carries after its header: one buffer, or an IO request's attributes and
-/// its data as two, sent back to back without being copied into one.
+/// its data as two, sent back to back without being copied into one; the data may also be
+/// a region of a file, sent with `sendfile`.
 #[derive(Clone, Debug, Default)]
 pub struct Body {
     /// The first part.
     pub head: Bytes,
     /// The part sent right after `head`.
     pub tail: Bytes,
+    /// Bytes of a file sent after `tail`.
+    pub file: Option<FileRegion>,
 }
 
 impl Body {
@@ -119,16 +137,42 @@ impl Body {
         Body {
             head: head.into(),
             tail,
+            file: None,
+        }
+    }
+
+    /// An IO request (WRITE): `attr` (its `size` set to the data's) then `data`.
+    pub fn io(attr: IoAttr, data: Bytes) -> Body {
+        let attr = IoAttr {
+            size: data.len() as u64,
+            ..attr
+        };
+        let (head, tail) = IoPayload { attr, data }.into_parts();
+        Body::split(head, tail)
+    }
+
+    /// An IO request whose data is `region` of a file: `attr` (its `size` set to the
+    /// region's), then the file's bytes, which the connection sends without reading them.
+    pub fn io_file(attr: IoAttr, region: FileRegion) -> Body {
+        let attr = IoAttr {
+            size: region.size_bytes,
+            ..attr
+        };
+        let (head, _) = IoPayload {
+            attr,
+            data: Bytes::new(),
+        }
+        .into_parts();
+        Body {
+            file: Some(region),
+            ..Body::split(head, Bytes::new())
         }
     }
 }
 
 impl From<Bytes> for Body {
     fn from(head: Bytes) -> Body {
-        Body {
-            head,
-            tail: Bytes::new(),
-        }
+        Body::split(head, Bytes::new())
     }
 }
 
@@ -142,6 +186,7 @@ impl From<Vec<u8>> for Body {
 #[derive(Debug)]
 pub struct Conn {
     addr: SocketAddr,
+    max_frame_bytes: u64,
     tx: mpsc::Sender<Frame>,
     pending: Pending,
     next_trans: AtomicU64,
@@ -322,6 +367,7 @@ impl Conn {
         });
         Ok(Arc::new(Conn {
             addr,
+            max_frame_bytes,
             tx,
             pending,
             next_trans: AtomicU64::new(1),
@@ -404,7 +450,7 @@ impl Conn {
     /// Register `waiter` under a fresh `trans` and queue the request for the writer.
     async fn send(
         &self,
-        mut header: Header,
+        header: Header,
         payload: impl Into<Body>,
         waiter: Waiter,
         timeout: Duration,
@@ -412,6 +458,19 @@ impl Conn {
         if self.is_closed() {
             return Err(ConnError::Closed(self.addr));
         }
+        let Body { head, tail, file } = payload.into();
+        let frame = Frame {
+            file,
+            ..Frame::with_tail(header, head, tail)
+        };
+        if frame.payload_len() > self.max_frame_bytes {
+            return Err(ConnError::TooLarge {
+                addr: self.addr,
+                size_bytes: frame.payload_len(),
+                max_bytes: self.max_frame_bytes,
+            });
+        }
+        let mut header = frame.header;
         let trans = self.next_trans.fetch_add(1, Ordering::Relaxed);
         header.trans = trans;
         header.flags &= !(flags::REPLY | flags::MORE);
@@ -427,8 +486,8 @@ impl Conn {
             pending: self.pending.clone(),
         };
         // Fast path: room in the queue now (no timer to arm); else wait up to `timeout`.
-        let Body { head, tail } = payload.into();
-        let frame = match self.tx.try_send(Frame::with_tail(header, head, tail)) {
+        let frame = Frame { header, ..frame };
+        let frame = match self.tx.try_send(frame) {
             Ok(()) => return Ok(entry),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(ConnError::Closed(self.addr)),
             Err(mpsc::error::TrySendError::Full(frame)) => frame,

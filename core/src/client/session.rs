@@ -17,12 +17,6 @@ use crate::protocol::cmd::Payload;
 use crate::protocol::{Command, Frame, Header, IoAttr, ProtocolError, Status};
 use crate::route::RouteTable;
 
-/// A WRITE's payload as attributes and data, the data uncopied.
-fn io_body(attr: IoAttr, data: Bytes) -> Body {
-    let (head, tail) = IoPayload { attr, data }.into_parts();
-    Body::split(head, tail)
-}
-
 /// How many groups must succeed for a write to succeed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Checker {
@@ -517,7 +511,7 @@ impl Client {
             attr.ts_nsec = now.subsec_nanos();
         }
         attr.size = data.len() as u64;
-        self.to_all_groups(Command::Write, key, io_body(attr, data))
+        self.to_all_groups(Command::Write, key, Body::io(attr, data))
             .await
     }
 
@@ -528,10 +522,9 @@ impl Client {
         groups: &[u32],
         key: &Id,
         data: Bytes,
-        mut attr: IoAttr,
+        attr: IoAttr,
     ) -> Vec<GroupResult> {
-        attr.size = data.len() as u64;
-        self.to_groups(Command::Write, groups, key, io_body(attr, data))
+        self.to_groups(Command::Write, groups, key, Body::io(attr, data))
             .await
     }
 

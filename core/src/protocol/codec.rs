@@ -3,8 +3,12 @@
 //!
 //! Invariants: a frame whose header announces more than `max_payload_bytes` is refused with
 //! `FrameTooLarge` before any of its payload is buffered; partial frames wait for more bytes;
-//! no input makes the decoder panic. A frame's wire payload is `payload` then `tail`; decoded
-//! frames always have an empty `tail`.
+//! no input makes the decoder panic. A frame's wire payload is `payload`, `tail`, then the
+//! bytes of `file`; decoded frames always have an empty `tail` and no `file`.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -24,7 +28,35 @@ pub struct Frame {
     /// More payload, sent right after `payload`: an IO request's data behind its attributes,
     /// so the data is never copied into one buffer with them. Always empty when decoded.
     pub tail: Bytes,
+    /// Last of the payload, after `tail`: bytes of an open file, which a [`FrameWriter`]
+    /// sends with `sendfile` (they never pass through user space on the sending side).
+    /// Always `None` when decoded.
+    ///
+    /// [`FrameWriter`]: super::FrameWriter
+    pub file: Option<FileRegion>,
 }
+
+/// `size_bytes` bytes of `file` from `offset_bytes`, sent as the end of a frame's payload.
+/// The file must hold them for as long as the frame is queued: if it turns out shorter, the
+/// frame cannot be finished and the writer fails (the connection closes).
+#[derive(Clone, Debug)]
+pub struct FileRegion {
+    /// The open file.
+    pub file: Arc<File>,
+    /// Where the bytes start.
+    pub offset_bytes: u64,
+    /// How many bytes.
+    pub size_bytes: u64,
+}
+
+impl PartialEq for FileRegion {
+    fn eq(&self, o: &FileRegion) -> bool {
+        Arc::ptr_eq(&self.file, &o.file)
+            && (self.offset_bytes, self.size_bytes) == (o.offset_bytes, o.size_bytes)
+    }
+}
+
+impl Eq for FileRegion {}
 
 impl Frame {
     /// A frame of `header` with `payload`.
@@ -33,6 +65,7 @@ impl Frame {
             header,
             payload: payload.into(),
             tail: Bytes::new(),
+            file: None,
         }
     }
 
@@ -42,12 +75,14 @@ impl Frame {
             header,
             payload: payload.into(),
             tail,
+            file: None,
         }
     }
 
-    /// Payload bytes on the wire (`payload` and `tail`).
+    /// Payload bytes on the wire (`payload`, `tail` and `file`).
     pub fn payload_len(&self) -> u64 {
         (self.payload.len() + self.tail.len()) as u64
+            + self.file.as_ref().map_or(0, |f| f.size_bytes)
     }
 }
 
@@ -98,6 +133,7 @@ impl Decoder for FrameCodec {
             header,
             payload,
             tail: Bytes::new(),
+            file: None,
         }))
     }
 }
@@ -121,6 +157,15 @@ impl Encoder<Frame> for FrameCodec {
         dst.put_slice(&header.encode());
         dst.put_slice(&frame.payload);
         dst.put_slice(&frame.tail);
+        if let Some(f) = &frame.file {
+            // One contiguous buffer was asked for: the file's bytes are read into it.
+            let at = dst.len();
+            dst.resize(at + f.size_bytes as usize, 0);
+            if let Err(e) = f.file.read_exact_at(&mut dst[at..], f.offset_bytes) {
+                dst.truncate(at - HEADER_SIZE - frame.payload.len() - frame.tail.len());
+                return Err(e.into());
+            }
+        }
         Ok(())
     }
 }

@@ -17,13 +17,13 @@ pub mod status;
 #[cfg(feature = "client")]
 pub mod writer;
 
-pub use codec::{Frame, FrameCodec, DEFAULT_MAX_FRAME_BYTES};
+pub use codec::{FileRegion, Frame, FrameCodec, DEFAULT_MAX_FRAME_BYTES};
 pub use command::Command;
 pub use header::{flags, Header, HEADER_SIZE};
 pub use io_attr::{io_flags, IoAttr, IO_ATTR_SIZE};
 pub use status::Status;
 #[cfg(feature = "client")]
-pub use writer::FrameWriter;
+pub use writer::{FrameWriter, SendFile};
 
 /// Why bytes did not decode.
 #[derive(Debug, thiserror::Error)]

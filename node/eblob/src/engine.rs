@@ -61,6 +61,30 @@ pub struct WriteOptions {
     /// and the commit fails with [`Error::ChecksumMismatch`]. A chunked copy passes the
     /// source's checksum so a record assembled from interleaved or lost chunks is never sealed.
     pub commit_checksum: Option<u64>,
+    /// A whole, checksummed write only: the record's checksum (as [`Lookup::checksum`]) its
+    /// data must have. The engine hashes the bytes once, for the footer as always; if they
+    /// come out different the write fails with [`Error::DataMismatch`] and nothing is stored.
+    /// A copy whose bytes were sent without being read (`sendfile`) passes the source
+    /// record's checksum, so bytes damaged at the source or changed under the send are
+    /// refused instead of stored under the source's timestamp.
+    pub data_checksum: Option<u64>,
+}
+
+/// A committed record's data as a region of its open data file: what a copy sends with
+/// `sendfile` instead of reading it. The bytes are *not* verified: the region is taken under
+/// the key's lock, but an in-place overwrite may change them as soon as it is returned, and
+/// the source's own copy may be damaged; whoever stores them checks them against
+/// `lookup.checksum` ([`WriteOptions::data_checksum`]).
+#[derive(Clone, Debug)]
+pub struct DataRegion {
+    /// The record, as it was when the region was taken.
+    pub lookup: Lookup,
+    /// The data file (kept readable by this handle even if data-sort replaces it).
+    pub file: Arc<File>,
+    /// Offset of the object's first byte in `file`.
+    pub offset_bytes: u64,
+    /// Object size.
+    pub size_bytes: u64,
 }
 
 /// Where and what a record is.
@@ -277,9 +301,10 @@ impl Eblob {
         parts: &[&[u8]],
         opts: &WriteOptions,
     ) -> Result<Lookup, Error> {
-        let r = self
-            .inner
-            .mutate(|inner| inner.write_locked(key, parts, opts));
+        let r = checked_hashes(parts, opts).and_then(|known| {
+            self.inner
+                .mutate(|inner| inner.write_locked(key, parts, opts, known.as_deref()))
+        });
         let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
         match &r {
             Ok(_) => {
@@ -360,6 +385,22 @@ impl Eblob {
             Ok((_, d)) => {
                 bump(&self.inner.counters.reads, 1);
                 bump(&self.inner.counters.read_bytes, d.len() as u64);
+            }
+            Err(e) => self.inner.count_error(e),
+        }
+        r
+    }
+
+    /// Where `key`'s committed data lies, for sending it without reading it ([`DataRegion`]);
+    /// counted as a read of the whole object. Uncommitted records are [`Error::Uncommitted`],
+    /// removed ones [`Error::NotFound`], as for a read; a damaged data header is
+    /// [`Error::Corrupted`]. The data itself is not checked here.
+    pub fn data_region(&self, key: &Key) -> Result<DataRegion, Error> {
+        let r = self.inner.data_region(key);
+        match &r {
+            Ok(d) => {
+                bump(&self.inner.counters.reads, 1);
+                bump(&self.inner.counters.read_bytes, d.size_bytes);
             }
             Err(e) => self.inner.count_error(e),
         }
@@ -490,6 +531,38 @@ fn remove_older_duplicates(bases: &[Arc<Base>]) -> Result<u64, Error> {
 }
 
 /// Hash `parts` (one logical byte string) chunk by chunk.
+/// For a write with [`WriteOptions::data_checksum`]: its chunk hashes, checked against the
+/// expected checksum. Computed before the write lock is taken (the footer reuses them, so
+/// the bytes are hashed once), so a refused write costs other writers nothing.
+fn checked_hashes(parts: &[&[u8]], o: &WriteOptions) -> Result<Option<Vec<u64>>, Error> {
+    let Some(expected) = o.data_checksum else {
+        return Ok(None);
+    };
+    if o.offset != 0
+        || o.append
+        || o.prepare_size_bytes.is_some()
+        || o.plain_write
+        || o.commit
+        || o.nocsum
+    {
+        return Err(Error::InvalidArgument(
+            "data_checksum needs a whole, checksummed write".into(),
+        ));
+    }
+    let hashes = hash_parts(parts);
+    let found = record::hash_of_hashes(&hashes);
+    if found != expected {
+        return Err(Error::DataMismatch { expected, found });
+    }
+    Ok(Some(hashes))
+}
+
+/// The chunk hashes of a whole object `parts`, unless the caller already has them (`known`,
+/// computed by [`hash_parts`] over the same bytes).
+fn hashes_of(parts: &[&[u8]], known: Option<&[u64]>) -> Vec<u64> {
+    known.map_or_else(|| hash_parts(parts), <[u64]>::to_vec)
+}
+
 pub(crate) fn hash_parts(parts: &[&[u8]]) -> Vec<u64> {
     use xxhash_rust::xxh3::Xxh3;
     let mut hashes = Vec::new();
@@ -616,13 +689,9 @@ impl Inner {
         self.read_range_loc(key, offset, size).map(|(_, d)| d)
     }
 
-    fn read_range_loc(
-        &self,
-        key: &Key,
-        offset: u64,
-        size: u64,
-    ) -> Result<(Lookup, Vec<u8>), Error> {
-        let _s = self.stripe(key).read();
+    /// The live committed record of `key` with its header taken from the data file; the
+    /// caller holds the key's stripe.
+    fn committed_loc(&self, key: &Key) -> Result<Loc, Error> {
         let mut loc = self.find(key)?.ok_or(Error::NotFound)?;
         let h = loc.header;
         // The data header is the truth: it must still name this key and not be removed, and
@@ -650,6 +719,44 @@ impl Inner {
         if h.has(FLAG_UNCOMMITTED) {
             return Err(Error::Uncommitted);
         }
+        Ok(loc)
+    }
+
+    fn data_region(&self, key: &Key) -> Result<DataRegion, Error> {
+        let _s = self.stripe(key).read();
+        let loc = self.committed_loc(key)?;
+        let h = loc.header;
+        let file = loc
+            .base
+            .data
+            .shared_for_read(h.data_offset(), h.data_size)?;
+        Ok(DataRegion {
+            lookup: self.lookup_of(&loc)?,
+            file,
+            offset_bytes: h.data_offset(),
+            size_bytes: h.data_size,
+        })
+    }
+
+    fn read_range_loc(
+        &self,
+        key: &Key,
+        offset: u64,
+        size: u64,
+    ) -> Result<(Lookup, Vec<u8>), Error> {
+        let _s = self.stripe(key).read();
+        let loc = self.committed_loc(key)?;
+        let h = loc.header;
+        let base = loc.base.clone();
+        let corrupted = |reason: String| {
+            base.note_corrupted();
+            Error::Corrupted {
+                key: *key,
+                base: base.number,
+                offset_bytes: h.position,
+                reason,
+            }
+        };
         let end = if size == 0 {
             h.data_size
         } else {
@@ -742,6 +849,7 @@ impl Inner {
         capacity: u64,
         at: u64,
         parts: &[&[u8]],
+        known_hashes: Option<&[u64]>,
     ) -> Result<Loc, Error> {
         let disk_size = record::disk_size_for(capacity);
         self.check_space(disk_size)?;
@@ -763,7 +871,7 @@ impl Inner {
         let footer = if h.has(FLAG_UNCOMMITTED) || h.has(FLAG_NOCSUM) {
             vec![0u8; ((slots + 1) * 8) as usize]
         } else if at == 0 {
-            record::encode_footer(slots, &hash_parts(parts))
+            record::encode_footer(slots, &hashes_of(parts, known_hashes))
         } else {
             let zeros = vec![0u8; at as usize];
             let mut all: Vec<&[u8]> = vec![&zeros];
@@ -841,7 +949,7 @@ impl Inner {
             .base
             .data
             .read_vec(h.footer_offset(), record::footer_size(h.disk_size))?;
-        let new = self.append_record(h, capacity, 0, &[&data])?;
+        let new = self.append_record(h, capacity, 0, &[&data], None)?;
         new.base
             .data
             .write_at(&footer, new.header.footer_offset())?;
@@ -881,6 +989,7 @@ impl Inner {
         offset: u64,
         parts: &[&[u8]],
         new_header: Header,
+        known_hashes: Option<&[u64]>,
     ) -> Result<Loc, Error> {
         let old = loc.header;
         let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
@@ -905,7 +1014,7 @@ impl Inner {
             // A small whole rewrite: header, data, the unused rest of the capacity (zeroed)
             // and footer go out as one contiguous write, as a new small record does.
             let slots = record::chunk_slots(old.disk_size);
-            let footer = record::encode_footer(slots, &hash_parts(parts));
+            let footer = record::encode_footer(slots, &hashes_of(parts, known_hashes));
             let mut record = Vec::with_capacity(old.disk_size as usize);
             record.extend_from_slice(&h.encode());
             for p in parts {
@@ -937,7 +1046,7 @@ impl Inner {
         let slots = record::chunk_slots(old.disk_size);
         if checksummed {
             let hashes = if whole {
-                hash_parts(parts)
+                hashes_of(parts, known_hashes)
             } else {
                 let used = record::used_chunks(new_header.data_size);
                 let mut hashes = Vec::with_capacity(used as usize);
@@ -1090,7 +1199,13 @@ impl Inner {
             })
     }
 
-    fn write_locked(&self, key: &Key, parts: &[&[u8]], o: &WriteOptions) -> Result<Lookup, Error> {
+    fn write_locked(
+        &self,
+        key: &Key,
+        parts: &[&[u8]],
+        o: &WriteOptions,
+        known_hashes: Option<&[u64]>,
+    ) -> Result<Lookup, Error> {
         let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
         if o.append
             && (o.offset != 0 || o.prepare_size_bytes.is_some() || o.plain_write || o.commit)
@@ -1155,7 +1270,7 @@ impl Inner {
                 });
             }
             let h = template(FLAG_UNCOMMITTED | nocsum, end);
-            let new = self.append_record(h, reserve, o.offset, parts)?;
+            let new = self.append_record(h, reserve, o.offset, parts, None)?;
             self.retire(&existing, &new)?;
             if o.commit {
                 self.commit(new, o.commit_size_bytes, o.commit_checksum)?
@@ -1190,7 +1305,7 @@ impl Inner {
             h.timestamp = ts;
             h.user_flags = o.user_flags;
             let loc = if len > 0 {
-                self.write_in_place(&loc, o.offset, parts, h)?
+                self.write_in_place(&loc, o.offset, parts, h, None)?
             } else {
                 loc
             };
@@ -1221,7 +1336,7 @@ impl Inner {
                     && (self.config.overwrite_in_place || o.append)
             });
             match live {
-                Some(l) if fits => self.write_in_place(&l, at, parts, h)?,
+                Some(l) if fits => self.write_in_place(&l, at, parts, h, known_hashes)?,
                 Some(l) if at > 0 => {
                     // Grow or move: the new record holds the old object with the new bytes
                     // laid over it; appends reserve room for as much again.
@@ -1233,13 +1348,13 @@ impl Inner {
                         off += p.len();
                     }
                     let capacity = if o.append { new_size * 2 } else { new_size };
-                    let new = self.append_record(h, capacity, 0, &[&object])?;
+                    let new = self.append_record(h, capacity, 0, &[&object], None)?;
                     self.retire(&Some(l), &new)?;
                     new
                 }
                 other => {
                     let capacity = if o.append { new_size * 2 } else { new_size };
-                    let new = self.append_record(h, capacity, at, parts)?;
+                    let new = self.append_record(h, capacity, at, parts, known_hashes)?;
                     self.retire(&other, &new)?;
                     new
                 }

@@ -76,6 +76,15 @@ pub enum Error {
         /// The checksum of the data in the record.
         found: u64,
     },
+    /// A write that named the checksum of its data ([`crate::WriteOptions::data_checksum`])
+    /// carried other bytes: nothing was stored.
+    #[error("write refused: its data has checksum {found:#x}, the writer expected {expected:#x}")]
+    DataMismatch {
+        /// The checksum the writer named.
+        expected: u64,
+        /// The checksum of the bytes that arrived.
+        found: u64,
+    },
     /// The request itself is malformed (bad flag combination, bad key length, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

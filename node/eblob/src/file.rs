@@ -15,7 +15,10 @@ use crate::error::Error;
 /// An open file plus its path and the fault seam.
 #[derive(Debug)]
 pub(crate) struct BlobFile {
-    file: File,
+    /// Shared so a [`crate::DataRegion`] can hand the open file out (for `sendfile`) without
+    /// a `dup` per record; the inode stays readable while a region holds it, even after
+    /// data-sort replaced the file.
+    file: Arc<File>,
     path: PathBuf,
     faults: Option<Arc<dyn FaultInjector>>,
 }
@@ -35,7 +38,7 @@ impl BlobFile {
             .open(path)
             .map_err(|e| Error::io("open", path, e))?;
         Ok(BlobFile {
-            file,
+            file: Arc::new(file),
             path: path.to_owned(),
             faults,
         })
@@ -88,6 +91,24 @@ impl BlobFile {
             }
         }
         Ok(buf)
+    }
+
+    /// The open file, for reading `len` bytes at `offset` outside the engine (a
+    /// [`crate::DataRegion`]); the fault seam sees it as a read of those bytes.
+    ///
+    /// The bytes are also asked into the page cache (`POSIX_FADV_WILLNEED`, which starts
+    /// the reads and does not wait for them): whoever sends the region from a network
+    /// thread should find them there rather than wait on the disk in `sendfile`.
+    pub(crate) fn shared_for_read(&self, offset: u64, len: u64) -> Result<Arc<File>, Error> {
+        if let Fault::Fail(kind) = self.fault(IoOp::Read, offset, len) {
+            return Err(Error::io("read", &self.path, io::Error::from(kind)));
+        }
+        if let Some(len) = std::num::NonZeroU64::new(len) {
+            // Only a hint: a file system without it still serves the sendfile.
+            let _ =
+                rustix::fs::fadvise(&*self.file, offset, Some(len), rustix::fs::Advice::WillNeed);
+        }
+        Ok(self.file.clone())
     }
 
     /// Write all of `buf` at `offset`.

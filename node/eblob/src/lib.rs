@@ -37,7 +37,7 @@ mod sort;
 mod stats;
 
 pub use config::{Config, Fault, FaultInjector, IoOp, SyncPolicy};
-pub use engine::{Eblob, Lookup, WriteOptions};
+pub use engine::{DataRegion, Eblob, Lookup, WriteOptions};
 pub use error::Error;
 pub use iterate::{IterRecord, IterateOptions};
 pub use key::{Key, Timestamp, KEY_SIZE};

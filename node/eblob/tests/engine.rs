@@ -435,6 +435,96 @@ fn a_commit_with_an_expected_checksum_seals_only_matching_data() {
 }
 
 #[test]
+fn a_data_region_holds_the_record_bytes_and_a_write_naming_their_checksum_checks_them() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let chunk = eblob::record::CHUNK_SIZE as usize;
+    let v = value(3, 0, 2 * chunk + 17);
+    db.write(&key(3), &v, &w()).unwrap();
+    let region = db.data_region(&key(3)).unwrap();
+    assert_eq!(region.size_bytes, v.len() as u64);
+    assert_eq!(region.lookup, db.lookup(&key(3)).unwrap());
+    let mut got = vec![0u8; v.len()];
+    region
+        .file
+        .read_exact_at(&mut got, region.offset_bytes)
+        .unwrap();
+    assert_eq!(got, v);
+
+    // Another store takes the bytes when they hash to the source's checksum...
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open(other_dir.path());
+    let checked = WriteOptions {
+        data_checksum: Some(region.lookup.checksum),
+        ..w()
+    };
+    let l = other.write(&key(3), &got, &checked).unwrap();
+    assert_eq!(l.checksum, region.lookup.checksum);
+    assert_eq!(other.read(&key(3)).unwrap(), v);
+    // ...and refuses other bytes, new key or existing one, storing nothing.
+    let mut damaged = got.clone();
+    damaged[chunk + 1] ^= 1;
+    for k in [key(4), key(3)] {
+        assert!(matches!(
+            other.write(&k, &damaged, &checked),
+            Err(Error::DataMismatch { .. })
+        ));
+    }
+    assert!(matches!(other.lookup(&key(4)), Err(Error::NotFound)));
+    assert_eq!(other.read(&key(3)).unwrap(), v);
+    assert_eq!(other.stats().total.records, 1);
+    // Only a whole checksummed write can name its data's checksum.
+    let appending = WriteOptions {
+        append: true,
+        ..checked.clone()
+    };
+    assert!(matches!(
+        other.write(&key(5), &got, &appending),
+        Err(Error::InvalidArgument(_))
+    ));
+
+    // Removed and uncommitted records have no region.
+    db.remove(&key(3)).unwrap();
+    assert!(matches!(db.data_region(&key(3)), Err(Error::NotFound)));
+    let prepare = WriteOptions {
+        prepare_size_bytes: Some(10),
+        ..w()
+    };
+    db.write(&key(6), b"12345", &prepare).unwrap();
+    assert!(matches!(db.data_region(&key(6)), Err(Error::Uncommitted)));
+}
+
+#[test]
+fn a_data_region_stays_readable_after_data_sort_replaces_its_file() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    for i in 0..20 {
+        db.write(&key(i), &value(i, 0, 5000), &w()).unwrap();
+    }
+    for i in 0..10 {
+        db.remove(&key(i)).unwrap();
+    }
+    let region = db.data_region(&key(15)).unwrap();
+    db.data_sort(&DataSortOptions::default()).unwrap();
+    // The record moved to a new file (the removed ones were dropped before it)...
+    use std::os::unix::fs::MetadataExt;
+    let now = db.lookup(&key(15)).unwrap();
+    assert_ne!(now.data_offset_bytes, region.offset_bytes);
+    let current_inode = std::fs::metadata(&now.data_path).unwrap().ino();
+    assert_ne!(region.file.metadata().unwrap().ino(), current_inode);
+    // ...and the region still reads the bytes it named.
+    let mut got = vec![0u8; 5000];
+    region
+        .file
+        .read_exact_at(&mut got, region.offset_bytes)
+        .unwrap();
+    assert_eq!(got, value(15, 0, 5000));
+    assert_eq!(eblob::record::data_checksum(&got), region.lookup.checksum);
+}
+
+#[test]
 fn scatter_gather_write_stores_the_parts_as_one_record() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());

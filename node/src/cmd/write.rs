@@ -32,6 +32,11 @@ pub(crate) fn write_options(a: &IoAttr) -> Result<eblob::WriteOptions, NodeError
     if modes > 1 {
         return Err(NodeError::Invalid("conflicting write modes".into()));
     }
+    if a.has(io_flags::DATA_CHECKSUM) && a.has(io_flags::CAS_CHECKSUM) {
+        return Err(NodeError::Invalid(
+            "DATA_CHECKSUM and CAS_CHECKSUM both name the checksum field".into(),
+        ));
+    }
     Ok(eblob::WriteOptions {
         offset: a.offset,
         timestamp: (a.ts_sec != 0 || a.ts_nsec != 0).then_some(eblob::Timestamp {
@@ -49,6 +54,7 @@ pub(crate) fn write_options(a: &IoAttr) -> Result<eblob::WriteOptions, NodeError
         cas_version: a.has(io_flags::CAS_VERSION),
         commit_checksum: (a.has(io_flags::COMMIT) && a.has(io_flags::CAS_CHECKSUM))
             .then_some(a.checksum),
+        data_checksum: a.has(io_flags::DATA_CHECKSUM).then_some(a.checksum),
     })
 }
 

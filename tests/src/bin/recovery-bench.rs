@@ -9,12 +9,17 @@
 //! 3. then `R` rounds (default 3) of, in turn:
 //!    - recovery: a two-node cluster (group 1, group 2) in this process; 1024 objects of
 //!      1 MiB are stored in group 1 only, then a `dc` recovery copies them to the empty
-//!      group 2 (timed from the start request until the job on the source node is done; the
-//!      CPU time this process used in that window is printed too);
+//!      group 2 (timed from the start request until the job on the source node is done);
 //!    - server-send: the same setup in a new cluster, then a SEND of the source node's
 //!      backend to group 2 (default mode) through the client, timed until its last result;
 //!    - rsync: the same 1024 files, served by `rsync --daemon` on 127.0.0.1, pulled into an
 //!      empty directory with `rsync -a rsync://...`.
+//!
+//!    For each copy, the CPU time over its window is printed as busy cores: the copy's own
+//!    (this process for recovery and server-send; the rsync daemon, the sender it forks and
+//!    the client for rsync) and the whole machine's (`/proc/stat`, which also counts the
+//!    kernel's write-back of what the copy dirtied); and the own CPU seconds per GB, which
+//!    compares what the copies cost when the machine's speed moves between rounds.
 //!
 //!    Both sources are `sync`ed to disk after they are written, so neither copy competes with
 //!    the write-back of its own setup, and 2 x the data of fresh memory is touched and freed
@@ -126,7 +131,9 @@ enum CopyKind {
     ServerSend,
 }
 
-async fn recovery(objects: u64, warm: u64, how: CopyKind) -> Result<(Duration, u64, Duration)> {
+/// One copy: its time, the records the target holds after it, and the CPU time of this
+/// process and of the whole machine over it.
+async fn recovery(objects: u64, warm: u64, how: CopyKind) -> Result<(Duration, u64, Cpu)> {
     let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
     let source = c.node(0).clone();
     // Fill group 1 only, 16 writes in flight (setup is not what is measured).
@@ -152,7 +159,7 @@ async fn recovery(objects: u64, warm: u64, how: CopyKind) -> Result<(Duration, u
     warm_memory(warm);
     // For `perf record -p` of the copy alone.
     eprintln!("recovery starts");
-    let cpu = process_cpu()?;
+    let (cpu, machine) = (cpu_used(false)?, machine_busy()?);
     let start = Instant::now();
     if how == CopyKind::Dc {
         let job = ellipsis_node::recovery::start(
@@ -185,7 +192,10 @@ async fn recovery(objects: u64, warm: u64, how: CopyKind) -> Result<(Duration, u
         eprintln!("server-send: {ok} keys OK");
     }
     let d = start.elapsed();
-    let cpu = process_cpu()?.saturating_sub(cpu);
+    let cpu = Cpu {
+        own: cpu_used(false)?.saturating_sub(cpu),
+        machine: machine_busy()?.saturating_sub(machine),
+    };
     let target = c.node(1).backend(1).ok_or("no backend 1")?.engine()?;
     let copied = target.stats().total.live_records;
     c.shutdown().await;
@@ -201,9 +211,10 @@ fn sync_all() -> Result<()> {
     Ok(())
 }
 
-/// CPU time (user + system, all threads) this process has used so far, from
-/// `/proc/self/stat` (fields 14 and 15, in the kernel's fixed USER_HZ of 100 per second).
-fn process_cpu() -> Result<Duration> {
+/// CPU time (user + system, all threads) this process has used so far, or (`children`) that
+/// of its children it has waited for, from `/proc/self/stat` (fields 14 and 15, or 16 and
+/// 17, in the kernel's fixed USER_HZ of 100 per second).
+fn cpu_used(children: bool) -> Result<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     // The command name (field 2) may hold spaces; the fields after it are plain numbers.
     let rest = stat.rsplit_once(')').ok_or("odd /proc/self/stat")?.1;
@@ -214,8 +225,50 @@ fn process_cpu() -> Result<Duration> {
             .ok_or("short /proc/self/stat")?
             .parse::<u64>()?)
     };
-    // `rest` starts at field 3, so fields 14 and 15 are at 11 and 12.
-    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+    // `rest` starts at field 3, so field 14 is at 11.
+    let first = if children { 13 } else { 11 };
+    Ok(Duration::from_millis(
+        (ticks(first)? + ticks(first + 1)?) * 10,
+    ))
+}
+
+/// Busy CPU time of the whole machine so far (all CPUs; everything but idle and iowait), from
+/// the `cpu` line of `/proc/stat` in USER_HZ (100 per second). Over a copy it also counts
+/// what the copy makes the kernel do outside the copying processes: the flusher threads'
+/// write-back of the pages it dirtied, and softirq work charged elsewhere.
+fn machine_busy() -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().ok_or("empty /proc/stat")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal ...; guest time is inside user already.
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Ok(Duration::from_millis(busy * 10))
+}
+
+/// CPU time spent over a copy.
+struct Cpu {
+    /// By the copying process(es).
+    own: Duration,
+    /// By the whole machine (see [`machine_busy`]).
+    machine: Duration,
+}
+
+impl Cpu {
+    /// As average busy cores over `d`: (own, machine).
+    fn cores(&self, d: Duration) -> (f64, f64) {
+        let s = d.as_secs_f64();
+        (self.own.as_secs_f64() / s, self.machine.as_secs_f64() / s)
+    }
 }
 
 /// Touch `bytes` of fresh memory and free it again, right before a timed copy.
@@ -247,7 +300,9 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn rsync(dir: &Path, objects: u64, warm: u64) -> Result<Duration> {
+/// The rsync copy: its time, and the CPU time of the daemon (with the per-connection
+/// sender it forks and reaps) and the client (with its receiver) over it.
+fn rsync(dir: &Path, objects: u64, warm: u64) -> Result<(Duration, Cpu)> {
     let src = dir.join("rsync-src");
     let dst = dir.join("rsync-dst");
     // Each round starts from nothing, as the recovery round does.
@@ -292,6 +347,7 @@ fn rsync(dir: &Path, objects: u64, warm: u64) -> Result<Duration> {
     }
     sync_all()?;
     warm_memory(warm);
+    let (cpu, machine) = (cpu_used(true)?, machine_busy()?);
     let start = Instant::now();
     let status = Command::new("rsync")
         .arg("-a")
@@ -299,8 +355,15 @@ fn rsync(dir: &Path, objects: u64, warm: u64) -> Result<Duration> {
         .arg(format!("{}/", dst.display()))
         .status();
     let d = start.elapsed();
+    let machine = machine_busy()?.saturating_sub(machine);
+    // The daemon has reaped its sender (it exits when the transfer ends); once the daemon is
+    // reaped too, both count in this process's children's CPU time.
     let _ = daemon.kill();
     let _ = daemon.wait();
+    let cpu = Cpu {
+        own: cpu_used(true)?.saturating_sub(cpu),
+        machine,
+    };
     if !status?.success() {
         return Err("rsync failed".into());
     }
@@ -310,7 +373,7 @@ fn rsync(dir: &Path, objects: u64, warm: u64) -> Result<Duration> {
     }
     std::fs::remove_dir_all(&src)?;
     std::fs::remove_dir_all(&dst)?;
-    Ok(d)
+    Ok((d, cpu))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -349,21 +412,22 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let copy = |rt: &tokio::runtime::Runtime, how: CopyKind| -> Result<(f64, f64)> {
+    let copy = |rt: &tokio::runtime::Runtime, how: CopyKind| -> Result<(f64, f64, f64)> {
         let (rec, copied, cpu) = rt.block_on(recovery(objects, warm, how))?;
+        let (own, machine) = cpu.cores(rec);
         if copied != objects {
             return Err(format!("recovery copied {copied} of {objects} objects").into());
         }
-        Ok((mb_per_s(total, rec), cpu.as_secs_f64() / rec.as_secs_f64()))
+        Ok((mb_per_s(total, rec), own, machine))
     };
     if let Some(how) = only {
-        let (rate, cores) = copy(&rt, how)?;
+        let (rate, cores, machine) = copy(&rt, how)?;
         let name = if how == CopyKind::Dc {
             "dc recovery"
         } else {
             "server-send"
         };
-        println!("{name:<20} {rate:>9.1} MB/s  ({cores:.2} cores busy)");
+        println!("{name:<20} {rate:>9.1} MB/s  ({cores:.2} cores busy; machine {machine:.2})");
         return Ok(());
     }
     warm_memory(warm);
@@ -384,14 +448,27 @@ fn main() -> Result<()> {
     println!("loopback TCP         {lo:>9.1} MB/s");
     let (mut recs, mut sends, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let (rec, cores) = copy(&rt, CopyKind::Dc)?;
-        let (send, send_cores) = copy(&rt, CopyKind::ServerSend)?;
-        let rs = mb_per_s(total, rsync(dir.path(), objects, warm)?);
+        let (rec, cores, rec_machine) = copy(&rt, CopyKind::Dc)?;
+        let (send, send_cores, send_machine) = copy(&rt, CopyKind::ServerSend)?;
+        let (rs_time, rs_cpu) = rsync(dir.path(), objects, warm)?;
+        let rs = mb_per_s(total, rs_time);
+        let (rs_cores, rs_machine) = rs_cpu.cores(rs_time);
         println!(
-            "round {round}: dc recovery {rec:>7.1} MB/s ({cores:.2} cores busy), \
-             server-send {send:>7.1} MB/s ({send_cores:.2} cores busy), \
+            "round {round}: dc recovery {rec:>7.1} MB/s, server-send {send:>7.1} MB/s, \
              rsync daemon {rs:>7.1} MB/s, recovery / rsync {:>5.2} x",
             rec / rs
+        );
+        // Cores busy (the copy's own processes; the whole machine) and CPU seconds per GB:
+        // what each copy costs, whatever else the machine was doing.
+        println!(
+            "         cores busy (own; machine): dc {cores:.2}; {rec_machine:.2}, \
+             send {send_cores:.2}; {send_machine:.2}, rsync {rs_cores:.2}; {rs_machine:.2}"
+        );
+        println!(
+            "         own CPU-s per GB: dc {:.2}, send {:.2}, rsync {:.2}",
+            cores * 1e3 / rec,
+            send_cores * 1e3 / send,
+            rs_cores * 1e3 / rs
         );
         recs.push(rec);
         sends.push(send);

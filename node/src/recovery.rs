@@ -12,6 +12,12 @@
 //!   `safe`.
 //! - server-send (`cmd/send.rs`: a key list or a whole backend) copies each record with
 //!   [`copy`] (default CAS / overwrite; move removes after every target acknowledged).
+//! - A copy of a record that fits one request is sent from its data file with `sendfile`: the
+//!   source neither reads nor hashes it, and the target stores it only if it hashes to the
+//!   record checksum the source names (`DATA_CHECKSUM`). A refusal (the record was rewritten
+//!   in place during the send, or its bytes rotted on the source's disk) sends the record
+//!   again read and verified, so damage at the source is found and reported there and never
+//!   copied. Cached objects and NOCSUM records are read and sent from memory.
 //! - Uncommitted records (prepared, never committed) are visited too, as in Elliptics: when
 //!   every newest replica of a key is uncommitted and older than the prepare timeout (node
 //!   config `prepare_timeout_s`, or the request's), the key is removed from every group (an
@@ -21,7 +27,8 @@
 //!
 //! Not a scheduler. Invariants: memory is bounded by one batch of `batch` record locations
 //! plus the record parts of the copies in flight (at most `COPY_BYTES_IN_FLIGHT`, each part
-//! at most `COPY_PART_BYTES_MAX`) whatever the key count and object size; `dry_run` changes
+//! at most `COPY_PART_BYTES_MAX`; a part sent from its file holds no buffer, but counts)
+//! whatever the key count and object size; `dry_run` changes
 //! nothing; each job runs on its own thread and is visible in `/stats/workers` while it runs.
 
 use std::sync::Arc;

@@ -394,7 +394,9 @@ impl Eblob {
     /// Where `key`'s committed data lies, for sending it without reading it ([`DataRegion`]);
     /// counted as a read of the whole object. Uncommitted records are [`Error::Uncommitted`],
     /// removed ones [`Error::NotFound`], as for a read; a damaged data header is
-    /// [`Error::Corrupted`]. The data itself is not checked here.
+    /// [`Error::Corrupted`]. The data itself is not checked here, but it is brought into the
+    /// page cache (without being copied), so the caller's `sendfile` does not wait on the
+    /// disk; a disk that cannot read it is an [`Error::Io`] here.
     pub fn data_region(&self, key: &Key) -> Result<DataRegion, Error> {
         let r = self.inner.data_region(key);
         match &r {

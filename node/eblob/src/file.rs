@@ -12,6 +12,35 @@ use std::sync::Arc;
 use crate::config::{Fault, FaultInjector, IoOp};
 use crate::error::Error;
 
+/// Bring `len` bytes of `file` at `offset` into the page cache, waiting for the disk if it
+/// must, without copying them anywhere: a `sendfile` into `/dev/null` reads the pages into
+/// the cache, takes references to them and drops them (the null device consumes spliced
+/// pages without touching their bytes). Bytes already cached cost one syscall. Where
+/// `/dev/null` cannot be opened, the kernel is only asked to start the reads
+/// (`POSIX_FADV_WILLNEED`). Bytes evicted again before they are used are read then.
+fn into_page_cache(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    static NULL: std::sync::OnceLock<Option<File>> = std::sync::OnceLock::new();
+    let Some(null) = NULL.get_or_init(|| OpenOptions::new().write(true).open("/dev/null").ok())
+    else {
+        if let Some(len) = std::num::NonZeroU64::new(len) {
+            rustix::fs::fadvise(file, offset, Some(len), rustix::fs::Advice::WillNeed)?;
+        }
+        return Ok(());
+    };
+    let (mut at, end) = (offset, offset + len);
+    while at < end {
+        // At most 1 GiB a call: sendfile moves at most about 2 GiB per call anyway.
+        let want = (end - at).min(1 << 30) as usize;
+        match rustix::fs::sendfile(null, file, Some(&mut at), want) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// An open file plus its path and the fault seam.
 #[derive(Debug)]
 pub(crate) struct BlobFile {
@@ -96,18 +125,14 @@ impl BlobFile {
     /// The open file, for reading `len` bytes at `offset` outside the engine (a
     /// [`crate::DataRegion`]); the fault seam sees it as a read of those bytes.
     ///
-    /// The bytes are also asked into the page cache (`POSIX_FADV_WILLNEED`, which starts
-    /// the reads and does not wait for them): whoever sends the region from a network
-    /// thread should find them there rather than wait on the disk in `sendfile`.
+    /// The bytes are in the page cache when this returns (see [`into_page_cache`]): whoever
+    /// sends the region from a network thread finds them there instead of waiting on the
+    /// disk in `sendfile`, and a disk that cannot read them fails here, as a read error.
     pub(crate) fn shared_for_read(&self, offset: u64, len: u64) -> Result<Arc<File>, Error> {
         if let Fault::Fail(kind) = self.fault(IoOp::Read, offset, len) {
             return Err(Error::io("read", &self.path, io::Error::from(kind)));
         }
-        if let Some(len) = std::num::NonZeroU64::new(len) {
-            // Only a hint: a file system without it still serves the sendfile.
-            let _ =
-                rustix::fs::fadvise(&*self.file, offset, Some(len), rustix::fs::Advice::WillNeed);
-        }
+        into_page_cache(&self.file, offset, len).map_err(|e| Error::io("read", &self.path, e))?;
         Ok(self.file.clone())
     }
 

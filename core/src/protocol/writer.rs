@@ -60,47 +60,7 @@ pub trait SendFile {
     }
 }
 
-/// `sendfile` on a non-blocking TCP socket, waiting for writability through tokio.
-fn poll_send_file_tcp(
-    stream: &TcpStream,
-    cx: &mut Context<'_>,
-    file: &File,
-    offset: u64,
-    len: usize,
-) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(stream.poll_write_ready(cx))?;
-        let sent = stream.try_io(Interest::WRITABLE, || loop {
-            let mut at = offset;
-            match rustix::fs::sendfile(stream, file, Some(&mut at), len) {
-                Err(rustix::io::Errno::INTR) => continue,
-                r => return r.map_err(io::Error::from),
-            }
-        });
-        match sent {
-            // The readiness was stale; try_io cleared it, so the next poll waits.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            r => return Poll::Ready(r),
-        }
-    }
-}
-
-impl SendFile for TcpStream {
-    fn can_send_file(&self) -> bool {
-        true
-    }
-
-    fn poll_send_file(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        file: &File,
-        offset: u64,
-        len: usize,
-    ) -> Poll<io::Result<usize>> {
-        poll_send_file_tcp(&self, cx, file, offset, len)
-    }
-}
-
+/// `sendfile` on the non-blocking socket, waiting for writability through tokio.
 impl SendFile for OwnedWriteHalf {
     fn can_send_file(&self) -> bool {
         true
@@ -113,7 +73,22 @@ impl SendFile for OwnedWriteHalf {
         offset: u64,
         len: usize,
     ) -> Poll<io::Result<usize>> {
-        poll_send_file_tcp((*self).as_ref(), cx, file, offset, len)
+        let stream: &TcpStream = (*self).as_ref();
+        loop {
+            ready!(stream.poll_write_ready(cx))?;
+            let sent = stream.try_io(Interest::WRITABLE, || loop {
+                let mut at = offset;
+                match rustix::fs::sendfile(stream, file, Some(&mut at), len) {
+                    Err(rustix::io::Errno::INTR) => continue,
+                    r => return r.map_err(io::Error::from),
+                }
+            });
+            match sent {
+                // The readiness was stale; try_io cleared it, so the next poll waits.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
     }
 }
 
@@ -365,6 +340,22 @@ mod tests {
         }
     }
 
+    /// The bytes `sent` puts on the wire through a writer over a [`Trickle`] of `step`.
+    async fn trickled(sent: &[Frame], step: usize) -> BytesMut {
+        let mut w = FrameWriter::new(
+            Trickle {
+                out: Vec::new(),
+                step,
+            },
+            u64::MAX,
+        );
+        for f in sent {
+            w.feed(f.clone()).await.unwrap();
+        }
+        w.flush().await.unwrap();
+        BytesMut::from(&w.get_ref().out[..])
+    }
+
     /// Trickle sends files too, `step` bytes at a time, read with `pread`.
     impl SendFile for Trickle {
         fn can_send_file(&self) -> bool {
@@ -480,18 +471,7 @@ mod tests {
             sent.push(frame(100 + i as u64, vec![9; 10], vec![]));
         }
         for step in [1usize, 4093, 1 << 20] {
-            let mut w = FrameWriter::new(
-                Trickle {
-                    out: Vec::new(),
-                    step,
-                },
-                u64::MAX,
-            );
-            for f in &sent {
-                w.feed(f.clone()).await.unwrap();
-            }
-            w.flush().await.unwrap();
-            let mut wire = BytesMut::from(&w.get_ref().out[..]);
+            let mut wire = trickled(&sent, step).await;
             let mut codec = FrameCodec::new(u64::MAX);
             for f in &sent {
                 let got = codec.decode(&mut wire).unwrap().expect("a whole frame");
@@ -599,18 +579,7 @@ mod tests {
             }
         }
         for step in [1usize, 4093, 1 << 20] {
-            let mut w = FrameWriter::new(
-                Trickle {
-                    out: Vec::new(),
-                    step,
-                },
-                u64::MAX,
-            );
-            for f in &sent {
-                w.feed(f.clone()).await.unwrap();
-            }
-            w.flush().await.unwrap();
-            let mut wire = BytesMut::from(&w.get_ref().out[..]);
+            let mut wire = trickled(&sent, step).await;
             let mut codec = FrameCodec::new(u64::MAX);
             for f in &sent {
                 let got = codec.decode(&mut wire).unwrap().expect("a whole frame");

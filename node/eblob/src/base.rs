@@ -312,6 +312,18 @@ impl Base {
         self.counters.lock().corrupted += 1;
     }
 
+    /// The error for damage found in `key`'s record at `position` of this base, counted in
+    /// the base's damage.
+    pub(crate) fn damaged(&self, key: Key, position: u64, reason: String) -> Error {
+        self.note_corrupted();
+        Error::Corrupted {
+            key,
+            base: self.number,
+            offset_bytes: position,
+            reason,
+        }
+    }
+
     /// Whether removed bytes reached `percentage` of the base.
     pub(crate) fn wants_defrag(&self, percentage: u8) -> bool {
         let c = self.counters.lock();

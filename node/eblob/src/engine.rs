@@ -700,15 +700,7 @@ impl Inner {
         // it wins over the index entry (an in-place rewrite whose index write failed or was
         // cut short by a crash leaves the entry stale while the record itself is whole).
         let base = loc.base.clone();
-        let corrupted = |reason: String| {
-            base.note_corrupted();
-            Error::Corrupted {
-                key: *key,
-                base: base.number,
-                offset_bytes: h.position,
-                reason,
-            }
-        };
+        let corrupted = |reason: String| base.damaged(*key, h.position, reason);
         let h = match base.data_header_of(&h) {
             Ok(dh) => dh,
             Err(VerifyError::Damaged(reason)) => return Err(corrupted(reason)),
@@ -750,15 +742,7 @@ impl Inner {
         let loc = self.committed_loc(key)?;
         let h = loc.header;
         let base = loc.base.clone();
-        let corrupted = |reason: String| {
-            base.note_corrupted();
-            Error::Corrupted {
-                key: *key,
-                base: base.number,
-                offset_bytes: h.position,
-                reason,
-            }
-        };
+        let corrupted = |reason: String| base.damaged(*key, h.position, reason);
         let end = if size == 0 {
             h.data_size
         } else {
@@ -971,15 +955,9 @@ impl Inner {
             .read_vec(h.footer_offset(), record::footer_size(h.disk_size))?;
         match record::decode_footer(&footer, record::used_chunks(h.data_size)) {
             Some((hashes, total)) if record::hash_of_hashes(&hashes) == total => Ok(hashes),
-            _ => {
-                loc.base.note_corrupted();
-                Err(Error::Corrupted {
-                    key: h.key,
-                    base: loc.base.number,
-                    offset_bytes: h.position,
-                    reason: "footer checksum mismatch".into(),
-                })
-            }
+            _ => Err(loc
+                .base
+                .damaged(h.key, h.position, "footer checksum mismatch".into())),
         }
     }
 
@@ -1148,15 +1126,7 @@ impl Inner {
     /// span of at most `VERIFY_SPAN_BYTES` at a time, so memory stays bounded for any size.
     pub(crate) fn verify_loc(&self, loc: &Loc) -> Result<(), Error> {
         let h = loc.header;
-        let corrupted = |reason: String| {
-            loc.base.note_corrupted();
-            Error::Corrupted {
-                key: h.key,
-                base: loc.base.number,
-                offset_bytes: h.position,
-                reason,
-            }
-        };
+        let corrupted = |reason: String| loc.base.damaged(h.key, h.position, reason);
         let mut raw = [0u8; HEADER_SIZE as usize];
         loc.base.data.read_at(&mut raw, h.position)?;
         match Header::decode(&raw) {
@@ -1189,15 +1159,7 @@ impl Inner {
             .read_verified(h, 0, h.data_size)
             .map_err(|e| match e {
                 VerifyError::Io(e) => e,
-                VerifyError::Damaged(reason) => {
-                    loc.base.note_corrupted();
-                    Error::Corrupted {
-                        key: h.key,
-                        base: loc.base.number,
-                        offset_bytes: h.position,
-                        reason,
-                    }
-                }
+                VerifyError::Damaged(reason) => loc.base.damaged(h.key, h.position, reason),
             })
     }
 

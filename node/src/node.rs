@@ -234,6 +234,9 @@ impl Node {
                     timeout_ms: self.config.wait_timeout_ms,
                     admin_token: self.config.effective_admin_token(),
                     max_frame_bytes: self.config.max_frame_bytes + (1 << 20),
+                    // Bulk copies (recovery, server-send) run on two cores at each end; the
+                    // jobs wait for each key's reply, so nothing they send can be reordered.
+                    connections_per_node: 2,
                     ..Default::default()
                 })
                 .await

@@ -263,3 +263,35 @@ async fn a_request_over_the_frame_limit_is_refused_and_the_connection_stays_up()
     assert_eq!(&client.read(&k, 0, 0).await.unwrap().data[..], b"small");
     c.shutdown().await;
 }
+
+/// With several connections per node, requests take them in turn: the node sees exactly
+/// that many connections from the client, and every request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_take_the_connections_to_a_node_in_turn() {
+    let c = Cluster::start(&[NodeSpec::groups(&[1])]).await;
+    let open = || {
+        ellipsis_node::stats::collect(c.node(0))
+            .io
+            .client_connections
+    };
+    let before = open();
+    let client = Client::connect(ClientConfig {
+        remotes: vec![c.addr(0)],
+        groups: vec![1],
+        connections_per_node: 3,
+        ..ClientConfig::default()
+    })
+    .await
+    .unwrap();
+    for i in 0..9u8 {
+        let k = Id::for_key(b"client", &[b'p', i]);
+        let v = Bytes::from(vec![i; 100]);
+        client
+            .write(&k, v.clone(), IoAttr::default())
+            .await
+            .unwrap();
+        assert_eq!(client.read(&k, 0, 0).await.unwrap().data, v);
+    }
+    assert_eq!(open() - before, 3, "one connection per slot");
+    c.shutdown().await;
+}

@@ -76,6 +76,12 @@ pub struct ClientConfig {
     /// Fetch the route table again this often, so nodes that joined and backends enabled or
     /// disabled are followed without waiting for a failure; 0 = only on failures.
     pub route_refresh_ms: u64,
+    /// Connections to each node, taken in turn by successive requests (0 counts as 1). More
+    /// than one spreads a bulk transfer's work in both kernels (one TCP stream is served by
+    /// one core at a time at each end) at the price of ordering: requests sent without
+    /// waiting for each other's replies may overtake one another. A node's own client
+    /// (recovery, server-send, which wait for each key's reply) uses 2.
+    pub connections_per_node: u32,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -91,6 +97,7 @@ impl std::fmt::Debug for ClientConfig {
             admin_token,
             latency_weighted_reads,
             route_refresh_ms,
+            connections_per_node,
         } = self;
         f.debug_struct("ClientConfig")
             .field("remotes", remotes)
@@ -108,6 +115,7 @@ impl std::fmt::Debug for ClientConfig {
             )
             .field("latency_weighted_reads", latency_weighted_reads)
             .field("route_refresh_ms", route_refresh_ms)
+            .field("connections_per_node", connections_per_node)
             .finish()
     }
 }
@@ -123,6 +131,7 @@ impl Default for ClientConfig {
             admin_token: None,
             latency_weighted_reads: false,
             route_refresh_ms: 60_000,
+            connections_per_node: 1,
         }
     }
 }
@@ -257,7 +266,10 @@ pub struct Client {
     cfg: ClientConfig,
     routes: RwLock<RouteTable>,
     http: RwLock<BTreeMap<SocketAddr, Option<SocketAddr>>>,
-    conns: Mutex<HashMap<SocketAddr, Attempt>>,
+    /// Per node and connection slot (`0..connections_per_node`).
+    conns: Mutex<HashMap<(SocketAddr, u32), Attempt>>,
+    /// The slot the next request takes.
+    next_slot: std::sync::atomic::AtomicU32,
     /// Smoothed latency per group in microseconds (for weighted reads).
     latency_us: Mutex<BTreeMap<u32, f64>>,
 }
@@ -270,6 +282,7 @@ impl Client {
             routes: RwLock::new(RouteTable::new()),
             http: RwLock::new(BTreeMap::new()),
             conns: Mutex::new(HashMap::new()),
+            next_slot: std::sync::atomic::AtomicU32::new(0),
             latency_us: Mutex::new(BTreeMap::new()),
         });
         client.refresh_routes().await?;
@@ -354,10 +367,16 @@ impl Client {
         *self.http.write() = http;
     }
 
-    /// A live connection to `addr` (opened, and authenticated when a token is set, on demand).
+    /// A live connection to `addr` (opened, and authenticated when a token is set, on demand);
+    /// with several [`ClientConfig::connections_per_node`], the next one in turn.
     pub async fn conn(&self, addr: SocketAddr) -> Result<Arc<Conn>, ConnError> {
+        let slot = self
+            .next_slot
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.cfg.connections_per_node.max(1);
+        let at = (addr, slot);
         loop {
-            let cell = self.conns.lock().entry(addr).or_default().clone();
+            let cell = self.conns.lock().entry(at).or_default().clone();
             let outcome = cell
                 .get_or_init(|| async {
                     Conn::connect_authed(
@@ -380,8 +399,8 @@ impl Client {
             // and the next caller tries afresh.
             {
                 let mut conns = self.conns.lock();
-                if conns.get(&addr).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                    conns.remove(&addr);
+                if conns.get(&at).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    conns.remove(&at);
                 }
             }
             outcome?;

@@ -459,7 +459,7 @@ impl Conn {
             return Err(ConnError::Closed(self.addr));
         }
         let Body { head, tail, file } = payload.into();
-        let frame = Frame {
+        let mut frame = Frame {
             file,
             ..Frame::with_tail(header, head, tail)
         };
@@ -470,10 +470,9 @@ impl Conn {
                 max_bytes: self.max_frame_bytes,
             });
         }
-        let mut header = frame.header;
         let trans = self.next_trans.fetch_add(1, Ordering::Relaxed);
-        header.trans = trans;
-        header.flags &= !(flags::REPLY | flags::MORE);
+        frame.header.trans = trans;
+        frame.header.flags &= !(flags::REPLY | flags::MORE);
         {
             let mut p = self.pending.lock();
             if p.len() >= MAX_IN_FLIGHT {
@@ -486,7 +485,6 @@ impl Conn {
             pending: self.pending.clone(),
         };
         // Fast path: room in the queue now (no timer to arm); else wait up to `timeout`.
-        let frame = Frame { header, ..frame };
         let frame = match self.tx.try_send(frame) {
             Ok(()) => return Ok(entry),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(ConnError::Closed(self.addr)),

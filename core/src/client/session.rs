@@ -529,7 +529,6 @@ impl Client {
             attr.ts_sec = now.as_secs();
             attr.ts_nsec = now.subsec_nanos();
         }
-        attr.size = data.len() as u64;
         self.to_all_groups(Command::Write, key, Body::io(attr, data))
             .await
     }

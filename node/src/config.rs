@@ -51,6 +51,11 @@ pub struct NodeConfig {
     /// while their requests run: such a payload is received into one buffer of exactly its
     /// size, and its connection stops reading until that fits. At least `max_frame_bytes`.
     pub receive_buffer_bytes: u64,
+    /// Records this node copies to other nodes (recovery, server-send) go with `sendfile(2)`
+    /// instead of being read into a 1 MiB buffer and written from it. Off: on loopback the
+    /// buffer costs less CPU per byte (`recovery-bench --sendfile`, node/BENCHMARKS.md); across
+    /// a real network measure both.
+    pub sendfile: bool,
     /// Protocol connections served at once; one more is accepted, its first request is answered
     /// with EAGAIN ("too many connections") and it is closed.
     pub max_connections: u32,
@@ -108,6 +113,7 @@ impl Default for NodeConfig {
             prepare_timeout_s: 3_600,
             max_frame_bytes: 64 << 20,
             receive_buffer_bytes: 256 << 20,
+            sendfile: false,
             max_connections: 1_024,
             frame_read_timeout_ms: 30_000,
             idle_timeout_ms: 3_600_000,
@@ -199,6 +205,7 @@ impl std::fmt::Debug for NodeConfig {
             prepare_timeout_s,
             max_frame_bytes,
             receive_buffer_bytes,
+            sendfile,
             max_connections,
             frame_read_timeout_ms,
             idle_timeout_ms,
@@ -229,6 +236,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("prepare_timeout_s", prepare_timeout_s)
             .field("max_frame_bytes", max_frame_bytes)
             .field("receive_buffer_bytes", receive_buffer_bytes)
+            .field("sendfile", sendfile)
             .field("max_connections", max_connections)
             .field("frame_read_timeout_ms", frame_read_timeout_ms)
             .field("idle_timeout_ms", idle_timeout_ms)

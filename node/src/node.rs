@@ -237,6 +237,11 @@ impl Node {
                     // Bulk copies (recovery, server-send) run on two cores at each end; the
                     // jobs wait for each key's reply, so nothing they send can be reordered.
                     connections_per_node: 2,
+                    region_send: if self.config.sendfile {
+                        ellipsis_core::protocol::RegionSend::Sendfile
+                    } else {
+                        ellipsis_core::protocol::RegionSend::Copy
+                    },
                     ..Default::default()
                 })
                 .await

@@ -12,8 +12,9 @@
 //!   `safe`.
 //! - server-send (`cmd/send.rs`: a key list or a whole backend) copies each record with
 //!   [`copy`] (default CAS / overwrite; move removes after every target acknowledged).
-//! - A copy of a record that fits one request is sent from its data file with `sendfile`: the
-//!   source neither reads nor hashes it, and the target stores it only if it hashes to the
+//! - A copy of a record that fits one request is sent from its data file (by the connection's
+//!   writer, through its buffer or with `sendfile`, node config `sendfile`): the source's
+//!   engine neither reads nor hashes it, and the target stores it only if it hashes to the
 //!   record checksum the source names (`DATA_CHECKSUM`). A refusal (the record was rewritten
 //!   in place during the send, or its bytes rotted on the source's disk) sends the record
 //!   again read and verified, so damage at the source is found and reported there and never
@@ -839,7 +840,7 @@ pub(crate) async fn copy(
     copy_in_parts(node, client, b, id, l, targets, cas, part).await
 }
 
-/// A record that fits one request. From the data file it goes with `sendfile`, unread, and
+/// A record that fits one request. From the data file it goes as a file region, unread, and
 /// each target checks it against the record checksum (`DATA_CHECKSUM`); a target that
 /// refuses it (CORRUPTED: the record was rewritten in place while it was sent, or the
 /// source's copy is damaged) gets it again read and verified here, so a damaged source is

@@ -218,22 +218,29 @@ async fn sends_of_many_batches_give_every_key_exactly_one_result_and_copy() {
     c.shutdown().await;
 }
 
-/// Copies from the data file go with `sendfile`, unread by the source, and the target checks
-/// them against the record checksum. A record whose bytes rotted on the source's disk is
-/// refused there, read here (which finds the damage and reports it) and never stored; a
-/// NOCSUM record (no checksum to check against) and a newer dirty cached copy are read and
-/// sent from memory.
+/// Copies from the data file go from the file unread by the source's engine (through the
+/// connection writer's buffer, or with `sendfile`: both are run), and the target checks them
+/// against the record checksum. A record whose bytes rotted on the source's disk is refused
+/// there, read here (which finds the damage and reports it) and never stored; a NOCSUM record
+/// (no checksum to check against) and a newer dirty cached copy are read and sent from memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_damaged_at_the_source_is_never_copied_and_every_other_copy_lands() {
-    let c = Cluster::start(&[
-        NodeSpec {
-            groups: vec![1],
-            // Room for a 1.3 MiB object in each cache shard.
-            cache_bytes: 64 << 20,
-        },
-        NodeSpec::groups(&[2]),
-    ])
-    .await;
+    for sendfile in [false, true] {
+        damaged_source_case(sendfile).await;
+    }
+}
+
+async fn damaged_source_case(sendfile: bool) {
+    let mut c = Cluster::start(&[]).await;
+    let source = NodeSpec {
+        groups: vec![1],
+        // Room for a 1.3 MiB object in each cache shard.
+        cache_bytes: 64 << 20,
+    };
+    for spec in [source, NodeSpec::groups(&[2])] {
+        c.add_node_with(&spec, |n| n.sendfile = sendfile).await;
+    }
+    c.converge().await;
     let g1 = c.client(0, &[1], Checker::All).await;
     let g2 = c.client(0, &[2], Checker::All).await;
     // Larger than one checksum chunk (1 MiB): the damage is in the second.
@@ -278,7 +285,7 @@ async fn a_record_damaged_at_the_source_is_never_copied_and_every_other_copy_lan
         } else {
             Status::OK
         };
-        assert_eq!(r.status, want, "{r:?}");
+        assert_eq!(r.status, want, "sendfile {sendfile}: {r:?}");
     }
     for i in 0..8 {
         let got = g2.read(&key(i), 0, 0).await;
@@ -293,7 +300,11 @@ async fn a_record_damaged_at_the_source_is_never_copied_and_every_other_copy_lan
     // The target refused the unread bytes (counted as a failed engine write); the source's
     // own read found the damage and counts it.
     let target = c.node(1).backend(1).unwrap().engine().unwrap().stats();
-    assert_eq!(target.ops.errors, 1, "{:?}", target.ops);
+    assert_eq!(
+        target.ops.errors, 1,
+        "sendfile {sendfile}: {:?}",
+        target.ops
+    );
     let source_ops = source.engine().unwrap().stats().ops;
     assert_eq!(source_ops.corrupted_reads, 1, "{source_ops:?}");
     c.shutdown().await;

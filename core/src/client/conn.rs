@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
 use crate::protocol::cmd::io::IoPayload;
-use crate::protocol::{flags, FileRegion, Frame, FrameCodec, FrameWriter, Header, IoAttr, Status};
+use crate::protocol::{
+    flags, FileRegion, Frame, FrameCodec, FrameWriter, Header, IoAttr, RegionSend, Status,
+};
 
 /// Frames queued for the writer task.
 pub const SEND_QUEUE: usize = 1024;
@@ -120,7 +122,7 @@ impl Drop for PendingEntry {
 
 /// What a request carries after its header: one buffer, or an IO request's attributes and
 /// its data as two, sent back to back without being copied into one; the data may also be
-/// a region of a file, sent with `sendfile`.
+/// a region of a file, which the connection's writer sends as its [`RegionSend`] says.
 #[derive(Clone, Debug, Default)]
 pub struct Body {
     /// The first part.
@@ -266,11 +268,12 @@ impl Conn {
     pub async fn connect_authed(
         addr: SocketAddr,
         max_frame_bytes: u64,
+        region_send: RegionSend,
         token: Option<&str>,
         timeout: Duration,
     ) -> Result<Arc<Conn>, ConnError> {
         use crate::protocol::cmd::{auth::Auth, Payload};
-        let c = Conn::connect(addr, max_frame_bytes, timeout).await?;
+        let c = Conn::connect_with(addr, max_frame_bytes, region_send, timeout).await?;
         if let Some(token) = token {
             let h = Header::request(crate::protocol::Command::Auth, crate::Id::ZERO, 0, 0);
             let auth = Auth {
@@ -281,10 +284,20 @@ impl Conn {
         Ok(c)
     }
 
-    /// Connect within `timeout`.
+    /// Connect within `timeout`; file regions of requests are copied ([`RegionSend::Copy`]).
     pub async fn connect(
         addr: SocketAddr,
         max_frame_bytes: u64,
+        timeout: Duration,
+    ) -> Result<Arc<Conn>, ConnError> {
+        Conn::connect_with(addr, max_frame_bytes, RegionSend::Copy, timeout).await
+    }
+
+    /// [`Conn::connect`], file regions of requests sent as `region_send` says.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        max_frame_bytes: u64,
+        region_send: RegionSend,
         timeout: Duration,
     ) -> Result<Arc<Conn>, ConnError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -305,7 +318,7 @@ impl Conn {
         let _ = stream.set_nodelay(true);
         let (read_half, write_half) = stream.into_split();
         let mut source = FramedRead::new(read_half, FrameCodec::new(max_frame_bytes));
-        let mut sink = FrameWriter::new(write_half, max_frame_bytes);
+        let mut sink = FrameWriter::new(write_half, max_frame_bytes).with_region_send(region_send);
         let (tx, mut rx) = mpsc::channel::<Frame>(SEND_QUEUE);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(AtomicBool::new(false));

@@ -47,6 +47,7 @@ impl Client {
         let conn = Conn::connect_authed(
             node,
             cfg.max_frame_bytes,
+            cfg.region_send,
             cfg.admin_token.as_deref(),
             timeout,
         )

@@ -14,6 +14,7 @@ use crate::protocol::cmd::io::IoPayload;
 use crate::protocol::cmd::lookup::LookupInfo;
 use crate::protocol::cmd::route_list::RouteList;
 use crate::protocol::cmd::Payload;
+use crate::protocol::RegionSend;
 use crate::protocol::{Command, Frame, Header, IoAttr, ProtocolError, Status};
 use crate::route::RouteTable;
 
@@ -82,6 +83,9 @@ pub struct ClientConfig {
     /// waiting for each other's replies may overtake one another. A node's own client
     /// (recovery, server-send, which wait for each key's reply) uses 2.
     pub connections_per_node: u32,
+    /// How the bytes of a file region (a record a node copies from its blob file) go on the
+    /// wire; see [`RegionSend`].
+    pub region_send: RegionSend,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -98,6 +102,7 @@ impl std::fmt::Debug for ClientConfig {
             latency_weighted_reads,
             route_refresh_ms,
             connections_per_node,
+            region_send,
         } = self;
         f.debug_struct("ClientConfig")
             .field("remotes", remotes)
@@ -116,6 +121,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("latency_weighted_reads", latency_weighted_reads)
             .field("route_refresh_ms", route_refresh_ms)
             .field("connections_per_node", connections_per_node)
+            .field("region_send", region_send)
             .finish()
     }
 }
@@ -132,6 +138,7 @@ impl Default for ClientConfig {
             latency_weighted_reads: false,
             route_refresh_ms: 60_000,
             connections_per_node: 1,
+            region_send: RegionSend::default(),
         }
     }
 }
@@ -382,6 +389,7 @@ impl Client {
                     Conn::connect_authed(
                         addr,
                         self.cfg.max_frame_bytes,
+                        self.cfg.region_send,
                         self.cfg.admin_token.as_deref(),
                         self.timeout(),
                     )

@@ -29,8 +29,10 @@ pub struct Frame {
     /// so the data is never copied into one buffer with them. Always empty when decoded.
     pub tail: Bytes,
     /// Last of the payload, after `tail`: bytes of an open file, which a [`FrameWriter`]
-    /// sends with `sendfile` (they never pass through user space on the sending side).
-    /// Always `None` when decoded.
+    /// reads into its buffer a piece at a time or sends with `sendfile` (see
+    /// [`RegionSend`]). Always `None` when decoded.
+    ///
+    /// [`RegionSend`]: super::RegionSend
     ///
     /// [`FrameWriter`]: super::FrameWriter
     pub file: Option<FileRegion>,

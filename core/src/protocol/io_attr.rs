@@ -42,8 +42,8 @@ pub mod io_flags {
     pub const CAS_VERSION: u64 = 1 << 11;
     /// WRITE of a whole object: `checksum` is the record checksum its data must have (the
     /// hash of its chunk hashes, as LOOKUP reports it); other bytes are refused with
-    /// CORRUPTED and nothing is stored. A copy sent from a blob file with `sendfile`, never
-    /// read by its sender, is checked this way. Not with CAS_CHECKSUM (one `checksum` field).
+    /// CORRUPTED and nothing is stored. A copy sent from a blob file as a file region, never
+    /// verified by its sender, is checked this way. Not with CAS_CHECKSUM (one `checksum` field).
     pub const DATA_CHECKSUM: u64 = 1 << 12;
     /// Every flag this version knows.
     pub const KNOWN: u64 = (1 << 13) - 1;

@@ -23,7 +23,7 @@ pub use header::{flags, Header, HEADER_SIZE};
 pub use io_attr::{io_flags, IoAttr, IO_ATTR_SIZE};
 pub use status::Status;
 #[cfg(feature = "client")]
-pub use writer::{FrameWriter, SendFile};
+pub use writer::{FrameWriter, RegionSend, SendFile};
 
 /// Why bytes did not decode.
 #[derive(Debug, thiserror::Error)]

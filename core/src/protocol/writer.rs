@@ -5,13 +5,24 @@
 //! into one buffer (many small frames under pipelining cost one syscall) and hands large
 //! payloads (and a frame's `tail`) to the socket as they are, in vectored writes: a 1 MiB
 //! record read for a copy goes from its read buffer to the kernel without a user-space copy.
-//! A frame's [`FileRegion`] goes with `sendfile` (streams that implement [`SendFile`]): a
-//! record copied from a blob file is not read into user space at all.
+//! A frame's [`FileRegion`] (a record copied from a blob file) is read and written
+//! [`STAGE_BYTES`] at a time through a buffer ([`RegionSend::Copy`], the default), or goes with
+//! `sendfile` ([`RegionSend::Sendfile`], streams that implement [`SendFile`]).
+//!
+//! Why copying is the default: `sendfile` moves a region as 4 KiB page references, 16 pages
+//! per `sendmsg`, and each of those pushes through the TCP stack; a 1 MiB `write` from a buffer
+//! that stays in the CPU cache goes as one call. On the loopback benchmark machine the copy
+//! costs less CPU per byte, `pread` included (node/BENCHMARKS.md, 2026-12-07, second
+//! section); across a real network `sendfile` may win, so it stays a choice.
+//!
+//! The region's bytes are read on the writer's (async) thread: whoever hands a region over has
+//! it in the page cache (the node reads it in on a blocking thread first), so the read copies
+//! memory, as `sendfile` would walk the same pages.
 //!
 //! Invariants: frames go out whole and in the order fed; what is buffered is bounded by
-//! [`FLUSH_AT_BYTES`] plus one frame (a feed past it writes first); a frame above the payload
-//! limit, or with a file region for a stream that cannot send files, is refused before any of
-//! it is queued. A file region that ends early fails the writer mid-frame: the stream is then
+//! [`FLUSH_AT_BYTES`] plus one frame (a feed past it writes first) plus one stage buffer while
+//! a region is being copied; a frame above the payload limit is refused before any of it is
+//! queued. A file region that ends early fails the writer mid-frame: the stream is then
 //! unusable and its owner closes it.
 
 use std::collections::VecDeque;
@@ -38,8 +49,64 @@ pub const FLUSH_AT_BYTES: usize = 256 << 10;
 /// Buffers per vectored write (Linux takes up to 1024; a handful is what a batch needs).
 const MAX_IOVECS: usize = 64;
 
+/// Bytes of a file region read, then written, at a time by [`RegionSend::Copy`]: one buffer,
+/// reused while it stays in the CPU cache (a 1 MiB record is one read and one write).
+pub const STAGE_BYTES: usize = 1 << 20;
+
+/// Stage buffers kept for reuse when no writer holds them, process-wide (more in use at once
+/// are allocated and freed): a writer takes one only while it copies a region.
+const IDLE_STAGES: usize = 4;
+
+static IDLE: parking_lot::Mutex<Vec<Box<[u8]>>> = parking_lot::Mutex::new(Vec::new());
+
+/// How a [`FrameWriter`] puts a frame's [`FileRegion`] on its stream; see the module docs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RegionSend {
+    /// `pread` into a [`STAGE_BYTES`] buffer, then `write`.
+    #[default]
+    Copy,
+    /// `sendfile` where the stream can ([`SendFile::can_send_file`]); elsewhere as `Copy`.
+    Sendfile,
+}
+
+/// A region's bytes read into a stage buffer: file bytes `from..from + len`.
+#[derive(Debug)]
+struct Stage {
+    buf: Box<[u8]>,
+    from: u64,
+    len: usize,
+}
+
+impl Stage {
+    fn take() -> Stage {
+        let buf = IDLE
+            .lock()
+            .pop()
+            .unwrap_or_else(|| vec![0u8; STAGE_BYTES].into_boxed_slice());
+        Stage {
+            buf,
+            from: 0,
+            len: 0,
+        }
+    }
+
+    fn holds(&self, at: u64) -> bool {
+        self.from <= at && at < self.from + self.len as u64
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let mut idle = IDLE.lock();
+        if idle.len() < IDLE_STAGES {
+            idle.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
 /// A stream that can take bytes straight from a file (`sendfile`): what a [`FrameWriter`]
-/// needs for frames with a [`FileRegion`]. The provided methods say "cannot".
+/// with [`RegionSend::Sendfile`] uses for frames with a [`FileRegion`]. The provided methods
+/// say "cannot".
 pub trait SendFile {
     /// Whether [`SendFile::poll_send_file`] works on this stream.
     fn can_send_file(&self) -> bool {
@@ -113,10 +180,13 @@ pub struct FrameWriter<W> {
     /// What to write, in order: filled parts of `small`, large payload parts, file regions.
     queue: VecDeque<Part>,
     queued_bytes: u64,
+    region_send: RegionSend,
+    /// Held while the front part is a region being copied ([`RegionSend::Copy`]).
+    stage: Option<Stage>,
 }
 
 impl<W: AsyncWrite + SendFile + Unpin> FrameWriter<W> {
-    /// A writer refusing payloads above `max_payload_bytes`.
+    /// A writer refusing payloads above `max_payload_bytes`, copying file regions.
     pub fn new(io: W, max_payload_bytes: u64) -> FrameWriter<W> {
         FrameWriter {
             io,
@@ -124,7 +194,15 @@ impl<W: AsyncWrite + SendFile + Unpin> FrameWriter<W> {
             small: BytesMut::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
+            region_send: RegionSend::default(),
+            stage: None,
         }
+    }
+
+    /// Put file regions on the stream as `how` says.
+    pub fn with_region_send(mut self, how: RegionSend) -> FrameWriter<W> {
+        self.region_send = how;
+        self
     }
 
     /// Queue `frame` (its header's `size` is set from its payload); writes queued frames
@@ -140,12 +218,6 @@ impl<W: AsyncWrite + SendFile + Unpin> FrameWriter<W> {
                     size,
                     max: self.max_payload_bytes,
                 },
-            ));
-        }
-        if frame.file.is_some() && !self.io.can_send_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "a frame with a file region on a stream that cannot send files",
             ));
         }
         let header = Header {
@@ -215,14 +287,16 @@ impl<W: AsyncWrite + SendFile + Unpin> FrameWriter<W> {
         self.seal_small();
         while let Some(front) = self.queue.front_mut() {
             if let Part::File { file, offset, left } = front {
-                let (file, at) = (file.clone(), *offset);
-                // Bounded per call so one region cannot make `usize` overflow on 32 bits.
-                let len = (*left).min(1 << 30) as usize;
-                let io = &mut self.io;
-                let n = std::future::poll_fn(|cx| {
-                    Pin::new(&mut *io).poll_send_file(cx, &file, at, len)
-                })
-                .await?;
+                let (file, at, left) = (file.clone(), *offset, *left);
+                let n = if self.region_send == RegionSend::Sendfile && self.io.can_send_file() {
+                    // Bounded per call so one region cannot make `usize` overflow on 32 bits.
+                    let len = left.min(1 << 30) as usize;
+                    let io = &mut self.io;
+                    std::future::poll_fn(|cx| Pin::new(&mut *io).poll_send_file(cx, &file, at, len))
+                        .await?
+                } else {
+                    self.write_staged(&file, at, left).await?
+                };
                 if n == 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -236,6 +310,8 @@ impl<W: AsyncWrite + SendFile + Unpin> FrameWriter<W> {
                 *left -= n as u64;
                 if *left == 0 {
                     self.queue.pop_front();
+                    // Back to the idle buffers: a writer between regions holds none.
+                    self.stage = None;
                 }
                 continue;
             }
@@ -258,6 +334,36 @@ impl<W: AsyncWrite + SendFile + Unpin> FrameWriter<W> {
         }
         self.queued_bytes = 0;
         Ok(())
+    }
+
+    /// Write from the stage what it holds of `file` from `at` (reading up to [`STAGE_BYTES`]
+    /// of the `left` bytes first when it holds nothing there); `Ok(0)`: the file ended. A
+    /// partial write leaves the rest staged for the next call.
+    async fn write_staged(&mut self, file: &File, at: u64, left: u64) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let stage = self.stage.get_or_insert_with(Stage::take);
+        if !stage.holds(at) {
+            let want = left.min(STAGE_BYTES as u64) as usize;
+            let mut got = 0;
+            while got < want {
+                match file.read_at(&mut stage.buf[got..want], at + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            stage.from = at;
+            stage.len = got;
+            if got == 0 {
+                return Ok(0);
+            }
+        }
+        let start = (at - stage.from) as usize;
+        match self.io.write(&stage.buf[start..stage.len]).await? {
+            0 => Err(io::ErrorKind::WriteZero.into()),
+            n => Ok(n),
+        }
     }
 
     /// Drop `n` written bytes from the front of the queue (all of them in byte parts).
@@ -341,14 +447,15 @@ mod tests {
     }
 
     /// The bytes `sent` puts on the wire through a writer over a [`Trickle`] of `step`.
-    async fn trickled(sent: &[Frame], step: usize) -> BytesMut {
+    async fn trickled(sent: &[Frame], step: usize, how: RegionSend) -> BytesMut {
         let mut w = FrameWriter::new(
             Trickle {
                 out: Vec::new(),
                 step,
             },
             u64::MAX,
-        );
+        )
+        .with_region_send(how);
         for f in sent {
             w.feed(f.clone()).await.unwrap();
         }
@@ -470,16 +577,22 @@ mod tests {
             // A plain frame between file frames keeps its place.
             sent.push(frame(100 + i as u64, vec![9; 10], vec![]));
         }
-        for step in [1usize, 4093, 1 << 20] {
-            let mut wire = trickled(&sent, step).await;
-            let mut codec = FrameCodec::new(u64::MAX);
-            for f in &sent {
-                let got = codec.decode(&mut wire).unwrap().expect("a whole frame");
-                assert_eq!(got.header.trans, f.header.trans);
-                assert_eq!(got.header.size, f.payload_len());
-                assert_eq!(got.payload, wire_payload(f, &file_bytes), "step {step}");
+        for how in [RegionSend::Copy, RegionSend::Sendfile] {
+            for step in [1usize, 4093, 1 << 20] {
+                let mut wire = trickled(&sent, step, how).await;
+                let mut codec = FrameCodec::new(u64::MAX);
+                for f in &sent {
+                    let got = codec.decode(&mut wire).unwrap().expect("a whole frame");
+                    assert_eq!(got.header.trans, f.header.trans);
+                    assert_eq!(got.header.size, f.payload_len());
+                    assert_eq!(
+                        got.payload,
+                        wire_payload(f, &file_bytes),
+                        "step {step}, {how:?}"
+                    );
+                }
+                assert!(wire.is_empty(), "nothing after the last frame");
             }
-            assert!(wire.is_empty(), "nothing after the last frame");
         }
         // The codec's contiguous encoding reads the file: the same bytes.
         let mut codec = FrameCodec::new(u64::MAX);
@@ -490,7 +603,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn file_regions_go_through_a_real_socket_with_sendfile() {
+    async fn file_regions_go_through_a_real_socket_copied_and_with_sendfile() {
+        for how in [RegionSend::Copy, RegionSend::Sendfile] {
+            regions_through_a_real_socket(how).await;
+        }
+    }
+
+    async fn regions_through_a_real_socket(how: RegionSend) {
         let file_bytes: Vec<u8> = (0..(3usize << 20)).map(|i| (i * 31) as u8).collect();
         let file = file_of(&file_bytes);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -498,18 +617,23 @@ mod tests {
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
         let (_read_half, write_half) = client.into_split();
+        // Regions below, at and above one stage buffer (several reads for the last).
+        let sizes = [1u64 << 20, 7, STAGE_BYTES as u64, (5 << 20) / 2, 100_000];
         let sent: Vec<Frame> = (0..8u64)
             .map(|i| {
-                let off = i * (256 << 10);
-                with_file(frame(i, vec![i as u8; 80], vec![]), &file, off, 1 << 20)
+                let off = i * (64 << 10);
+                let size = sizes[i as usize % sizes.len()];
+                with_file(frame(i, vec![i as u8; 80], vec![]), &file, off, size)
             })
             .collect();
         let expect: Vec<Vec<u8>> = sent.iter().map(|f| wire_payload(f, &file_bytes)).collect();
         let writer = tokio::spawn(async move {
-            let mut w = FrameWriter::new(write_half, u64::MAX);
+            let mut w = FrameWriter::new(write_half, u64::MAX).with_region_send(how);
             for f in sent {
                 w.feed(f).await.unwrap();
             }
+            w.flush().await.unwrap();
+            assert!(w.stage.is_none(), "no stage buffer held between regions");
             w.shutdown().await.unwrap();
         });
         // 8 MiB is more than the socket buffers hold: sends come back partial and the
@@ -524,7 +648,7 @@ mod tests {
         for (i, want) in expect.iter().enumerate() {
             let got = codec.decode(&mut wire).unwrap().expect("a whole frame");
             assert_eq!(got.header.trans, i as u64);
-            assert_eq!(&got.payload[..], &want[..], "frame {i}");
+            assert_eq!(&got.payload[..], &want[..], "frame {i}, {how:?}");
         }
         assert!(wire.is_empty());
     }
@@ -532,32 +656,54 @@ mod tests {
     #[tokio::test]
     async fn a_file_region_past_the_end_of_its_file_fails_the_writer() {
         let file = file_of(&[1u8; 1000]);
-        let mut w = FrameWriter::new(
-            Trickle {
-                out: Vec::new(),
-                step: 1 << 20,
-            },
-            u64::MAX,
-        );
-        w.feed(with_file(frame(1, vec![2; 80], vec![]), &file, 500, 600))
-            .await
-            .unwrap();
-        let e = w.flush().await.unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        for how in [RegionSend::Copy, RegionSend::Sendfile] {
+            let mut w = FrameWriter::new(
+                Trickle {
+                    out: Vec::new(),
+                    step: 1 << 20,
+                },
+                u64::MAX,
+            )
+            .with_region_send(how);
+            w.feed(with_file(frame(1, vec![2; 80], vec![]), &file, 500, 600))
+                .await
+                .unwrap();
+            let e = w.flush().await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{how:?}");
+            // What the file had was sent, nothing more.
+            assert_eq!(w.get_ref().out.len(), HEADER_SIZE + 80 + 500, "{how:?}");
+        }
     }
 
     #[tokio::test]
-    async fn a_stream_that_cannot_send_files_refuses_file_frames_and_sends_nothing_of_them() {
-        let file = file_of(&[1u8; 100]);
-        let mut w = FrameWriter::new(Plain(Vec::new()), u64::MAX);
-        w.feed(frame(1, vec![1; 10], vec![])).await.unwrap();
-        let e = w
-            .feed(with_file(frame(2, vec![2; 10], vec![]), &file, 0, 100))
-            .await
-            .unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+    async fn a_stream_without_sendfile_gets_file_regions_copied() {
+        let file_bytes: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        let file = file_of(&file_bytes);
+        let sent = [
+            frame(1, vec![1; 10], vec![]),
+            with_file(frame(2, vec![2; 10], vec![]), &file, 100, 2000),
+        ];
+        let mut w =
+            FrameWriter::new(Plain(Vec::new()), u64::MAX).with_region_send(RegionSend::Sendfile);
+        for f in &sent {
+            w.feed(f.clone()).await.unwrap();
+        }
         w.flush().await.unwrap();
-        assert_eq!(w.get_ref().0.len(), HEADER_SIZE + 10);
+        let mut wire = BytesMut::from(&w.get_ref().0[..]);
+        let mut codec = FrameCodec::new(u64::MAX);
+        for f in &sent {
+            let got = codec.decode(&mut wire).unwrap().expect("a whole frame");
+            assert_eq!(got.payload, wire_payload(f, &file_bytes));
+        }
+        assert!(wire.is_empty());
+    }
+
+    #[test]
+    fn idle_stage_buffers_are_bounded() {
+        let held: Vec<Stage> = (0..IDLE_STAGES + 3).map(|_| Stage::take()).collect();
+        assert!(held.iter().all(|s| s.buf.len() == STAGE_BYTES));
+        drop(held);
+        assert!(IDLE.lock().len() <= IDLE_STAGES);
     }
 
     #[tokio::test]
@@ -579,7 +725,7 @@ mod tests {
             }
         }
         for step in [1usize, 4093, 1 << 20] {
-            let mut wire = trickled(&sent, step).await;
+            let mut wire = trickled(&sent, step, RegionSend::Copy).await;
             let mut codec = FrameCodec::new(u64::MAX);
             for f in &sent {
                 let got = codec.decode(&mut wire).unwrap().expect("a whole frame");

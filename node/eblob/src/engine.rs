@@ -64,14 +64,14 @@ pub struct WriteOptions {
     /// A whole, checksummed write only: the record's checksum (as [`Lookup::checksum`]) its
     /// data must have. The engine hashes the bytes once, for the footer as always; if they
     /// come out different the write fails with [`Error::DataMismatch`] and nothing is stored.
-    /// A copy whose bytes were sent without being read (`sendfile`) passes the source
+    /// A copy whose bytes were sent without being verified (a file region) passes the source
     /// record's checksum, so bytes damaged at the source or changed under the send are
     /// refused instead of stored under the source's timestamp.
     pub data_checksum: Option<u64>,
 }
 
-/// A committed record's data as a region of its open data file: what a copy sends with
-/// `sendfile` instead of reading it. The bytes are *not* verified: the region is taken under
+/// A committed record's data as a region of its open data file: what a copy sends straight
+/// from the file (a buffer at a time, or with `sendfile`) instead of reading it. The bytes are *not* verified: the region is taken under
 /// the key's lock, but an in-place overwrite may change them as soon as it is returned, and
 /// the source's own copy may be damaged; whoever stores them checks them against
 /// `lookup.checksum` ([`WriteOptions::data_checksum`]).
@@ -395,8 +395,8 @@ impl Eblob {
     /// counted as a read of the whole object. Uncommitted records are [`Error::Uncommitted`],
     /// removed ones [`Error::NotFound`], as for a read; a damaged data header is
     /// [`Error::Corrupted`]. The data itself is not checked here, but it is brought into the
-    /// page cache (without being copied), so the caller's `sendfile` does not wait on the
-    /// disk; a disk that cannot read it is an [`Error::Io`] here.
+    /// page cache (without being copied), so whoever sends it from a network thread does not
+    /// wait on the disk; a disk that cannot read it is an [`Error::Io`] here.
     pub fn data_region(&self, key: &Key) -> Result<DataRegion, Error> {
         let r = self.inner.data_region(key);
         match &r {

@@ -127,7 +127,7 @@ impl BlobFile {
     ///
     /// The bytes are in the page cache when this returns (see [`into_page_cache`]): whoever
     /// sends the region from a network thread finds them there instead of waiting on the
-    /// disk in `sendfile`, and a disk that cannot read them fails here, as a read error.
+    /// disk, and a disk that cannot read them fails here, as a read error.
     pub(crate) fn shared_for_read(&self, offset: u64, len: u64) -> Result<Arc<File>, Error> {
         if let Fault::Fail(kind) = self.fault(IoOp::Read, offset, len) {
             return Err(Error::io("read", &self.path, io::Error::from(kind)));

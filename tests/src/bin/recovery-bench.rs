@@ -1,7 +1,7 @@
 //! Recovery copy rate beside rsync, disk and loopback, in one run.
 //!
 //! `cargo run --release -p ellipsis-tests --bin recovery-bench [-- --objects N] [--rounds R]
-//! [--no-warm] [--only-recovery | --only-send]`
+//! [--no-warm] [--sendfile] [--only-recovery | --only-send]`
 //!
 //! 1. disk: write 1 GiB in 1 MiB writes to a file in the temp dir (timed alone: the page-cache
 //!    write rate, a ceiling for any copy that writes files), then fsync (dd-like);
@@ -24,6 +24,9 @@
 //!    Both sources are `sync`ed to disk after they are written, so neither copy competes with
 //!    the write-back of its own setup, and 2 x the data of fresh memory is touched and freed
 //!    right before each copy starts (see `warm_memory`; `--no-warm` skips it).
+//!
+//!    The nodes copy records through a 1 MiB buffer, as by default; `--sendfile` runs them
+//!    with node config `sendfile = true`.
 //!
 //! Prints MB/s (10^6 bytes per second) for each, and the ratios the issue sets as targets:
 //! recovery >= 3 x rsync and >= 0.8 x min(disk, loopback), per round and as the median of the
@@ -133,8 +136,18 @@ enum CopyKind {
 
 /// One copy: its time, the records the target holds after it, and the CPU time of this
 /// process and of the whole machine over it.
-async fn recovery(objects: u64, warm: u64, how: CopyKind) -> Result<(Duration, u64, Cpu)> {
-    let c = Cluster::start(&[NodeSpec::groups(&[1]), NodeSpec::groups(&[2])]).await;
+async fn recovery(
+    objects: u64,
+    warm: u64,
+    how: CopyKind,
+    sendfile: bool,
+) -> Result<(Duration, u64, Cpu)> {
+    let mut c = Cluster::start(&[]).await;
+    for group in [1, 2] {
+        c.add_node_with(&NodeSpec::groups(&[group]), |n| n.sendfile = sendfile)
+            .await;
+    }
+    c.converge().await;
     let source = c.node(0).clone();
     // Fill group 1 only, 16 writes in flight (setup is not what is measured).
     let client = c.client(0, &[1], Checker::All).await;
@@ -387,6 +400,7 @@ fn main() -> Result<()> {
     // For profiling the copy alone (`perf record`): no disk, loopback or rsync steps.
     let mut only: Option<CopyKind> = None;
     let mut warm = true;
+    let mut sendfile = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut number = |what: &str| -> Result<u64> {
@@ -402,6 +416,7 @@ fn main() -> Result<()> {
             "--only-recovery" => only = Some(CopyKind::Dc),
             "--only-send" => only = Some(CopyKind::ServerSend),
             "--no-warm" => warm = false,
+            "--sendfile" => sendfile = true,
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
@@ -413,7 +428,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let copy = |rt: &tokio::runtime::Runtime, how: CopyKind| -> Result<(f64, f64, f64)> {
-        let (rec, copied, cpu) = rt.block_on(recovery(objects, warm, how))?;
+        let (rec, copied, cpu) = rt.block_on(recovery(objects, warm, how, sendfile))?;
         let (own, machine) = cpu.cores(rec);
         if copied != objects {
             return Err(format!("recovery copied {copied} of {objects} objects").into());
@@ -439,9 +454,15 @@ fn main() -> Result<()> {
         mb_per_s(total, lo),
     );
     println!(
-        "objects: {objects} x 1 MiB ({:.0} MB); memory warmed before each copy: {}",
+        "objects: {objects} x 1 MiB ({:.0} MB); memory warmed before each copy: {}; \
+         nodes send records {}",
         total as f64 / 1e6,
-        if warm > 0 { "yes" } else { "no (--no-warm)" }
+        if warm > 0 { "yes" } else { "no (--no-warm)" },
+        if sendfile {
+            "with sendfile"
+        } else {
+            "through a buffer"
+        }
     );
     println!("page-cache write     {page_cache:>9.1} MB/s  (ceiling of any copy into files)");
     println!("disk write + fsync   {disk:>9.1} MB/s");

@@ -299,6 +299,9 @@ pub struct EblobSummary {
     pub not_found: u64,
     /// Reads that hit a checksum mismatch since open.
     pub corrupted_reads: u64,
+    /// Writes refused since open because their data did not hash to the checksum they named
+    /// (`DATA_CHECKSUM`: a copy damaged at its source or changed while it was sent).
+    pub mismatched_writes: u64,
     /// Engine requests that failed for any other reason since open.
     pub errors: u64,
     /// Bytes read.

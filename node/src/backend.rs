@@ -492,6 +492,7 @@ impl Backend {
                 // Write-back stores a checksummed record of exactly these bytes.
                 let checksum = eblob::record::data_checksum(data);
                 if let Some(expected) = opts.data_checksum.filter(|e| *e != checksum) {
+                    engine.count_mismatched_write();
                     return Err(BackendError::Engine(eblob::Error::DataMismatch {
                         expected,
                         found: checksum,

@@ -39,6 +39,7 @@ fn backend_stats(node: &Node, b: &Backend) -> BackendStats {
             lookups: s.ops.lookups,
             not_found: s.ops.not_found,
             corrupted_reads: s.ops.corrupted_reads,
+            mismatched_writes: s.ops.mismatched_writes,
             errors: s.ops.errors,
             read_bytes: s.ops.read_bytes,
             write_bytes: s.ops.write_bytes,
@@ -533,7 +534,7 @@ fn export_io(e: &mut Exposition, s: &NodeStats) {
 }
 
 fn export_backends(e: &mut Exposition, s: &NodeStats) {
-    let per_backend: [(&str, &str, MetricType, BackendGetter); 47] = [
+    let per_backend: [(&str, &str, MetricType, BackendGetter); 48] = [
         (
             "ellipsis_backend_write_queue",
             "Writes and removes queued or running on the backend's write queue.",
@@ -695,6 +696,13 @@ fn export_backends(e: &mut Exposition, s: &NodeStats) {
             "Engine reads that hit a checksum mismatch since the engine opened.",
             MetricType::Counter,
             |b| Some(b.eblob.corrupted_reads as f64),
+        ),
+        (
+            "ellipsis_backend_eblob_mismatched_writes_total",
+            "Writes refused since the engine opened because their data did not hash to the \
+             checksum they named (a copy damaged at its source or changed in flight).",
+            MetricType::Counter,
+            |b| Some(b.eblob.mismatched_writes as f64),
         ),
         (
             "ellipsis_backend_eblob_errors_total",

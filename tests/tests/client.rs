@@ -190,9 +190,10 @@ async fn nocsum_writes_are_stored_without_a_checksum_and_read_back() {
     c.shutdown().await;
 }
 
-/// A WRITE naming its data's record checksum (`DATA_CHECKSUM`, what a copy sent with
-/// `sendfile` carries) is stored only if the bytes hash to it, through the engine and
-/// through the cache alike; other bytes are CORRUPTED and nothing is stored.
+/// A WRITE naming its data's record checksum (`DATA_CHECKSUM`, what a copy sent from a blob
+/// file carries) is stored only if the bytes hash to it, through the engine and through the
+/// cache alike; other bytes are CORRUPTED, nothing is stored, and the refusal is counted as a
+/// mismatched write (in `/stats` and `/metrics`), not as an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_naming_their_data_checksum_store_only_matching_bytes() {
     let c = Cluster::start(&[NodeSpec {
@@ -203,6 +204,7 @@ async fn writes_naming_their_data_checksum_store_only_matching_bytes() {
     let client = c.client(0, &[1], Checker::All).await;
     let data = Bytes::from(vec![7u8; 70_000]);
     let sum = eblob::record::data_checksum(&data);
+    let mut refused = 0;
     for (name, extra) in [("engine", 0), ("cache", io_flags::CACHE)] {
         let k = Id::for_key(b"client", name.as_bytes());
         let named = |checksum| IoAttr {
@@ -217,6 +219,13 @@ async fn writes_naming_their_data_checksum_store_only_matching_bytes() {
         assert_eq!(e.status(), Status::CORRUPTED, "{name}: {e}");
         let e = client.read(&k, 0, 0).await.unwrap_err();
         assert_eq!(e.status(), Status::NOT_FOUND, "{name}: nothing stored");
+        refused += 1;
+        let eblob = &ellipsis_node::stats::collect(c.node(0)).backends[0].eblob;
+        assert_eq!(
+            (eblob.mismatched_writes, eblob.errors),
+            (refused, 0),
+            "{name}: {eblob:?}"
+        );
         client.write(&k, data.clone(), named(sum)).await.unwrap();
         let r = client.read(&k, 0, 0).await.unwrap();
         assert!(r.data == data, "{name}");
@@ -234,6 +243,19 @@ async fn writes_naming_their_data_checksum_store_only_matching_bytes() {
         let e = client.write(&k, data.clone(), attr).await.unwrap_err();
         assert_eq!(e.status(), Status::INVALID, "{e}");
     }
+    let metrics = reqwest::get(format!("http://{}/metrics", c.http(0)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("ellipsis_backend_eblob_mismatched_writes_total{")
+                && l.ends_with(" 2")
+        ),
+        "{metrics}"
+    );
     c.shutdown().await;
 }
 

@@ -125,6 +125,7 @@ pub(crate) struct Counters {
     pub lookups: AtomicU64,
     pub not_found: AtomicU64,
     pub corrupted_reads: AtomicU64,
+    pub mismatched_writes: AtomicU64,
     pub errors: AtomicU64,
     pub rotations: AtomicU64,
 }
@@ -432,6 +433,13 @@ impl Eblob {
         })
     }
 
+    /// Count a write refused with [`Error::DataMismatch`] by a caller that checked
+    /// [`WriteOptions::data_checksum`] itself (a cache in front of the engine), so every such
+    /// refusal shows in [`OpStats::mismatched_writes`].
+    pub fn count_mismatched_write(&self) {
+        bump(&self.inner.counters.mismatched_writes, 1);
+    }
+
     /// Why writes are refused, if they are.
     pub fn read_only_reason(&self) -> Option<String> {
         self.inner.read_only.lock().clone()
@@ -620,6 +628,7 @@ impl Inner {
         match e {
             Error::NotFound => bump(&self.counters.not_found, 1),
             Error::Corrupted { .. } => bump(&self.counters.corrupted_reads, 1),
+            Error::DataMismatch { .. } => bump(&self.counters.mismatched_writes, 1),
             _ => bump(&self.counters.errors, 1),
         }
     }
@@ -1382,6 +1391,7 @@ impl Inner {
             lookups: g(&c.lookups),
             not_found: g(&c.not_found),
             corrupted_reads: g(&c.corrupted_reads),
+            mismatched_writes: g(&c.mismatched_writes),
             errors: g(&c.errors),
             rotations: g(&c.rotations),
         };

@@ -124,6 +124,10 @@ pub struct OpStats {
     pub not_found: u64,
     /// Reads that hit a checksum mismatch.
     pub corrupted_reads: u64,
+    /// Writes refused because their data did not hash to the checksum they named
+    /// ([`crate::WriteOptions::data_checksum`]: a copy damaged at its source or changed while
+    /// it was sent); nothing was stored. Not counted in `errors`.
+    pub mismatched_writes: u64,
     /// Requests that failed for any other reason.
     pub errors: u64,
     /// Open bases closed because they were full (`blob_size_bytes` / `records_in_blob`); a

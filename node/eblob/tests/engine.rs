@@ -474,6 +474,8 @@ fn a_data_region_holds_the_record_bytes_and_a_write_naming_their_checksum_checks
     assert!(matches!(other.lookup(&key(4)), Err(Error::NotFound)));
     assert_eq!(other.read(&key(3)).unwrap(), v);
     assert_eq!(other.stats().total.records, 1);
+    let ops = other.stats().ops;
+    assert_eq!((ops.mismatched_writes, ops.errors), (2, 0), "{ops:?}");
     // Only a whole checksummed write can name its data's checksum.
     let appending = WriteOptions {
         append: true,

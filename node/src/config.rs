@@ -51,10 +51,9 @@ pub struct NodeConfig {
     /// while their requests run: such a payload is received into one buffer of exactly its
     /// size, and its connection stops reading until that fits. At least `max_frame_bytes`.
     pub receive_buffer_bytes: u64,
-    /// Records this node copies to other nodes (recovery, server-send) go with `sendfile(2)`
-    /// instead of being read into a 1 MiB buffer and written from it. Off: on loopback the
-    /// buffer costs less CPU per byte (`recovery-bench --sendfile`, node/BENCHMARKS.md); across
-    /// a real network measure both.
+    /// Records this node copies to other nodes (recovery, server-send) go with `sendfile(2)`;
+    /// off, each is read into a 1 MiB buffer and written from it. On loopback neither wins
+    /// reliably (`recovery-bench --copy`, node/BENCHMARKS.md); measure both on your network.
     pub sendfile: bool,
     /// Protocol connections served at once; one more is accepted, its first request is answered
     /// with EAGAIN ("too many connections") and it is closed.
@@ -113,7 +112,7 @@ impl Default for NodeConfig {
             prepare_timeout_s: 3_600,
             max_frame_bytes: 64 << 20,
             receive_buffer_bytes: 256 << 20,
-            sendfile: false,
+            sendfile: true,
             max_connections: 1_024,
             frame_read_timeout_ms: 30_000,
             idle_timeout_ms: 3_600_000,

@@ -13,7 +13,7 @@
 //! - server-send (`cmd/send.rs`: a key list or a whole backend) copies each record with
 //!   [`copy`] (default CAS / overwrite; move removes after every target acknowledged).
 //! - A copy of a record that fits one request is sent from its data file (by the connection's
-//!   writer, through its buffer or with `sendfile`, node config `sendfile`): the source's
+//!   writer, with `sendfile` or through its buffer: node config `sendfile`): the source's
 //!   engine neither reads nor hashes it, and the target stores it only if it hashes to the
 //!   record checksum the source names (`DATA_CHECKSUM`). A refusal (the record was rewritten
 //!   in place during the send, or its bytes rotted on the source's disk) sends the record

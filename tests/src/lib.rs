@@ -208,6 +208,16 @@ impl Cluster {
         self.nodes[i].config.http_listen.expect("http on")
     }
 
+    /// Node `i`'s Prometheus text, fetched over HTTP.
+    pub async fn metrics(&self, i: usize) -> String {
+        reqwest::get(format!("http://{}/metrics", self.http(i)))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("/metrics body")
+    }
+
     /// Shared state of running node `i`.
     pub fn node(&self, i: usize) -> &Arc<Node> {
         &self.nodes[i].running.as_ref().expect("running").node

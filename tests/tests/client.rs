@@ -243,12 +243,7 @@ async fn writes_naming_their_data_checksum_store_only_matching_bytes() {
         let e = client.write(&k, data.clone(), attr).await.unwrap_err();
         assert_eq!(e.status(), Status::INVALID, "{e}");
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", c.http(0)))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.metrics(0).await;
     assert!(
         metrics.lines().any(
             |l| l.starts_with("ellipsis_backend_eblob_mismatched_writes_total{")

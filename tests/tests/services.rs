@@ -197,12 +197,7 @@ async fn a_missing_key_counts_as_not_found_not_as_a_failure() {
     let s = ellipsis_node::stats::collect(c.node(0));
     let read = &s.commands.commands["READ"];
     assert_eq!((read.not_found, read.failures), (3, 0), "{read:?}");
-    let metrics = reqwest::get(format!("http://{}/metrics", c.http(0)))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.metrics(0).await;
     assert!(
         metrics
             .lines()

@@ -284,13 +284,13 @@ impl Conn {
         Ok(c)
     }
 
-    /// Connect within `timeout`; file regions of requests are copied ([`RegionSend::Copy`]).
+    /// Connect within `timeout`; file regions of requests go as [`RegionSend::default`] says.
     pub async fn connect(
         addr: SocketAddr,
         max_frame_bytes: u64,
         timeout: Duration,
     ) -> Result<Arc<Conn>, ConnError> {
-        Conn::connect_with(addr, max_frame_bytes, RegionSend::Copy, timeout).await
+        Conn::connect_with(addr, max_frame_bytes, RegionSend::default(), timeout).await
     }
 
     /// [`Conn::connect`], file regions of requests sent as `region_send` says.

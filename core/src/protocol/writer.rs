@@ -5,15 +5,17 @@
 //! into one buffer (many small frames under pipelining cost one syscall) and hands large
 //! payloads (and a frame's `tail`) to the socket as they are, in vectored writes: a 1 MiB
 //! record read for a copy goes from its read buffer to the kernel without a user-space copy.
-//! A frame's [`FileRegion`] (a record copied from a blob file) is read and written
-//! [`STAGE_BYTES`] at a time through a buffer ([`RegionSend::Copy`], the default), or goes with
-//! `sendfile` ([`RegionSend::Sendfile`], streams that implement [`SendFile`]).
+//! A frame's [`FileRegion`] (a record copied from a blob file) goes with `sendfile`
+//! ([`RegionSend::Sendfile`], the default, on streams that implement [`SendFile`]), or is read
+//! and written [`STAGE_BYTES`] at a time through one reused buffer ([`RegionSend::Copy`], and
+//! on streams without `sendfile`).
 //!
-//! Why copying is the default: `sendfile` moves a region as 4 KiB page references, 16 pages
-//! per `sendmsg`, and each of those pushes through the TCP stack; a 1 MiB `write` from a buffer
-//! that stays in the CPU cache goes as one call. On the loopback benchmark machine the copy
-//! costs less CPU per byte, `pread` included (node/BENCHMARKS.md, 2026-12-07, second
-//! section); across a real network `sendfile` may win, so it stays a choice.
+//! Why both: `sendfile` copies nothing on the sending side but hands the socket 4 KiB page
+//! references, 16 pages per `sendmsg`; the copy pays a `pread` and a socket copy per byte but
+//! sends 1 MiB per call from a buffer that stays in the CPU cache. On the loopback benchmark
+//! machine neither wins reliably (node/BENCHMARKS.md, 2026-12-07, "sendfile or a buffer");
+//! between machines, where the receiving side's work is not on the same CPUs, `sendfile` is
+//! the usual choice. Node config `sendfile` picks.
 //!
 //! The region's bytes are read on the writer's (async) thread: whoever hands a region over has
 //! it in the page cache (the node reads it in on a blocking thread first), so the read copies
@@ -62,11 +64,11 @@ static IDLE: parking_lot::Mutex<Vec<Box<[u8]>>> = parking_lot::Mutex::new(Vec::n
 /// How a [`FrameWriter`] puts a frame's [`FileRegion`] on its stream; see the module docs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RegionSend {
-    /// `pread` into a [`STAGE_BYTES`] buffer, then `write`.
-    #[default]
-    Copy,
     /// `sendfile` where the stream can ([`SendFile::can_send_file`]); elsewhere as `Copy`.
+    #[default]
     Sendfile,
+    /// `pread` into a [`STAGE_BYTES`] buffer, then `write`.
+    Copy,
 }
 
 /// A region's bytes read into a stage buffer: file bytes `from..from + len`.
@@ -186,7 +188,8 @@ pub struct FrameWriter<W> {
 }
 
 impl<W: AsyncWrite + SendFile + Unpin> FrameWriter<W> {
-    /// A writer refusing payloads above `max_payload_bytes`, copying file regions.
+    /// A writer refusing payloads above `max_payload_bytes`, sending file regions as
+    /// [`RegionSend::default`] does.
     pub fn new(io: W, max_payload_bytes: u64) -> FrameWriter<W> {
         FrameWriter {
             io,

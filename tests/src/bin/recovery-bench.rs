@@ -1,7 +1,7 @@
 //! Recovery copy rate beside rsync, disk and loopback, in one run.
 //!
 //! `cargo run --release -p ellipsis-tests --bin recovery-bench [-- --objects N] [--rounds R]
-//! [--no-warm] [--sendfile] [--only-recovery | --only-send]`
+//! [--no-warm] [--copy] [--only-recovery | --only-send]`
 //!
 //! 1. disk: write 1 GiB in 1 MiB writes to a file in the temp dir (timed alone: the page-cache
 //!    write rate, a ceiling for any copy that writes files), then fsync (dd-like);
@@ -25,8 +25,8 @@
 //!    the write-back of its own setup, and 2 x the data of fresh memory is touched and freed
 //!    right before each copy starts (see `warm_memory`; `--no-warm` skips it).
 //!
-//!    The nodes copy records through a 1 MiB buffer, as by default; `--sendfile` runs them
-//!    with node config `sendfile = true`.
+//!    The nodes send records with `sendfile`, as by default; `--copy` runs them with node
+//!    config `sendfile = false` (each record read into a 1 MiB buffer and written from it).
 //!
 //! Prints MB/s (10^6 bytes per second) for each, and the ratios the issue sets as targets:
 //! recovery >= 3 x rsync and >= 0.8 x min(disk, loopback), per round and as the median of the
@@ -400,7 +400,7 @@ fn main() -> Result<()> {
     // For profiling the copy alone (`perf record`): no disk, loopback or rsync steps.
     let mut only: Option<CopyKind> = None;
     let mut warm = true;
-    let mut sendfile = false;
+    let mut sendfile = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut number = |what: &str| -> Result<u64> {
@@ -416,7 +416,7 @@ fn main() -> Result<()> {
             "--only-recovery" => only = Some(CopyKind::Dc),
             "--only-send" => only = Some(CopyKind::ServerSend),
             "--no-warm" => warm = false,
-            "--sendfile" => sendfile = true,
+            "--copy" => sendfile = false,
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }

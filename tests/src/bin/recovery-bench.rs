@@ -18,8 +18,9 @@
 //!    For each copy, the CPU time over its window is printed as busy cores: the copy's own
 //!    (this process for recovery and server-send; the rsync daemon, the sender it forks and
 //!    the client for rsync) and the whole machine's (`/proc/stat`, which also counts the
-//!    kernel's write-back of what the copy dirtied); and the own CPU seconds per GB, which
-//!    compares what the copies cost when the machine's speed moves between rounds.
+//!    kernel's write-back of what the copy dirtied); the own CPU seconds per GB, which
+//!    compares what the copies cost when the machine's speed moves between rounds; and the
+//!    machine's iowait and steal (time the host took from this VM) over the same window.
 //!
 //!    Both sources are `sync`ed to disk after they are written, so neither copy competes with
 //!    the write-back of its own setup, and 2 x the data of fresh memory is touched and freed
@@ -172,7 +173,7 @@ async fn recovery(
     warm_memory(warm);
     // For `perf record -p` of the copy alone.
     eprintln!("recovery starts");
-    let (cpu, machine) = (cpu_used(false)?, machine_busy()?);
+    let (cpu, machine) = (cpu_used(false)?, MachineTime::now()?);
     let start = Instant::now();
     if how == CopyKind::Dc {
         let job = ellipsis_node::recovery::start(
@@ -207,7 +208,7 @@ async fn recovery(
     let d = start.elapsed();
     let cpu = Cpu {
         own: cpu_used(false)?.saturating_sub(cpu),
-        machine: machine_busy()?.saturating_sub(machine),
+        machine: MachineTime::now()?.since(machine),
     };
     let target = c.node(1).backend(1).ok_or("no backend 1")?.engine()?;
     let copied = target.stats().total.live_records;
@@ -245,42 +246,80 @@ fn cpu_used(children: bool) -> Result<Duration> {
     ))
 }
 
-/// Busy CPU time of the whole machine so far (all CPUs; everything but idle and iowait), from
-/// the `cpu` line of `/proc/stat` in USER_HZ (100 per second). Over a copy it also counts
-/// what the copy makes the kernel do outside the copying processes: the flusher threads'
-/// write-back of the pages it dirtied, and softirq work charged elsewhere.
-fn machine_busy() -> Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().next().ok_or("empty /proc/stat")?;
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(str::parse)
-        .collect::<std::result::Result<_, _>>()?;
-    // user nice system idle iowait irq softirq steal ...; guest time is inside user already.
-    let busy: u64 = ticks
-        .iter()
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, t)| t)
-        .sum();
-    Ok(Duration::from_millis(busy * 10))
+/// CPU time of the whole machine so far (all CPUs), from the `cpu` line of `/proc/stat` in
+/// USER_HZ (100 per second).
+#[derive(Clone, Copy, Debug, Default)]
+struct MachineTime {
+    /// Everything but idle and iowait. Over a copy it also counts what the copy makes the
+    /// kernel do outside the copying processes: the flusher threads' write-back of the pages
+    /// it dirtied, and softirq work charged elsewhere.
+    busy: Duration,
+    /// Idle with I/O outstanding.
+    iowait: Duration,
+    /// Taken by the host from this VM's CPUs (also inside `busy`): how much of a round the
+    /// machine under the copy was not the copy's.
+    steal: Duration,
+}
+
+impl MachineTime {
+    fn now() -> Result<MachineTime> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        let line = stat.lines().next().ok_or("empty /proc/stat")?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(str::parse)
+            .collect::<std::result::Result<_, _>>()?;
+        // user nice system idle iowait irq softirq steal ...; guest time is inside user.
+        let busy: u64 = ticks
+            .iter()
+            .take(8)
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 4)
+            .map(|(_, t)| t)
+            .sum();
+        let tick = |i: usize| Duration::from_millis(ticks.get(i).copied().unwrap_or(0) * 10);
+        Ok(MachineTime {
+            busy: Duration::from_millis(busy * 10),
+            iowait: tick(4),
+            steal: tick(7),
+        })
+    }
+
+    fn since(self, earlier: MachineTime) -> MachineTime {
+        MachineTime {
+            busy: self.busy.saturating_sub(earlier.busy),
+            iowait: self.iowait.saturating_sub(earlier.iowait),
+            steal: self.steal.saturating_sub(earlier.steal),
+        }
+    }
 }
 
 /// CPU time spent over a copy.
 struct Cpu {
     /// By the copying process(es).
     own: Duration,
-    /// By the whole machine (see [`machine_busy`]).
-    machine: Duration,
+    /// By the whole machine.
+    machine: MachineTime,
 }
 
 impl Cpu {
     /// As average busy cores over `d`: (own, machine).
     fn cores(&self, d: Duration) -> (f64, f64) {
         let s = d.as_secs_f64();
-        (self.own.as_secs_f64() / s, self.machine.as_secs_f64() / s)
+        (
+            self.own.as_secs_f64() / s,
+            self.machine.busy.as_secs_f64() / s,
+        )
+    }
+
+    /// The machine's iowait and steal over `d`, in cores.
+    fn waits(&self, d: Duration) -> (f64, f64) {
+        let s = d.as_secs_f64();
+        (
+            self.machine.iowait.as_secs_f64() / s,
+            self.machine.steal.as_secs_f64() / s,
+        )
     }
 }
 
@@ -360,7 +399,7 @@ fn rsync(dir: &Path, objects: u64, warm: u64) -> Result<(Duration, Cpu)> {
     }
     sync_all()?;
     warm_memory(warm);
-    let (cpu, machine) = (cpu_used(true)?, machine_busy()?);
+    let (cpu, machine) = (cpu_used(true)?, MachineTime::now()?);
     let start = Instant::now();
     let status = Command::new("rsync")
         .arg("-a")
@@ -368,7 +407,7 @@ fn rsync(dir: &Path, objects: u64, warm: u64) -> Result<(Duration, Cpu)> {
         .arg(format!("{}/", dst.display()))
         .status();
     let d = start.elapsed();
-    let machine = machine_busy()?.saturating_sub(machine);
+    let machine = MachineTime::now()?.since(machine);
     // The daemon has reaped its sender (it exits when the transfer ends); once the daemon is
     // reaped too, both count in this process's children's CPU time.
     let _ = daemon.kill();
@@ -427,22 +466,25 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let copy = |rt: &tokio::runtime::Runtime, how: CopyKind| -> Result<(f64, f64, f64)> {
+    let copy = |rt: &tokio::runtime::Runtime, how: CopyKind| -> Result<(f64, Cpu, Duration)> {
         let (rec, copied, cpu) = rt.block_on(recovery(objects, warm, how, sendfile))?;
-        let (own, machine) = cpu.cores(rec);
         if copied != objects {
             return Err(format!("recovery copied {copied} of {objects} objects").into());
         }
-        Ok((mb_per_s(total, rec), own, machine))
+        Ok((mb_per_s(total, rec), cpu, rec))
     };
     if let Some(how) = only {
-        let (rate, cores, machine) = copy(&rt, how)?;
+        let (rate, cpu, d) = copy(&rt, how)?;
+        let ((cores, machine), (iowait, steal)) = (cpu.cores(d), cpu.waits(d));
         let name = if how == CopyKind::Dc {
             "dc recovery"
         } else {
             "server-send"
         };
-        println!("{name:<20} {rate:>9.1} MB/s  ({cores:.2} cores busy; machine {machine:.2})");
+        println!(
+            "{name:<20} {rate:>9.1} MB/s  ({cores:.2} cores busy; machine {machine:.2}, \
+             iowait {iowait:.2}, steal {steal:.2})"
+        );
         return Ok(());
     }
     warm_memory(warm);
@@ -469,11 +511,18 @@ fn main() -> Result<()> {
     println!("loopback TCP         {lo:>9.1} MB/s");
     let (mut recs, mut sends, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let (rec, cores, rec_machine) = copy(&rt, CopyKind::Dc)?;
-        let (send, send_cores, send_machine) = copy(&rt, CopyKind::ServerSend)?;
+        let (rec, rec_cpu, rec_time) = copy(&rt, CopyKind::Dc)?;
+        let (send, send_cpu, send_time) = copy(&rt, CopyKind::ServerSend)?;
         let (rs_time, rs_cpu) = rsync(dir.path(), objects, warm)?;
         let rs = mb_per_s(total, rs_time);
+        let (cores, rec_machine) = rec_cpu.cores(rec_time);
+        let (send_cores, send_machine) = send_cpu.cores(send_time);
         let (rs_cores, rs_machine) = rs_cpu.cores(rs_time);
+        let waits = [
+            rec_cpu.waits(rec_time),
+            send_cpu.waits(send_time),
+            rs_cpu.waits(rs_time),
+        ];
         println!(
             "round {round}: dc recovery {rec:>7.1} MB/s, server-send {send:>7.1} MB/s, \
              rsync daemon {rs:>7.1} MB/s, recovery / rsync {:>5.2} x",
@@ -490,6 +539,12 @@ fn main() -> Result<()> {
             cores * 1e3 / rec,
             send_cores * 1e3 / send,
             rs_cores * 1e3 / rs
+        );
+        // Time the machine was not the copy's to use: the host's (steal) and the disk's.
+        let [(w1, s1), (w2, s2), (w3, s3)] = waits;
+        println!(
+            "         machine iowait; steal (cores): dc {w1:.2}; {s1:.2}, \
+             send {w2:.2}; {s2:.2}, rsync {w3:.2}; {s3:.2}"
         );
         recs.push(rec);
         sends.push(send);

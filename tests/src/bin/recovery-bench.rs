@@ -20,7 +20,9 @@
 //!    the client for rsync) and the whole machine's (`/proc/stat`, which also counts the
 //!    kernel's write-back of what the copy dirtied); the own CPU seconds per GB, which
 //!    compares what the copies cost when the machine's speed moves between rounds; and the
-//!    machine's iowait and steal (time the host took from this VM) over the same window.
+//!    machine's iowait and steal (time the host took from this VM) over the same window; and
+//!    for the nodes' copies, the target's writes per write-queue batch (its one drainer thread
+//!    keeps up near 1; well above 1, writes wait for it).
 //!
 //!    Both sources are `sync`ed to disk after they are written, so neither copy competes with
 //!    the write-back of its own setup, and 2 x the data of fresh memory is touched and freed
@@ -142,7 +144,7 @@ async fn recovery(
     warm: u64,
     how: CopyKind,
     sendfile: bool,
-) -> Result<(Duration, u64, Cpu)> {
+) -> Result<(Duration, u64, Cpu, f64)> {
     let mut c = Cluster::start(&[]).await;
     for group in [1, 2] {
         c.add_node_with(&NodeSpec::groups(&[group]), |n| n.sendfile = sendfile)
@@ -210,10 +212,16 @@ async fn recovery(
         own: cpu_used(false)?.saturating_sub(cpu),
         machine: MachineTime::now()?.since(machine),
     };
+    // Writes per batch of the target's write queue: near 1, its one drainer thread keeps up;
+    // well above, writes wait for it.
+    let wq = ellipsis_node::stats::collect(c.node(1)).backends[0]
+        .write_queue
+        .clone();
+    let batch = wq.mutations as f64 / wq.batches.max(1) as f64;
     let target = c.node(1).backend(1).ok_or("no backend 1")?.engine()?;
     let copied = target.stats().total.live_records;
     c.shutdown().await;
-    Ok((d, copied, cpu))
+    Ok((d, copied, cpu, batch))
 }
 
 /// Flush every dirty page to disk, so the timed copy does not share the machine with the
@@ -466,15 +474,16 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let copy = |rt: &tokio::runtime::Runtime, how: CopyKind| -> Result<(f64, Cpu, Duration)> {
-        let (rec, copied, cpu) = rt.block_on(recovery(objects, warm, how, sendfile))?;
+    type Copied = (f64, Cpu, Duration, f64);
+    let copy = |rt: &tokio::runtime::Runtime, how: CopyKind| -> Result<Copied> {
+        let (rec, copied, cpu, batch) = rt.block_on(recovery(objects, warm, how, sendfile))?;
         if copied != objects {
             return Err(format!("recovery copied {copied} of {objects} objects").into());
         }
-        Ok((mb_per_s(total, rec), cpu, rec))
+        Ok((mb_per_s(total, rec), cpu, rec, batch))
     };
     if let Some(how) = only {
-        let (rate, cpu, d) = copy(&rt, how)?;
+        let (rate, cpu, d, batch) = copy(&rt, how)?;
         let ((cores, machine), (iowait, steal)) = (cpu.cores(d), cpu.waits(d));
         let name = if how == CopyKind::Dc {
             "dc recovery"
@@ -483,7 +492,7 @@ fn main() -> Result<()> {
         };
         println!(
             "{name:<20} {rate:>9.1} MB/s  ({cores:.2} cores busy; machine {machine:.2}, \
-             iowait {iowait:.2}, steal {steal:.2})"
+             iowait {iowait:.2}, steal {steal:.2}; target write batch {batch:.1})"
         );
         return Ok(());
     }
@@ -511,8 +520,8 @@ fn main() -> Result<()> {
     println!("loopback TCP         {lo:>9.1} MB/s");
     let (mut recs, mut sends, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let (rec, rec_cpu, rec_time) = copy(&rt, CopyKind::Dc)?;
-        let (send, send_cpu, send_time) = copy(&rt, CopyKind::ServerSend)?;
+        let (rec, rec_cpu, rec_time, rec_batch) = copy(&rt, CopyKind::Dc)?;
+        let (send, send_cpu, send_time, send_batch) = copy(&rt, CopyKind::ServerSend)?;
         let (rs_time, rs_cpu) = rsync(dir.path(), objects, warm)?;
         let rs = mb_per_s(total, rs_time);
         let (cores, rec_machine) = rec_cpu.cores(rec_time);
@@ -545,6 +554,9 @@ fn main() -> Result<()> {
         println!(
             "         machine iowait; steal (cores): dc {w1:.2}; {s1:.2}, \
              send {w2:.2}; {s2:.2}, rsync {w3:.2}; {s3:.2}"
+        );
+        println!(
+            "         target writes per write-queue batch: dc {rec_batch:.1}, send {send_batch:.1}"
         );
         recs.push(rec);
         sends.push(send);

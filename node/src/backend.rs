@@ -490,7 +490,10 @@ impl Backend {
                 && !opts.cas_version
             {
                 // Write-back stores a checksummed record of exactly these bytes.
-                let checksum = eblob::record::data_checksum(data);
+                let checksum = opts.chunk_hashes.as_deref().map_or_else(
+                    || eblob::record::data_checksum(data),
+                    eblob::record::hash_of_hashes,
+                );
                 if let Some(expected) = opts.data_checksum.filter(|e| *e != checksum) {
                     engine.count_mismatched_write();
                     return Err(BackendError::Engine(eblob::Error::DataMismatch {

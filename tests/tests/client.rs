@@ -198,39 +198,49 @@ async fn nocsum_writes_are_stored_without_a_checksum_and_read_back() {
 async fn writes_naming_their_data_checksum_store_only_matching_bytes() {
     let c = Cluster::start(&[NodeSpec {
         groups: vec![1],
-        cache_bytes: 1 << 20,
+        // Room for a 1.3 MiB object in each cache shard.
+        cache_bytes: 64 << 20,
     }])
     .await;
     let client = c.client(0, &[1], Checker::All).await;
+    let mut refused = 0;
+    // Below and above the size the node hashes on its blocking pool before the write queues.
+    for len in [70_000usize, (1 << 20) + 300_000] {
+        let data = Bytes::from(vec![len as u8; len]);
+        let sum = eblob::record::data_checksum(&data);
+        for (name, extra) in [("engine", 0), ("cache", io_flags::CACHE)] {
+            let k = Id::for_key(format!("client-{len}").as_bytes(), name.as_bytes());
+            let named = |checksum| IoAttr {
+                io_flags: io_flags::DATA_CHECKSUM | extra,
+                checksum,
+                ..IoAttr::default()
+            };
+            let e = client
+                .write(&k, data.clone(), named(sum ^ 1))
+                .await
+                .unwrap_err();
+            assert_eq!(e.status(), Status::CORRUPTED, "{name} {len}: {e}");
+            let e = client.read(&k, 0, 0).await.unwrap_err();
+            assert_eq!(
+                e.status(),
+                Status::NOT_FOUND,
+                "{name} {len}: nothing stored"
+            );
+            refused += 1;
+            let eblob = &ellipsis_node::stats::collect(c.node(0)).backends[0].eblob;
+            assert_eq!(
+                (eblob.mismatched_writes, eblob.errors),
+                (refused, 0),
+                "{name} {len}: {eblob:?}"
+            );
+            client.write(&k, data.clone(), named(sum)).await.unwrap();
+            let r = client.read(&k, 0, 0).await.unwrap();
+            assert!(r.data == data, "{name} {len}");
+            assert_eq!(r.attr.checksum, sum, "{name} {len}");
+        }
+    }
     let data = Bytes::from(vec![7u8; 70_000]);
     let sum = eblob::record::data_checksum(&data);
-    let mut refused = 0;
-    for (name, extra) in [("engine", 0), ("cache", io_flags::CACHE)] {
-        let k = Id::for_key(b"client", name.as_bytes());
-        let named = |checksum| IoAttr {
-            io_flags: io_flags::DATA_CHECKSUM | extra,
-            checksum,
-            ..IoAttr::default()
-        };
-        let e = client
-            .write(&k, data.clone(), named(sum ^ 1))
-            .await
-            .unwrap_err();
-        assert_eq!(e.status(), Status::CORRUPTED, "{name}: {e}");
-        let e = client.read(&k, 0, 0).await.unwrap_err();
-        assert_eq!(e.status(), Status::NOT_FOUND, "{name}: nothing stored");
-        refused += 1;
-        let eblob = &ellipsis_node::stats::collect(c.node(0)).backends[0].eblob;
-        assert_eq!(
-            (eblob.mismatched_writes, eblob.errors),
-            (refused, 0),
-            "{name}: {eblob:?}"
-        );
-        client.write(&k, data.clone(), named(sum)).await.unwrap();
-        let r = client.read(&k, 0, 0).await.unwrap();
-        assert!(r.data == data, "{name}");
-        assert_eq!(r.attr.checksum, sum, "{name}");
-    }
     // One checksum field cannot name two things; nor can a record without checksums be
     // checked against one.
     let k = Id::for_key(b"client", b"conflict");
@@ -247,7 +257,7 @@ async fn writes_naming_their_data_checksum_store_only_matching_bytes() {
     assert!(
         metrics.lines().any(
             |l| l.starts_with("ellipsis_backend_eblob_mismatched_writes_total{")
-                && l.ends_with(" 2")
+                && l.ends_with(" 4")
         ),
         "{metrics}"
     );

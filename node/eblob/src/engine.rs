@@ -68,6 +68,28 @@ pub struct WriteOptions {
     /// record's checksum, so bytes damaged at the source or changed under the send are
     /// refused instead of stored under the source's timestamp.
     pub data_checksum: Option<u64>,
+    /// A whole, checksummed write only: the data's chunk hashes ([`record::chunk_hashes`]),
+    /// computed by the caller off the write path (the node hashes a large write on its
+    /// blocking pool before it queues for the backend's one writer thread). The engine then
+    /// does not hash the bytes; with [`WriteOptions::data_checksum`] it checks these. Their
+    /// count must fit the data ([`Error::InvalidArgument`] otherwise); hashes of other bytes
+    /// make a record that fails its checksum when read (CORRUPTED, never returned as data),
+    /// so pass only hashes of these very bytes.
+    pub chunk_hashes: Option<std::sync::Arc<[u64]>>,
+}
+
+impl WriteOptions {
+    /// A write of a whole object with checksums (no offset, append, prepare, plain write,
+    /// commit or NOCSUM): the only kind [`WriteOptions::data_checksum`] and
+    /// [`WriteOptions::chunk_hashes`] apply to.
+    pub fn is_whole_checksummed(&self) -> bool {
+        self.offset == 0
+            && !self.append
+            && self.prepare_size_bytes.is_none()
+            && !self.plain_write
+            && !self.commit
+            && !self.nocsum
+    }
 }
 
 /// A committed record's data as a region of its open data file: what a copy sends straight
@@ -541,28 +563,38 @@ fn remove_older_duplicates(bases: &[Arc<Base>]) -> Result<u64, Error> {
 }
 
 /// Hash `parts` (one logical byte string) chunk by chunk.
-/// For a write with [`WriteOptions::data_checksum`]: its chunk hashes, checked against the
-/// expected checksum. Computed before the write lock is taken (the footer reuses them, so
-/// the bytes are hashed once), so a refused write costs other writers nothing.
+/// For a write with [`WriteOptions::data_checksum`] or [`WriteOptions::chunk_hashes`]: its
+/// chunk hashes (the caller's, or computed here), checked against the expected checksum.
+/// Taken before the write lock (the footer reuses them, so the bytes are hashed at most
+/// once), so a refused write costs other writers nothing.
 fn checked_hashes(parts: &[&[u8]], o: &WriteOptions) -> Result<Option<Vec<u64>>, Error> {
-    let Some(expected) = o.data_checksum else {
+    if o.data_checksum.is_none() && o.chunk_hashes.is_none() {
         return Ok(None);
-    };
-    if o.offset != 0
-        || o.append
-        || o.prepare_size_bytes.is_some()
-        || o.plain_write
-        || o.commit
-        || o.nocsum
-    {
+    }
+    if !o.is_whole_checksummed() {
         return Err(Error::InvalidArgument(
-            "data_checksum needs a whole, checksummed write".into(),
+            "data_checksum and chunk_hashes need a whole, checksummed write".into(),
         ));
     }
-    let hashes = hash_parts(parts);
-    let found = record::hash_of_hashes(&hashes);
-    if found != expected {
-        return Err(Error::DataMismatch { expected, found });
+    let hashes = match &o.chunk_hashes {
+        Some(given) => {
+            let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+            let want = len.div_ceil(record::CHUNK_SIZE);
+            if given.len() as u64 != want {
+                return Err(Error::InvalidArgument(format!(
+                    "chunk_hashes: {} hashes for {len} bytes ({want} chunks)",
+                    given.len()
+                )));
+            }
+            given.to_vec()
+        }
+        None => hash_parts(parts),
+    };
+    if let Some(expected) = o.data_checksum {
+        let found = record::hash_of_hashes(&hashes);
+        if found != expected {
+            return Err(Error::DataMismatch { expected, found });
+        }
     }
     Ok(Some(hashes))
 }

@@ -223,12 +223,16 @@ pub fn hash_of_hashes(hashes: &[u64]) -> u64 {
 /// [`crate::Lookup::checksum`] reports): the hash of its chunk hashes. Lets a reader that got
 /// the bytes from elsewhere (a cache) name the same version the same way.
 pub fn data_checksum(data: &[u8]) -> u64 {
-    let hashes: Vec<u64> = data
-        .chunks(CHUNK_SIZE as usize)
+    hash_of_hashes(&chunk_hashes(data))
+}
+
+/// The chunk hashes a checksummed record holding exactly `data` carries in its footer, one
+/// per [`CHUNK_SIZE`] chunk: what [`crate::WriteOptions::chunk_hashes`] takes.
+pub fn chunk_hashes(data: &[u8]) -> Vec<u64> {
+    data.chunks(CHUNK_SIZE as usize)
         .enumerate()
         .map(|(i, chunk)| chunk_hash(i as u64, chunk))
-        .collect();
-    hash_of_hashes(&hashes)
+        .collect()
 }
 
 /// Encode a footer of `slots` slots for `hashes` (the used ones; the rest stay zero).

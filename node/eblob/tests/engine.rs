@@ -497,6 +497,63 @@ fn a_data_region_holds_the_record_bytes_and_a_write_naming_their_checksum_checks
     assert!(matches!(db.data_region(&key(6)), Err(Error::Uncommitted)));
 }
 
+/// Chunk hashes computed by the caller replace the engine's own hashing: the record is the
+/// same as one the engine hashed, the hashes are checked against a named data checksum, a
+/// count that does not fit the data is refused, and hashes of other bytes make a record that
+/// reads as corrupted, never as data.
+#[test]
+fn chunk_hashes_given_by_the_caller_make_the_same_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let chunk = eblob::record::CHUNK_SIZE as usize;
+    let v = value(7, 0, 2 * chunk + 5);
+    let hashes: Arc<[u64]> = eblob::record::chunk_hashes(&v).into();
+    assert_eq!(hashes.len(), 3);
+    let given = WriteOptions {
+        chunk_hashes: Some(hashes.clone()),
+        ..w()
+    };
+    let l = db.write(&key(1), &v, &given).unwrap();
+    assert_eq!(l.checksum, eblob::record::data_checksum(&v));
+    assert_eq!(db.read(&key(1)).unwrap(), v);
+    db.write(&key(2), &v, &w()).unwrap();
+    assert_eq!(db.lookup(&key(2)).unwrap().checksum, l.checksum);
+
+    // Checked against a named checksum like hashes the engine computed.
+    let named = |checksum| WriteOptions {
+        data_checksum: Some(checksum),
+        ..given.clone()
+    };
+    db.write(&key(3), &v, &named(l.checksum)).unwrap();
+    assert!(matches!(
+        db.write(&key(4), &v, &named(l.checksum ^ 1)),
+        Err(Error::DataMismatch { .. })
+    ));
+    // A count that does not fit the data, or a write that is not whole, is refused.
+    for (data, opts) in [
+        (&v[..chunk], given.clone()),
+        (
+            &v[..],
+            WriteOptions {
+                append: true,
+                ..given.clone()
+            },
+        ),
+    ] {
+        assert!(matches!(
+            db.write(&key(5), data, &opts),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    assert!(matches!(db.lookup(&key(5)), Err(Error::NotFound)));
+
+    // Hashes of other bytes: stored, but never read back as data.
+    let mut other = v.clone();
+    other[chunk + 3] ^= 1;
+    db.write(&key(6), &other, &given).unwrap();
+    assert!(matches!(db.read(&key(6)), Err(Error::Corrupted { .. })));
+}
+
 #[test]
 fn a_data_region_stays_readable_after_data_sort_replaces_its_file() {
     use std::os::unix::fs::FileExt;

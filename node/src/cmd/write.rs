@@ -11,11 +11,15 @@ use ellipsis_core::protocol::cmd::notify::NotifyKind;
 use ellipsis_core::protocol::cmd::Payload;
 use ellipsis_core::protocol::{io_flags, Frame, IoAttr};
 
-use super::{artificial_delay, key, lookup_info, mutation, Reply};
+use super::{artificial_delay, blocking, key, lookup_info, mutation, Reply};
 use crate::backend::{Backend, CacheUse, WriteOutcome};
 use crate::counters::Source;
 use crate::error::NodeError;
 use crate::node::Node;
+
+/// Whole writes of at least this many bytes are hashed on the blocking pool before they queue
+/// for the backend's writer (below it, the hop costs more than the hashing it moves).
+const HASH_AHEAD_BYTES: usize = 256 << 10;
 
 /// Engine options for a wire write.
 pub(crate) fn write_options(a: &IoAttr) -> Result<eblob::WriteOptions, NodeError> {
@@ -55,6 +59,7 @@ pub(crate) fn write_options(a: &IoAttr) -> Result<eblob::WriteOptions, NodeError
         commit_checksum: (a.has(io_flags::COMMIT) && a.has(io_flags::CAS_CHECKSUM))
             .then_some(a.checksum),
         data_checksum: a.has(io_flags::DATA_CHECKSUM).then_some(a.checksum),
+        chunk_hashes: None,
     })
 }
 
@@ -64,7 +69,14 @@ pub(super) async fn handle(
     f: &Frame,
 ) -> Result<Reply, NodeError> {
     let p = IoPayload::decode_shared(&f.payload)?;
-    let opts = write_options(&p.attr)?;
+    let mut opts = write_options(&p.attr)?;
+    // A large whole write is hashed here, on the blocking pool, before it queues: the
+    // backend's write queue runs every write on one thread, which then only writes.
+    if opts.is_whole_checksummed() && p.data.len() >= HASH_AHEAD_BYTES {
+        let data = p.data.clone();
+        let hashes = blocking(node, move || Ok(eblob::record::chunk_hashes(&data))).await?;
+        opts.chunk_hashes = Some(hashes.into());
+    }
     let cache_use = CacheUse {
         cache: p.attr.has(io_flags::CACHE),
         cache_only: p.attr.has(io_flags::CACHE_ONLY),

@@ -635,8 +635,9 @@ impl Backend {
     /// What a copy of `key` to another node sends (recovery, server-send): the cached object
     /// when the cache holds it (a dirty cached copy is newer than the engine's record), else
     /// the committed record as a region of its data file, sent by the connection's writer
-    /// (unverified here) and checked by the receiver against the record checksum. A NOCSUM record has no checksum to check
-    /// against, so it is read here like any read. Errors as for [`Backend::read`].
+    /// (unverified here) and checked by the receiver against the record checksum. A NOCSUM
+    /// record has no checksum to check against, so it is read here like any read. Errors as
+    /// for [`Backend::read`].
     pub fn copy_source(&self, key: &eblob::Key) -> Result<CopySource, BackendError> {
         let engine = self.engine()?;
         if let Some(hit) = self.read_cached(key, 0, 0) {

@@ -32,9 +32,8 @@ pub struct Frame {
     /// reads into its buffer a piece at a time or sends with `sendfile` (see
     /// [`RegionSend`]). Always `None` when decoded.
     ///
-    /// [`RegionSend`]: super::RegionSend
-    ///
     /// [`FrameWriter`]: super::FrameWriter
+    /// [`RegionSend`]: super::RegionSend
     pub file: Option<FileRegion>,
 }
 

@@ -93,10 +93,10 @@ impl WriteOptions {
 }
 
 /// A committed record's data as a region of its open data file: what a copy sends straight
-/// from the file (a buffer at a time, or with `sendfile`) instead of reading it. The bytes are *not* verified: the region is taken under
-/// the key's lock, but an in-place overwrite may change them as soon as it is returned, and
-/// the source's own copy may be damaged; whoever stores them checks them against
-/// `lookup.checksum` ([`WriteOptions::data_checksum`]).
+/// from the file (a buffer at a time, or with `sendfile`) instead of reading it. The bytes are
+/// *not* verified: the region is taken under the key's lock, but an in-place overwrite may
+/// change them as soon as it is returned, and the source's own copy may be damaged; whoever
+/// stores them checks them against `lookup.checksum` ([`WriteOptions::data_checksum`]).
 #[derive(Clone, Debug)]
 pub struct DataRegion {
     /// The record, as it was when the region was taken.
@@ -562,7 +562,6 @@ fn remove_older_duplicates(bases: &[Arc<Base>]) -> Result<u64, Error> {
     Ok(removed)
 }
 
-/// Hash `parts` (one logical byte string) chunk by chunk.
 /// For a write with [`WriteOptions::data_checksum`] or [`WriteOptions::chunk_hashes`]: its
 /// chunk hashes (the caller's, or computed here), checked against the expected checksum.
 /// Taken before the write lock (the footer reuses them, so the bytes are hashed at most
@@ -588,7 +587,7 @@ fn checked_hashes(parts: &[&[u8]], o: &WriteOptions) -> Result<Option<Vec<u64>>,
             }
             given.to_vec()
         }
-        None => hash_parts(parts),
+        None => record::chunk_hashes(parts),
     };
     if let Some(expected) = o.data_checksum {
         let found = record::hash_of_hashes(&hashes);
@@ -600,36 +599,9 @@ fn checked_hashes(parts: &[&[u8]], o: &WriteOptions) -> Result<Option<Vec<u64>>,
 }
 
 /// The chunk hashes of a whole object `parts`, unless the caller already has them (`known`,
-/// computed by [`hash_parts`] over the same bytes).
+/// computed by [`record::chunk_hashes`] over the same bytes).
 fn hashes_of(parts: &[&[u8]], known: Option<&[u64]>) -> Vec<u64> {
-    known.map_or_else(|| hash_parts(parts), <[u64]>::to_vec)
-}
-
-pub(crate) fn hash_parts(parts: &[&[u8]]) -> Vec<u64> {
-    use xxhash_rust::xxh3::Xxh3;
-    let mut hashes = Vec::new();
-    let mut chunk = 0u64;
-    let mut filled = 0u64;
-    let mut h = Xxh3::with_seed(0);
-    for part in parts {
-        let mut rest = *part;
-        while !rest.is_empty() {
-            let take = ((record::CHUNK_SIZE - filled) as usize).min(rest.len());
-            h.update(&rest[..take]);
-            filled += take as u64;
-            rest = &rest[take..];
-            if filled == record::CHUNK_SIZE {
-                hashes.push(h.digest());
-                chunk += 1;
-                filled = 0;
-                h = Xxh3::with_seed(chunk);
-            }
-        }
-    }
-    if filled > 0 {
-        hashes.push(h.digest());
-    }
-    hashes
+    known.map_or_else(|| record::chunk_hashes(parts), <[u64]>::to_vec)
 }
 
 impl Inner {
@@ -903,7 +875,7 @@ impl Inner {
             let zeros = vec![0u8; at as usize];
             let mut all: Vec<&[u8]> = vec![&zeros];
             all.extend_from_slice(parts);
-            record::encode_footer(slots, &hash_parts(&all))
+            record::encode_footer(slots, &record::chunk_hashes(&all))
         };
         let bytes = h.encode();
         let data_bytes: u64 = parts.iter().map(|p| p.len() as u64).sum();

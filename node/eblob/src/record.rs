@@ -223,16 +223,38 @@ pub fn hash_of_hashes(hashes: &[u64]) -> u64 {
 /// [`crate::Lookup::checksum`] reports): the hash of its chunk hashes. Lets a reader that got
 /// the bytes from elsewhere (a cache) name the same version the same way.
 pub fn data_checksum(data: &[u8]) -> u64 {
-    hash_of_hashes(&chunk_hashes(data))
+    hash_of_hashes(&chunk_hashes(&[data]))
 }
 
-/// The chunk hashes a checksummed record holding exactly `data` carries in its footer, one
-/// per [`CHUNK_SIZE`] chunk: what [`crate::WriteOptions::chunk_hashes`] takes.
-pub fn chunk_hashes(data: &[u8]) -> Vec<u64> {
-    data.chunks(CHUNK_SIZE as usize)
-        .enumerate()
-        .map(|(i, chunk)| chunk_hash(i as u64, chunk))
-        .collect()
+/// The chunk hashes a checksummed record holding the concatenation of `parts` carries in its
+/// footer, one per [`CHUNK_SIZE`] chunk (each [`chunk_hash`] of its chunk, hashed as the
+/// parts stream by, so they need not be contiguous): what the engine writes, and what
+/// [`crate::WriteOptions::chunk_hashes`] takes.
+pub fn chunk_hashes(parts: &[&[u8]]) -> Vec<u64> {
+    use xxhash_rust::xxh3::Xxh3;
+    let mut hashes = Vec::new();
+    let mut chunk = 0u64;
+    let mut filled = 0u64;
+    let mut h = Xxh3::with_seed(0);
+    for part in parts {
+        let mut rest = *part;
+        while !rest.is_empty() {
+            let take = ((CHUNK_SIZE - filled) as usize).min(rest.len());
+            h.update(&rest[..take]);
+            filled += take as u64;
+            rest = &rest[take..];
+            if filled == CHUNK_SIZE {
+                hashes.push(h.digest());
+                chunk += 1;
+                filled = 0;
+                h = Xxh3::with_seed(chunk);
+            }
+        }
+    }
+    if filled > 0 {
+        hashes.push(h.digest());
+    }
+    hashes
 }
 
 /// Encode a footer of `slots` slots for `hashes` (the used ones; the rest stay zero).

@@ -18,7 +18,7 @@ use std::time::Instant;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::base::{self, Base, Counters, Kind, Sorted, VerifyError};
-use crate::engine::{hash_parts, Eblob, Inner};
+use crate::engine::{Eblob, Inner};
 use crate::error::Error;
 use crate::file::{sync_dir, BlobFile};
 use crate::record::{self, Header, FLAG_NOCSUM, FLAG_REMOVED, FLAG_UNCOMMITTED};
@@ -528,7 +528,7 @@ fn write_sorted(
             let footer = if h.has(FLAG_NOCSUM) {
                 vec![0u8; ((slots + 1) * 8) as usize]
             } else {
-                record::encode_footer(slots, &hash_parts(&[&body]))
+                record::encode_footer(slots, &record::chunk_hashes(&[&body]))
             };
             (body, h.data_size, footer)
         };

@@ -507,7 +507,7 @@ fn chunk_hashes_given_by_the_caller_make_the_same_record() {
     let db = open(dir.path());
     let chunk = eblob::record::CHUNK_SIZE as usize;
     let v = value(7, 0, 2 * chunk + 5);
-    let hashes: Arc<[u64]> = eblob::record::chunk_hashes(&v).into();
+    let hashes: Arc<[u64]> = eblob::record::chunk_hashes(&[&v]).into();
     assert_eq!(hashes.len(), 3);
     let given = WriteOptions {
         chunk_hashes: Some(hashes.clone()),

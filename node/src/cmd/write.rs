@@ -74,7 +74,7 @@ pub(super) async fn handle(
     // backend's write queue runs every write on one thread, which then only writes.
     if opts.is_whole_checksummed() && p.data.len() >= HASH_AHEAD_BYTES {
         let data = p.data.clone();
-        let hashes = blocking(node, move || Ok(eblob::record::chunk_hashes(&data))).await?;
+        let hashes = blocking(node, move || Ok(eblob::record::chunk_hashes(&[&data]))).await?;
         opts.chunk_hashes = Some(hashes.into());
     }
     let cache_use = CacheUse {

@@ -489,18 +489,9 @@ impl Backend {
                 && !opts.cas_timestamp
                 && !opts.cas_version
             {
-                // Write-back stores a checksummed record of exactly these bytes.
-                let checksum = opts.chunk_hashes.as_deref().map_or_else(
-                    || eblob::record::data_checksum(data),
-                    eblob::record::hash_of_hashes,
-                );
-                if let Some(expected) = opts.data_checksum.filter(|e| *e != checksum) {
-                    engine.count_mismatched_write();
-                    return Err(BackendError::Engine(eblob::Error::DataMismatch {
-                        expected,
-                        found: checksum,
-                    }));
-                }
+                // Write-back stores a checksummed record of exactly these bytes; they are
+                // checked now, as the engine would, since the cache answers before it.
+                let checksum = engine.whole_write_checksum(data, opts)?;
                 let meta = CachedMeta {
                     timestamp,
                     user_flags: opts.user_flags,

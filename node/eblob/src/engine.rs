@@ -455,11 +455,19 @@ impl Eblob {
         })
     }
 
-    /// Count a write refused with [`Error::DataMismatch`] by a caller that checked
-    /// [`WriteOptions::data_checksum`] itself (a cache in front of the engine), so every such
-    /// refusal shows in [`OpStats::mismatched_writes`].
-    pub fn count_mismatched_write(&self) {
-        bump(&self.inner.counters.mismatched_writes, 1);
+    /// The checksum the record of the whole write `data` would carry, with `opts` checked
+    /// as [`Eblob::write`] checks them ([`WriteOptions::chunk_hashes`] must number `data`'s
+    /// chunks, and the checksum must be [`WriteOptions::data_checksum`] when that is set):
+    /// for a caller that keeps the object elsewhere before the engine stores it (a
+    /// write-back cache). Nothing is stored; a refusal counts as the engine's own would
+    /// (a [`Error::DataMismatch`] in [`OpStats::mismatched_writes`]).
+    pub fn whole_write_checksum(&self, data: &[u8], opts: &WriteOptions) -> Result<u64, Error> {
+        let r = checked_hashes(&[data], opts)
+            .map(|known| record::hash_of_hashes(&hashes_of(&[data], known.as_deref())));
+        if let Err(e) = &r {
+            self.inner.count_error(e);
+        }
+        r
     }
 
     /// Why writes are refused, if they are.

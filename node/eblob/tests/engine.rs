@@ -547,6 +547,35 @@ fn chunk_hashes_given_by_the_caller_make_the_same_record() {
     }
     assert!(matches!(db.lookup(&key(5)), Err(Error::NotFound)));
 
+    // A cache in front of the engine gets the same checks, and the same counts, without
+    // storing anything.
+    let before = db.stats();
+    assert_eq!(db.whole_write_checksum(&v, &given).unwrap(), l.checksum);
+    assert_eq!(db.whole_write_checksum(&v, &w()).unwrap(), l.checksum);
+    assert_eq!(
+        db.whole_write_checksum(&v, &named(l.checksum)).unwrap(),
+        l.checksum
+    );
+    assert!(matches!(
+        db.whole_write_checksum(&v, &named(l.checksum ^ 1)),
+        Err(Error::DataMismatch { .. })
+    ));
+    assert!(matches!(
+        db.whole_write_checksum(&v[..chunk], &given),
+        Err(Error::InvalidArgument(_))
+    ));
+    let after = db.stats();
+    assert_eq!(after.total.records, before.total.records);
+    assert_eq!(
+        (
+            after.ops.mismatched_writes - before.ops.mismatched_writes,
+            after.ops.errors - before.ops.errors
+        ),
+        (1, 1),
+        "{:?}",
+        after.ops
+    );
+
     // Hashes of other bytes: stored, but never read back as data.
     let mut other = v.clone();
     other[chunk + 3] ^= 1;

@@ -1,7 +1,7 @@
 //! What receiving a copy into a file costs, three ways, on loopback.
 //!
 //! `cargo run --release -p ellipsis-tests --bin receive-bench [-- --mib N] [--rounds R]
-//! [--no-warm]`
+//! [--no-warm] [--only buffer|queued|splice|mmap] [--queue N]`
 //!
 //! The question it answers: how much of a recovery copy's CPU per byte would go if the target
 //! received a record straight into its blob file instead of into a buffer it then writes
@@ -48,8 +48,9 @@ enum Mode {
 
 const MODES: [Mode; 4] = [Mode::Buffer, Mode::Queued, Mode::Splice, Mode::Mmap];
 
-/// How many received chunks wait in `Queued` mode before they are hashed and written: the
-/// records a dc job has in flight (`COPIES_IN_FLIGHT`), each a received frame on the target.
+/// How many received chunks wait in `Queued` mode before they are hashed and written, unless
+/// `--queue N` says otherwise: the records a dc job has in flight (`COPIES_IN_FLIGHT`), each
+/// a received frame on the target.
 const QUEUED_CHUNKS: usize = 128;
 
 impl Mode {
@@ -110,7 +111,13 @@ fn hash(data: &[u8]) -> u64 {
 
 /// Receives `total` bytes into `file` in `mode`; returns the xor of the chunk hashes (checked
 /// against the sender's, so no mode can skip work).
-fn receive(mode: Mode, mut sock: TcpStream, file: &File, total: usize) -> Result<u64> {
+fn receive(
+    mode: Mode,
+    mut sock: TcpStream,
+    file: &File,
+    total: usize,
+    queued: usize,
+) -> Result<u64> {
     let mut folded = 0u64;
     match mode {
         Mode::Buffer => {
@@ -125,7 +132,7 @@ fn receive(mode: Mode, mut sock: TcpStream, file: &File, total: usize) -> Result
             }
         }
         Mode::Queued => {
-            let mut ring: Vec<Vec<u8>> = (0..QUEUED_CHUNKS).map(|_| vec![0u8; MIB]).collect();
+            let mut ring: Vec<Vec<u8>> = (0..queued).map(|_| vec![0u8; MIB]).collect();
             let chunks = total.div_ceil(MIB);
             let len = |i: usize| MIB.min(total - i * MIB);
             let mut store = |i: usize, buf: &[u8]| -> Result<()> {
@@ -134,15 +141,15 @@ fn receive(mode: Mode, mut sock: TcpStream, file: &File, total: usize) -> Result
                 Ok(())
             };
             for i in 0..chunks {
-                let slot = i % QUEUED_CHUNKS;
-                if i >= QUEUED_CHUNKS {
+                let slot = i % queued;
+                if i >= queued {
                     // The slot's previous chunk goes out before the slot is reused.
-                    store(i - QUEUED_CHUNKS, &ring[slot][..len(i - QUEUED_CHUNKS)])?;
+                    store(i - queued, &ring[slot][..len(i - queued)])?;
                 }
                 sock.read_exact(&mut ring[slot][..len(i)])?;
             }
-            for i in chunks.saturating_sub(QUEUED_CHUNKS)..chunks {
-                store(i, &ring[i % QUEUED_CHUNKS][..len(i)])?;
+            for i in chunks.saturating_sub(queued)..chunks {
+                store(i, &ring[i % queued][..len(i)])?;
             }
         }
         Mode::Splice => {
@@ -268,7 +275,14 @@ struct Copy {
     cpu: Duration,
 }
 
-fn copy(mode: Mode, src: &File, dir: &Path, total: usize, expect: u64) -> Result<Copy> {
+fn copy(
+    mode: Mode,
+    src: &File,
+    dir: &Path,
+    total: usize,
+    queued: usize,
+    expect: u64,
+) -> Result<Copy> {
     let path = dir.join("target");
     let _ = std::fs::remove_file(&path);
     let target = File::options()
@@ -286,7 +300,7 @@ fn copy(mode: Mode, src: &File, dir: &Path, total: usize, expect: u64) -> Result
             send(src, sock, total).map_err(|e| e.to_string())
         });
         let (sock, _) = listener.accept()?;
-        let folded = receive(mode, sock, &target, total)?;
+        let folded = receive(mode, sock, &target, total, queued)?;
         sender.join().map_err(|_| "sender panicked")??;
         Ok(folded)
     })?;
@@ -311,17 +325,29 @@ fn main() -> Result<()> {
     let mut mib = 1024usize;
     let mut rounds = 5usize;
     let mut warm = true;
+    // One way alone (for a profiler), instead of all of them in turn.
+    let mut only: Option<usize> = None;
+    let mut queued = QUEUED_CHUNKS;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--mib" => mib = args.next().ok_or("--mib N")?.parse()?,
             "--rounds" => rounds = args.next().ok_or("--rounds R")?.parse()?,
             "--no-warm" => warm = false,
+            "--queue" => queued = args.next().ok_or("--queue N")?.parse()?,
+            "--only" => {
+                let name = args.next().ok_or("--only buffer|queued|splice|mmap")?;
+                let m = MODES
+                    .iter()
+                    .position(|m| m.name() == name)
+                    .ok_or_else(|| format!("--only: no way named {name}"))?;
+                only = Some(m);
+            }
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    if mib == 0 || rounds == 0 {
-        return Err("--mib and --rounds must be at least 1".into());
+    if mib == 0 || rounds == 0 || queued == 0 {
+        return Err("--mib, --rounds and --queue must be at least 1".into());
     }
     let total = mib * MIB;
     let dir = tempfile::tempdir()?;
@@ -333,17 +359,22 @@ fn main() -> Result<()> {
         expect ^= hash(&buf);
     }
     drop(buf);
-    println!("{mib} MiB per copy, {rounds} rounds, modes alternating");
+    println!("{mib} MiB per copy, {rounds} rounds, ways alternating; queued: {queued} chunks");
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
     let mut costs: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
     for round in 0..rounds {
         // Rotate the order too, so no mode always follows the same one.
         for k in 0..MODES.len() {
             let m = (round + k) % MODES.len();
+            if only.is_some_and(|o| o != m) {
+                continue;
+            }
             if warm {
                 std::hint::black_box(vec![1u8; 2 * total]);
             }
-            let c = copy(MODES[m], &src, dir.path(), total, expect)?;
+            // On stderr, for a profiler to start on (as recovery-bench's "recovery starts").
+            eprintln!("copy starts: {}", MODES[m].name());
+            let c = copy(MODES[m], &src, dir.path(), total, queued, expect)?;
             let rate = total as f64 / 1e6 / c.elapsed.as_secs_f64();
             let per_gb = c.cpu.as_secs_f64() / (total as f64 / 1e9);
             println!(
@@ -357,6 +388,9 @@ fn main() -> Result<()> {
         }
     }
     for (m, mode) in MODES.iter().enumerate() {
+        if rates[m].is_empty() {
+            continue;
+        }
         println!(
             "median {:<6} {:>6.0} MB/s, {:.2} CPU-s per GB",
             mode.name(),

@@ -708,7 +708,7 @@ async fn connection(
     // A large frame arriving into a buffer of its own (`buf` is empty meanwhile), and one
     // that has arrived whole, with the receive-buffer room each holds.
     let mut large: Option<LargeFrame> = None;
-    let mut large_done: Option<(Frame, Room)> = None;
+    let mut large_done: Option<(Frame, Room, Option<cmd::ArrivalHashes>)> = None;
     let reason = 'conn: loop {
         // Hand over every complete frame in the buffer.
         loop {
@@ -720,10 +720,11 @@ async fn connection(
                     arriving = Some(cmd::Arrival::begin(&node, &h));
                 }
             }
-            let (next, room) = match large_done.take() {
-                Some((frame, room)) => (Ok(Some(frame)), Some(room)),
+            let (next, room, arrived) = match large_done.take() {
+                Some((frame, room, arrived)) => (Ok(Some(frame)), Some(room), arrived),
                 None => (
                     complete_frame(&mut codec, limits.max_payload_bytes, &mut buf),
+                    None,
                     None,
                 ),
             };
@@ -755,7 +756,7 @@ async fn connection(
                         let _permit = permit;
                         // A large payload's room is given back when its request is done.
                         let _room = room;
-                        cmd::handle(node, ctx, frame, arrival).await;
+                        cmd::handle(node, ctx, frame, arrival, arrived).await;
                     });
                 }
                 Ok(None) => break,
@@ -789,7 +790,16 @@ async fn connection(
                 let mut body = Vec::with_capacity(header.size as usize);
                 body.extend_from_slice(&buf[HEADER_SIZE..]);
                 buf = bytes::BytesMut::new();
-                large = Some(LargeFrame { header, body, room });
+                let mut hash = cmd::ArrivalHash::for_frame(&header);
+                if let Some(h) = hash.as_mut() {
+                    h.feed(&body);
+                }
+                large = Some(LargeFrame {
+                    header,
+                    body,
+                    room,
+                    hash,
+                });
             }
         }
         let deadline = match (frame_started, limits.frame_read, limits.idle) {
@@ -828,10 +838,17 @@ async fn connection(
                 Ok(_) => {
                     last_activity = Instant::now();
                     frame_started.get_or_insert(last_activity);
+                    if let Some(l) = large.as_mut() {
+                        // Hashed now, while the bytes just read are in the CPU's cache.
+                        if let Some(h) = l.hash.as_mut() {
+                            h.feed(&l.body);
+                        }
+                    }
                     if large.as_ref().is_some_and(|l| l.body.len() as u64 == l.header.size) {
                         if let Some(l) = large.take() {
                             frame_started = None;
-                            large_done = Some((Frame::new(l.header, l.body), l.room));
+                            let arrived = l.hash.and_then(cmd::ArrivalHash::finish);
+                            large_done = Some((Frame::new(l.header, l.body), l.room, arrived));
                         }
                     }
                 }
@@ -869,6 +886,8 @@ struct LargeFrame {
     header: Header,
     body: Vec<u8>,
     room: Room,
+    /// Its data's chunk hashes, taken as it arrives if it is a write that wants them.
+    hash: Option<cmd::ArrivalHash>,
 }
 
 /// The header at the front of `buf` if it starts a large frame (payload above

@@ -69,8 +69,8 @@ pub struct WriteOptions {
     /// refused instead of stored under the source's timestamp.
     pub data_checksum: Option<u64>,
     /// A whole, checksummed write only: the data's chunk hashes ([`record::chunk_hashes`]),
-    /// computed by the caller off the write path (the node hashes a large write on its
-    /// blocking pool before it queues for the backend's one writer thread). The engine then
+    /// computed by the caller off the write path (the node hashes a large write as it
+    /// arrives, before it queues for the backend's one writer thread). The engine then
     /// does not hash the bytes; with [`WriteOptions::data_checksum`] it checks these. Their
     /// count must fit the data ([`Error::InvalidArgument`] otherwise); hashes of other bytes
     /// make a record that fails its checksum when read (CORRUPTED, never returned as data),

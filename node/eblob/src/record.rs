@@ -231,30 +231,61 @@ pub fn data_checksum(data: &[u8]) -> u64 {
 /// parts stream by, so they need not be contiguous): what the engine writes, and what
 /// [`crate::WriteOptions::chunk_hashes`] takes.
 pub fn chunk_hashes(parts: &[&[u8]]) -> Vec<u64> {
-    use xxhash_rust::xxh3::Xxh3;
-    let mut hashes = Vec::new();
-    let mut chunk = 0u64;
-    let mut filled = 0u64;
-    let mut h = Xxh3::with_seed(0);
+    let mut h = ChunkHasher::default();
     for part in parts {
-        let mut rest = *part;
-        while !rest.is_empty() {
-            let take = ((CHUNK_SIZE - filled) as usize).min(rest.len());
-            h.update(&rest[..take]);
-            filled += take as u64;
-            rest = &rest[take..];
-            if filled == CHUNK_SIZE {
-                hashes.push(h.digest());
-                chunk += 1;
-                filled = 0;
-                h = Xxh3::with_seed(chunk);
+        h.update(part);
+    }
+    h.finish()
+}
+
+/// [`chunk_hashes`] of data that arrives in pieces of any size, one piece at a time (a
+/// network reader hashes each piece while it is still in the CPU's cache). Invariant: after
+/// any sequence of `update`s, `finish` returns `chunk_hashes` of their concatenation.
+#[derive(Clone)]
+pub struct ChunkHasher {
+    h: xxhash_rust::xxh3::Xxh3,
+    /// Index of the chunk being hashed (its hash's seed).
+    chunk: u64,
+    /// Bytes of that chunk hashed so far.
+    filled: u64,
+    hashes: Vec<u64>,
+}
+
+impl Default for ChunkHasher {
+    fn default() -> Self {
+        ChunkHasher {
+            h: xxhash_rust::xxh3::Xxh3::with_seed(0),
+            chunk: 0,
+            filled: 0,
+            hashes: Vec::new(),
+        }
+    }
+}
+
+impl ChunkHasher {
+    /// Hash the next `data`.
+    pub fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let take = ((CHUNK_SIZE - self.filled) as usize).min(data.len());
+            self.h.update(&data[..take]);
+            self.filled += take as u64;
+            data = &data[take..];
+            if self.filled == CHUNK_SIZE {
+                self.hashes.push(self.h.digest());
+                self.chunk += 1;
+                self.filled = 0;
+                self.h = xxhash_rust::xxh3::Xxh3::with_seed(self.chunk);
             }
         }
     }
-    if filled > 0 {
-        hashes.push(h.digest());
+
+    /// The hashes of everything given to [`ChunkHasher::update`].
+    pub fn finish(mut self) -> Vec<u64> {
+        if self.filled > 0 {
+            self.hashes.push(self.h.digest());
+        }
+        self.hashes
     }
-    hashes
 }
 
 /// Encode a footer of `slots` slots for `hashes` (the used ones; the rest stay zero).
@@ -325,6 +356,35 @@ mod tests {
             assert_eq!(capacity(disk), cap, "capacity {cap}");
             assert_eq!(chunk_slots(disk), chunk_slots_for_capacity(cap));
         }
+    }
+
+    #[test]
+    fn hashing_in_pieces_gives_each_chunks_own_hash() {
+        let data: Vec<u8> = (0..3 * CHUNK_SIZE as usize + 17)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let c = CHUNK_SIZE as usize;
+        // By definition: chunk i hashed alone, seeded with i.
+        let want: Vec<u64> = data
+            .chunks(c)
+            .enumerate()
+            .map(|(i, chunk)| chunk_hash(i as u64, chunk))
+            .collect();
+        assert_eq!(want.len(), 4);
+        assert_eq!(chunk_hashes(&[&data]), want);
+        // Pieces ending before, at and after chunk boundaries, and empty ones.
+        for piece in [1, 7, 4096, c - 1, c, c + 1, 2 * c + 5] {
+            let mut h = ChunkHasher::default();
+            for p in data.chunks(piece) {
+                h.update(p);
+                h.update(&[]);
+            }
+            assert_eq!(h.finish(), want, "pieces of {piece}");
+        }
+        let (a, b) = data.split_at(c + 3);
+        assert_eq!(chunk_hashes(&[a, &[], b]), want);
+        assert!(chunk_hashes(&[]).is_empty());
+        assert_eq!(chunk_hashes(&[&data[..c]]), want[..1]);
     }
 
     #[test]

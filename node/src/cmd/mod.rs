@@ -23,6 +23,8 @@ mod route_list;
 mod send;
 mod write;
 
+pub use write::{ArrivalHash, ArrivalHashes};
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -193,8 +195,15 @@ impl Arrival {
     }
 }
 
-/// Handle one request frame: route, run, reply, count.
-pub async fn handle(node: Arc<Node>, ctx: Arc<ConnCtx>, mut frame: Frame, arrival: Arrival) {
+/// Handle one request frame: route, run, reply, count. `arrived`: what the reader hashed of
+/// the frame as it arrived (see [`ArrivalHash`]).
+pub async fn handle(
+    node: Arc<Node>,
+    ctx: Arc<ConnCtx>,
+    mut frame: Frame,
+    arrival: Arrival,
+    arrived: Option<ArrivalHashes>,
+) {
     let started = Instant::now();
     let Arrival {
         trace_id,
@@ -205,7 +214,9 @@ pub async fn handle(node: Arc<Node>, ctx: Arc<ConnCtx>, mut frame: Frame, arriva
     drop(receive);
     frame.header.trace_id = trace_id;
     let h = frame.header;
-    let result = dispatch(&node, &ctx, &frame).instrument(span.clone()).await;
+    let result = dispatch(&node, &ctx, &frame, arrived)
+        .instrument(span.clone())
+        .await;
     let (status, reply) = match result {
         Ok(r) => (Status::OK, r),
         Err(e) => {
@@ -241,7 +252,12 @@ pub async fn handle(node: Arc<Node>, ctx: Arc<ConnCtx>, mut frame: Frame, arriva
     );
 }
 
-async fn dispatch(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, NodeError> {
+async fn dispatch(
+    node: &Arc<Node>,
+    ctx: &ConnCtx,
+    f: &Frame,
+    arrived: Option<ArrivalHashes>,
+) -> Result<Reply, NodeError> {
     let h = &f.header;
     if h.cmd.is_admin() && !authorized(node, ctx) {
         crate::auth::audit(
@@ -268,7 +284,7 @@ async fn dispatch(node: &Arc<Node>, ctx: &ConnCtx, f: &Frame) -> Result<Reply, N
                 Target::Forward(owner) => Box::pin(forward(node, ctx, f, owner)).await,
                 Target::Local(b) => match h.cmd {
                     Command::Lookup => lookup::handle(node, b, f).await,
-                    Command::Write => write::handle(node, b, f).await,
+                    Command::Write => write::handle(node, b, f, arrived).await,
                     Command::Read => read::handle(node, b, f).await,
                     _ => del::handle(node, b, f).await,
                 },

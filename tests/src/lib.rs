@@ -378,3 +378,10 @@ pub fn flip_byte(path: &std::path::Path, offset: u64) {
     b[0] ^= 0x5a;
     f.write_all_at(&b, offset).expect("write it flipped");
 }
+
+/// The median of `v` (the upper one of an even count), as the bench programs report it.
+/// Panics on an empty `v`.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

@@ -1,4 +1,4 @@
-//! What receiving a copy into a file costs, three ways, on loopback.
+//! What receiving a copy into a file costs, four ways, on loopback.
 //!
 //! `cargo run --release -p ellipsis-tests --bin receive-bench [-- --mib N] [--rounds R]
 //! [--no-warm] [--only buffer|queued|splice|mmap] [--queue N]`
@@ -9,23 +9,27 @@
 //! which would need the engine to append in reserve / fill / commit steps). It measures the
 //! kernel paths alone, outside the node, so the answer comes before the redesign:
 //!
-//! - `buffer` (what the node does now): `read` each 1 MiB into a buffer, hash it (xxh3, as a
-//!   record's chunk hash), `pwrite` it at the end of the file;
+//! - `buffer` (what a node does, minus the node): `read` each 1 MiB into one buffer, hash it
+//!   (xxh3, as a record's chunk hash), `pwrite` it at the end of the file;
+//! - `queued`: the same through a ring of `--queue N` buffers (default 128, a dc job's copies
+//!   in flight), each hashed and written N chunks after it arrived: what a wait between
+//!   receive and write costs once the buffer has left the CPU's caches;
 //! - `splice`: `splice` from the socket into a pipe and from the pipe into the file (no
 //!   user-space copy), then hash the bytes where they landed, through a read-only mapping of
 //!   the file (the target must still check what it stores);
 //! - `mmap`: map the file (extended with `ftruncate` first), prefault each 1 MiB with
 //!   `MADV_POPULATE_WRITE`, `read` the socket straight into the mapping, hash it there.
 //!
-//! The sender is the same in all three, as the node's: `sendfile` of 1 MiB regions of a source
+//! The sender is the same for every way, as the node's: `sendfile` of 1 MiB regions of a source
 //! file that is in the page cache. Both ends run in this process, each on its own thread, so
 //! the process's CPU time over a copy is the whole copy's (the loopback's receiving TCP work
 //! runs in the sender's calls). Before each copy 2 x the data of fresh memory is touched and
 //! freed, as `recovery-bench` does (see its `warm_memory`), and the previous copy's file is
-//! removed. Modes alternate within each round, so a slow spell of the VM hits all of them.
+//! removed. The ways alternate within each round, so a slow spell of the VM hits all of them
+//! (`--only WAY` runs one, for a profiler: each copy announces itself on stderr first).
 //!
 //! Prints, per copy, MB/s (10^6 bytes per second), busy cores and CPU seconds per GB, then the
-//! median of each per mode. Not a test; figures in `node/BENCHMARKS.md`.
+//! median of each way. Not a test; figures in `node/BENCHMARKS.md`.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -33,6 +37,8 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use ellipsis_tests::median;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -48,7 +54,7 @@ enum Mode {
 
 const MODES: [Mode; 4] = [Mode::Buffer, Mode::Queued, Mode::Splice, Mode::Mmap];
 
-/// How many received chunks wait in `Queued` mode before they are hashed and written, unless
+/// How many received chunks wait in the `queued` way before they are hashed and written, unless
 /// `--queue N` says otherwise: the records a dc job has in flight (`COPIES_IN_FLIGHT`), each
 /// a received frame on the target.
 const QUEUED_CHUNKS: usize = 128;
@@ -109,8 +115,8 @@ fn hash(data: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(data)
 }
 
-/// Receives `total` bytes into `file` in `mode`; returns the xor of the chunk hashes (checked
-/// against the sender's, so no mode can skip work).
+/// Receives `total` bytes into `file` the way `mode` says; returns the xor of the chunk hashes
+/// (checked against the sender's, so no way can skip work).
 fn receive(
     mode: Mode,
     mut sock: TcpStream,
@@ -316,11 +322,6 @@ fn copy(
     Ok(Copy { elapsed, cpu })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() -> Result<()> {
     let mut mib = 1024usize;
     let mut rounds = 5usize;
@@ -363,7 +364,7 @@ fn main() -> Result<()> {
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
     let mut costs: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
     for round in 0..rounds {
-        // Rotate the order too, so no mode always follows the same one.
+        // Rotate the order too, so no way always follows the same one.
         for k in 0..MODES.len() {
             let m = (round + k) % MODES.len();
             if only.is_some_and(|o| o != m) {

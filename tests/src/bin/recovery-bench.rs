@@ -51,7 +51,7 @@ use ellipsis_core::client::Checker;
 use ellipsis_core::protocol::cmd::send::{SendMode, SendRequest};
 use ellipsis_core::protocol::IoAttr;
 use ellipsis_node::recovery::{RecoveryKind, RecoveryRequest};
-use ellipsis_tests::{Cluster, NodeSpec};
+use ellipsis_tests::{median, Cluster, NodeSpec};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -434,11 +434,6 @@ fn rsync(dir: &Path, objects: u64, warm: u64) -> Result<(Duration, Cpu)> {
     std::fs::remove_dir_all(&src)?;
     std::fs::remove_dir_all(&dst)?;
     Ok((d, cpu))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() -> Result<()> {

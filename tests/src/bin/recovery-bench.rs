@@ -474,16 +474,21 @@ fn main() -> Result<()> {
     let mut sendfile = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut number = |what: &str| -> Result<u64> {
-            Ok(args
+        let mut number = |what: &str, max: u64| -> Result<u64> {
+            let n: u64 = args
                 .next()
                 .ok_or(format!("{what} needs a number"))?
                 .parse()
-                .map_err(|e| format!("{what}: {e}"))?)
+                .map_err(|e| format!("{what}: {e}"))?;
+            if !(1..=max).contains(&n) {
+                return Err(format!("{what} must be 1 to {max}, got {n}").into());
+            }
+            Ok(n)
         };
         match a.as_str() {
-            "--objects" => objects = number("--objects")?.max(1),
-            "--rounds" => rounds = number("--rounds")?.clamp(1, 100) as u32,
+            // Up to 1 TiB of objects, 100 rounds.
+            "--objects" => objects = number("--objects", 1 << 20)?,
+            "--rounds" => rounds = number("--rounds", 100)? as u32,
             "--only-recovery" => only = Some(CopyKind::Dc),
             "--only-send" => only = Some(CopyKind::ServerSend),
             "--no-warm" => warm = false,
@@ -495,6 +500,24 @@ fn main() -> Result<()> {
     // Twice what the copy writes: its page-cache pages and its buffers.
     let warm = if warm { 2 * total } else { 0 };
     let dir = tempfile::tempdir()?;
+    // Rounds keep their rsync files until the run ends (2 x the data each), beside one copy's
+    // two groups or the disk probe at a time: say so now rather than fill the disk mid-run.
+    let needed_bytes = if only.is_some() {
+        2 * total
+    } else {
+        (2 * u64::from(rounds) + 2) * total
+    };
+    let fs = rustix::fs::statvfs(dir.path())?;
+    let free_bytes = fs.f_bavail.saturating_mul(fs.f_frsize);
+    if free_bytes < needed_bytes {
+        return Err(format!(
+            "{} has {} MB free and this run needs {} MB; use fewer --rounds or --objects",
+            dir.path().display(),
+            free_bytes / 1_000_000,
+            needed_bytes / 1_000_000
+        )
+        .into());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -3,6 +3,9 @@
 //! `cargo run --release -p ellipsis-tests --bin recovery-bench [-- --objects N] [--rounds R]
 //! [--no-warm] [--copy] [--only-recovery | --only-send]`
 //!
+//! Needs `rsync` on PATH (Debian: `apt-get install rsync`) unless `--only-*` is given, and free
+//! space in the temp dir for 2 x the data per round plus 2 x more (it says so before it starts).
+//!
 //! 1. disk: write 1 GiB in 1 MiB writes to a file in the temp dir (timed alone: the page-cache
 //!    write rate, a ceiling for any copy that writes files), then fsync (dd-like);
 //! 2. loopback: push 1 GiB through one 127.0.0.1 TCP connection in 1 MiB writes;
@@ -499,6 +502,21 @@ fn main() -> Result<()> {
     let total = objects * MIB as u64;
     // Twice what the copy writes: its page-cache pages and its buffers.
     let warm = if warm { 2 * total } else { 0 };
+    // Before minutes of other copies, not at the first rsync round.
+    if only.is_none() {
+        let found = Command::new("rsync")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return Err(
+                "rsync is not installed (or not on PATH); Debian: apt-get install rsync; \
+                 --only-recovery and --only-send run without it"
+                    .into(),
+            );
+        }
+    }
     let dir = tempfile::tempdir()?;
     // Rounds keep their rsync files until the run ends (2 x the data each), beside one copy's
     // two groups or the disk probe at a time: say so now rather than fill the disk mid-run.
